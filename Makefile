@@ -1,0 +1,37 @@
+# Two commands are the whole set-up on a fresh machine with Python 3.11+: `make run`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# torch 2.13.0 (CPU) lies on the dev/CI machines' disk; pinning it first keeps pip from
+# downloading a multi-GB CUDA build. Elsewhere the pyproject range picks what the platform has.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: install run test lint bench-learner clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(FIND_LINKS) "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.4,<2.15"
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -e '.[dev]'
+	touch $@
+
+# The whole service on the embedded default: API on :8000, learner, private Valkey in ./data.
+# The demo vocabulary and dimension apply only when you have not set your own.
+run: $(STAMP)
+	MNEMO_INPUT_DIM=$${MNEMO_INPUT_DIM:-4} \
+	MNEMO_LABELS=$${MNEMO_LABELS-setosa,versicolor,virginica} \
+	$(BIN)/python -m service run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench-learner: $(STAMP)
+	$(BIN)/python -m service.bench_learner
+
+clean:
+	rm -rf $(VENV) .pytest_cache

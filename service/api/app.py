@@ -1,0 +1,98 @@
+"""The app factory: everything is built in the lifespan from injected settings (no globals)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
+
+from service.api.auth import require_api_token
+from service.api.context import AppContext
+from service.api.errors import validation_error_handler
+from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from service.api.routes import admin, feedback, health, predict, stats, versions
+from service.config import Settings
+from service.monitor.api_metrics import ApiMetrics
+from service.serving.follower import VersionFollower
+from service.serving.holder import ModelHolder
+from service.store.connection import StoreError, check_noeviction, connect, wait_until_reachable
+from service.store.feedback import FeedbackStore
+from service.store.golden import GoldenSet
+from service.store.keys import Keys
+from service.store.predictions import PredictionLog
+from service.store.registry import DeploymentIdentity, Registry
+from service.store.scripts import Scripts
+from service.store.stats import StatsStore
+from service.versioning import initial_version
+
+
+async def build_context(settings: Settings) -> AppContext:
+    if settings.redis_url is None:
+        raise StoreError("MNEMO_REDIS_URL is required to serve (`run` starts an embedded one)")
+    redis = connect(settings.redis_url, settings.redis_timeout_seconds)
+    await wait_until_reachable(redis)
+    await check_noeviction(redis)
+    keys = Keys(settings.model_name)
+    scripts = Scripts(redis)
+    registry = Registry(redis, keys, scripts)
+    meta, weights = initial_version(settings)
+    identity = DeploymentIdentity(settings.input_dim, settings.label_type, settings.model_name)
+    await registry.init_deployment(identity, settings.labels, meta, weights)
+    return AppContext(
+        settings=settings,
+        redis=redis,
+        keys=keys,
+        registry=registry,
+        feedback=FeedbackStore(redis, keys, scripts, strict=settings.durability == "strict"),
+        predictions=PredictionLog(redis, keys, settings.input_dim,
+                                  settings.prediction_ttl_seconds),
+        golden=GoldenSet(redis, keys, scripts),
+        stats=StatsStore(redis, keys),
+        holder=ModelHolder(),
+        metrics=ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name),
+    )
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await build_context(settings)
+        app.state.ctx = ctx
+        follower = VersionFollower(ctx.redis, ctx.keys, ctx.registry, ctx.holder, ctx.metrics,
+                                   settings.swap_poll_seconds)
+        await follower.sync_once()
+        task = asyncio.create_task(follower.run(), name="version-follower")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await ctx.redis.aclose()
+
+    app = FastAPI(
+        title="Mnemo",
+        version="1",
+        description="Online continual-learning model server: predict, send labels later, "
+        "and the served model keeps learning without forgetting.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    protected = [Depends(require_api_token)]
+    for router in (predict.router, feedback.router, versions.router, stats.router):
+        app.include_router(router, dependencies=protected)
+    app.include_router(admin.router)
+    app.include_router(health.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(RequestIdMiddleware)
+    return app

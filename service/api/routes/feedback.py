@@ -1,0 +1,88 @@
+"""POST /v1/feedback: validate the whole batch, resolve prediction ids now (copying input,
+served version and tag into the entry), then one script dedupes and appends it all."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import JSONResponse
+
+from service.api.deps import Ctx
+from service.api.errors import invalid, retry_later
+from service.api.schemas import (
+    FeedbackByPrediction,
+    FeedbackRequest,
+    FeedbackResponse,
+    FeedbackWithInputs,
+)
+from service.api.validation import check_count, check_label, to_matrix
+from service.store.codec import vector_to_bytes
+from service.store.connection import UNAVAILABLE
+from service.store.feedback import FeedbackRecord, LabelOverflow, NotDurable, Shed
+
+router = APIRouter()
+
+
+@router.post(
+    "/v1/feedback",
+    status_code=202,
+    response_model=FeedbackResponse,
+    responses={
+        422: {"description": "invalid item (the detail names its index and field)"},
+        429: {"description": "the learner is behind (load shedding); retry after Retry-After"},
+        503: {"description": "Redis unreachable; nothing was stored"},
+    },
+)
+async def feedback(body: FeedbackRequest, ctx: Ctx) -> JSONResponse:
+    counters = ctx.metrics.feedback_by_outcome
+    try:
+        records = await _validated_records(body, ctx)
+        result = await ctx.feedback.append(
+            records, max_lag=ctx.settings.max_lag, max_classes=ctx.settings.max_classes
+        )
+    except Shed as exc:
+        counters["shed"].inc(len(body.items))
+        raise retry_later(429, f"load shed: {exc}", 1) from None
+    except LabelOverflow as exc:
+        counters["rejected"].inc(len(body.items))
+        raise invalid(("items", exc.index, "label"), str(exc)) from None
+    except HTTPException:
+        counters["rejected"].inc(len(body.items))
+        raise
+    except (*UNAVAILABLE, NotDurable) as exc:
+        raise retry_later(503, f"feedback store unavailable: {exc}", 1) from None
+    counters["accepted"].inc(result.accepted)
+    counters["duplicate"].inc(result.duplicates)
+    return JSONResponse(
+        {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
+    )
+
+
+async def _validated_records(body: FeedbackRequest, ctx: Ctx) -> list[FeedbackRecord]:
+    settings = ctx.settings
+    items = body.items
+    check_count(len(items), settings, ("items",))
+    labels = [check_label(it.label, settings, ("items", i, "label")) for i, it in enumerate(items)]
+
+    direct = [(i, it) for i, it in enumerate(items) if isinstance(it, FeedbackWithInputs)]
+    matrix = (
+        to_matrix([it.inputs for _, it in direct], settings.input_dim,
+                  [("items", i, "inputs") for i, _ in direct])
+        if direct else None
+    )
+    by_id = [(i, it) for i, it in enumerate(items) if isinstance(it, FeedbackByPrediction)]
+    logged = await ctx.predictions.resolve([it.prediction_id for _, it in by_id]) if by_id else []
+
+    records: list[FeedbackRecord | None] = [None] * len(items)
+    for row, (i, it) in enumerate(direct):
+        assert matrix is not None
+        dedupe = f"f:{it.feedback_id}" if it.feedback_id else ""
+        records[i] = FeedbackRecord(dedupe, labels[i], vector_to_bytes(matrix[row]),
+                                    it.tag or "", None)
+    for (i, it), entry in zip(by_id, logged, strict=True):
+        if entry is None:
+            raise invalid(("items", i, "prediction_id"),
+                          f"unknown or expired prediction id {it.prediction_id!r}")
+        # A tag given with the label wins over the one given at predict time.
+        records[i] = FeedbackRecord(f"p:{it.prediction_id}", labels[i],
+                                    vector_to_bytes(entry.x), it.tag or entry.tag, entry.version)
+    return [r for r in records if r is not None]

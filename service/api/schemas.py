@@ -1,0 +1,153 @@
+"""Request and response bodies of the v1 contract (DESIGN §3), strict: numbers are numbers,
+labels are strings or integers (never booleans or floats), unknown fields are refused."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    StringConstraints,
+    Tag,
+    WithJsonSchema,
+)
+
+TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Row = list[float]
+
+
+def _label(value: object) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("label must be a string (1-64 characters) or an integer")
+    if isinstance(value, str) and not 1 <= len(value) <= 64:
+        raise ValueError("label must be 1-64 characters")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise ValueError("integer label out of the 64-bit range")
+    return value
+
+
+Label = Annotated[
+    str | int,
+    PlainValidator(_label),
+    WithJsonSchema(
+        {"oneOf": [{"type": "string", "minLength": 1, "maxLength": 64}, {"type": "integer"}]}
+    ),
+]
+
+_strict = ConfigDict(strict=True, extra="forbid")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": [[5.1, 3.5, 1.4, 0.2]], "tag": "store-7"}]},
+    )
+    inputs: list[Row] = Field(
+        min_length=1, description="1..MNEMO_MAX_BATCH rows of exactly MNEMO_INPUT_DIM numbers"
+    )
+    tag: TagName | None = None
+    ids: list[Identifier] | None = Field(
+        None, description="optional client-chosen prediction ids, one per row"
+    )
+
+
+class Prediction(BaseModel):
+    id: str
+    label: str | int
+    probabilities: list[float]
+
+
+class PredictResponse(BaseModel):
+    model_version: int
+    labels: list[str | int]
+    predictions: list[Prediction]
+    logged: bool
+
+
+class FeedbackByPrediction(BaseModel):
+    model_config = _strict
+    prediction_id: Identifier
+    label: Label
+    tag: TagName | None = None
+
+
+class FeedbackWithInputs(BaseModel):
+    model_config = _strict
+    inputs: Row
+    label: Label
+    tag: TagName | None = None
+    feedback_id: Identifier | None = None
+
+
+def _item_shape(value: Any) -> str | None:
+    if isinstance(value, dict):
+        has_id, has_inputs = "prediction_id" in value, "inputs" in value
+        if has_id != has_inputs:
+            return "prediction" if has_id else "inputs"
+    elif isinstance(value, FeedbackByPrediction | FeedbackWithInputs):
+        return "prediction" if isinstance(value, FeedbackByPrediction) else "inputs"
+    return None
+
+
+FeedbackItem = Annotated[
+    Annotated[FeedbackByPrediction, Tag("prediction")] | Annotated[FeedbackWithInputs, Tag("inputs")],
+    Discriminator(
+        _item_shape,
+        custom_error_type="item_shape",
+        custom_error_message="each item needs exactly one of prediction_id or inputs",
+    ),
+]
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {"prediction_id": "3f2a9c0d1e4b5a6f-0", "label": "setosa"},
+                        {"inputs": [6.7, 3.0, 5.2, 2.3], "label": "virginica", "tag": "store-7"},
+                    ]
+                }
+            ]
+        },
+    )
+    items: list[FeedbackItem] = Field(min_length=1, description="1..MNEMO_MAX_BATCH items")
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+class GoldenRequest(BaseModel):
+    model_config = _strict
+    items: list[FeedbackWithInputs] = Field(min_length=1)
+
+
+class VersionInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    version: int
+    parent: int | None
+    created_at: str
+    samples_seen: int
+    last_stream_id: str
+    strategy: str
+    labels: list[str | int]
+    status: str
+    eval: dict[str, Any]
+
+
+class VersionList(BaseModel):
+    current: int | None
+    epoch: int | None
+    versions: list[VersionInfo]
+    next: str | None

@@ -1,0 +1,105 @@
+"""`python -m service` / `mnemo`: run (everything), serve (API), learn (learner), replay (CSV)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from service.config import Settings, SettingsError, load_settings
+from service.logs import configure_logging
+from service.store.connection import StoreError
+
+log = logging.getLogger("service")
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from service.api import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # costs about a third of throughput; request ids are in our logs
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has drained; with the default
+    # handler that would kill the process before `run` stops the learner and Redis.
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    server.run()  # SIGTERM/SIGINT: stop accepting, drain in-flight requests, run shutdown
+    return 0 if server.started else 1
+
+
+def _learn(settings: Settings) -> int:
+    from service.worker.process import run_learner
+
+    return run_learner(settings)
+
+
+def _run(settings: Settings) -> int:
+    from service.supervisor import LearnerSupervisor
+
+    embedded = None
+    if settings.redis_url is None:
+        from service.embedded import EmbeddedRedis
+
+        embedded = EmbeddedRedis(settings.data_dir)
+        url = embedded.start()
+        log.info("embedded Redis-compatible server at %s (data in %s)", url, settings.data_dir)
+        settings = settings.model_copy(update={"redis_url": url})
+    supervisor = LearnerSupervisor({**os.environ, "MNEMO_REDIS_URL": settings.redis_url or ""})
+    try:
+        supervisor.start()
+        return _serve(settings)
+    finally:
+        supervisor.stop()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnemo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="API + learner (+ embedded Redis when MNEMO_REDIS_URL is unset)")
+    sub.add_parser("serve", help="one API process (needs MNEMO_REDIS_URL)")
+    sub.add_parser("learn", help="one learner process (needs MNEMO_REDIS_URL)")
+    from service import replay_client
+
+    replay = sub.add_parser("replay", help="stream a CSV through predict, then feedback")
+    replay_client.add_arguments(replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "replay":
+        from service import replay_client
+
+        return replay_client.main(args)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"mnemo: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, args.command)
+    if args.command in ("serve", "learn") and settings.redis_url is None:
+        print(f"mnemo {args.command}: MNEMO_REDIS_URL is required (two processes cannot share "
+              "a private embedded server; use `run`)", file=sys.stderr)
+        return 2
+    try:
+        return {"run": _run, "serve": _serve, "learn": _learn}[args.command](settings)
+    except StoreError as exc:
+        print(f"mnemo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,173 @@
+"""The one place that reads the environment: validated settings for every Mnemo process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MNEMO_"
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+class SettingsError(ValueError):
+    """Start-up configuration is invalid; the message names the variable."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, validate_default=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    learner_metrics_port: int = Field(9101, ge=0, le=65535)
+    redis_url: str | None = None
+    data_dir: Path = Path("data")
+    model_name: str = Field("default", pattern=r"^[a-z0-9_-]{1,64}$")
+
+    input_dim: int = Field(4, ge=1, le=65536)
+    labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    label_type: Literal["str", "int"] = "str"
+    max_classes: int = Field(1000, ge=1, le=100_000)
+    max_tags: int = Field(50, ge=1, le=10_000)
+
+    model: Literal["mlp"] = "mlp"
+    hidden: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [128, 128])
+    strategy: str = "online-ewc+replay"
+    buffer: Literal["reservoir"] = "reservoir"
+    buffer_size: int = Field(1000, ge=1, le=10_000_000)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    holdout_size: int = Field(500, ge=1, le=1_000_000)
+    gate_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+
+    max_batch: int = Field(1024, ge=1, le=100_000)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_lag: int = Field(1_000_000, ge=1)
+    prediction_ttl_seconds: int = Field(86_400, ge=1)
+    keep_versions: int = Field(20, ge=1)
+    durability: Literal["normal", "strict"] = "normal"
+
+    api_token: str | None = None
+    admin_token: str | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    publish_every_samples: int = Field(500, ge=1)
+    publish_every_seconds: float = Field(5.0, gt=0)
+    consolidate_every_samples: int = Field(1000, ge=1)
+    lease_ttl_seconds: float = Field(10.0, gt=0)
+    swap_poll_seconds: float = Field(1.0, gt=0)
+
+    batch_max_rows: int = Field(64, ge=1)
+    batch_max_wait_ms: float = Field(2.0, ge=0)
+    redis_timeout_seconds: float = Field(2.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    init_checkpoint: Path | None = None
+    freeze: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    heads: Literal["shared"] = "shared"
+
+    _csv_fields = field_validator("labels", "hidden", "cors_origins", "freeze", mode="before")(
+        _split_csv
+    )
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def,override]
+        # load_settings reads the environment itself (once, refusing unknown names), so the
+        # class takes only explicit values: tests can build any configuration in-process.
+        return (init_settings,)
+
+    @field_validator("api_token", "admin_token", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_layers(cls, value: list[int]) -> list[int]:
+        if not value or any(size < 1 for size in value):
+            raise ValueError("hidden layer sizes must be positive integers, e.g. 128,128")
+        return value
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        known = {"naive", "replay", "ewc", "online-ewc"}
+        parts = value.split("+")
+        unknown = [part for part in parts if part not in known]
+        if unknown:
+            raise ValueError(f"unknown strategy part(s) {unknown}; known: {sorted(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _labels_match_type(self) -> Settings:
+        if len(set(self.labels)) != len(self.labels):
+            raise ValueError("MNEMO_LABELS: duplicate label")
+        if len(self.labels) > self.max_classes:
+            raise ValueError("MNEMO_LABELS: more labels than MNEMO_MAX_CLASSES")
+        for label in self.labels:
+            if len(label) > 64:
+                raise ValueError(f"MNEMO_LABELS: {label!r} is longer than 64 characters")
+            if self.label_type == "int" and not _is_int_text(label):
+                raise ValueError(f"MNEMO_LABELS: {label!r} is not an integer (MNEMO_LABEL_TYPE=int)")
+        return self
+
+    def typed_labels(self) -> list[str | int]:
+        """The declared vocabulary as JSON values of the deployment's label type."""
+        return [int(x) if self.label_type == "int" else x for x in self.labels]
+
+    @property
+    def use_replay(self) -> bool:
+        return "replay" in self.strategy.split("+")
+
+
+def _is_int_text(text: str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def known_env_names() -> set[str]:
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from the environment; unknown MNEMO_* names and bad values raise
+    SettingsError naming the variable, so a typo never silently falls back to a default."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env_names())
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+    values = {k[len(ENV_PREFIX) :].lower(): v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = error["loc"][0] if error["loc"] else ""
+        msg = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{ENV_PREFIX}{str(loc).upper()}: {msg}" if loc else msg)
+    return "invalid setting " + "; ".join(parts)

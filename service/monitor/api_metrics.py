@@ -1,0 +1,64 @@
+"""The API process's Prometheus metrics (DESIGN §7), built against an injected registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# 100 µs resolution at the bottom, 1 s at the top.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+        self.registry = registry
+        labels = ["model"]
+        self.predict_requests = Counter(
+            "mnemo_predict_requests", "Predict requests by status class",
+            [*labels, "status"], registry=registry,
+        )
+        self.predict_latency = Histogram(
+            "mnemo_predict_latency_seconds", "Predict request latency",
+            labels, buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.predict_batch_size = Histogram(
+            "mnemo_predict_batch_size", "Rows per forward pass",
+            labels, buckets=BATCH_BUCKETS, registry=registry,
+        )
+        self.feedback_items = Counter(
+            "mnemo_feedback_items", "Feedback items by outcome",
+            [*labels, "outcome"], registry=registry,
+        )
+        self.model_version = Gauge(
+            "mnemo_model_version", "Served model version", labels, registry=registry
+        )
+        self.model_swaps = Counter(
+            "mnemo_model_swaps", "Model versions swapped in", labels, registry=registry
+        )
+        self.model_load_failures = Counter(
+            "mnemo_model_load_failures", "Model versions that failed to load",
+            labels, registry=registry,
+        )
+        self.update_freshness = Histogram(
+            "mnemo_update_freshness_seconds",
+            "At each swap: now minus acceptance time of the oldest item the version adds",
+            labels, buckets=FRESHNESS_BUCKETS, registry=registry,
+        )
+        # Bind the model label once: call sites stay short and can never forget it.
+        self.requests_by_status = {
+            s: self.predict_requests.labels(model=model, status=s)
+            for s in ("ok", "client_error", "server_error")
+        }
+        self.feedback_by_outcome = {
+            o: self.feedback_items.labels(model=model, outcome=o)
+            for o in ("accepted", "duplicate", "rejected", "shed")
+        }
+        self.latency = self.predict_latency.labels(model=model)
+        self.batch_size = self.predict_batch_size.labels(model=model)
+        self.version = self.model_version.labels(model=model)
+        self.swaps = self.model_swaps.labels(model=model)
+        self.load_failures = self.model_load_failures.labels(model=model)
+        self.freshness = self.update_freshness.labels(model=model)

@@ -1,0 +1,58 @@
+"""The served model: an immutable (version, module) pair swapped by one reference assignment,
+so a request that already holds a ServedModel finishes on it while the next one sees the new."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.checkpoint import model_from_bytes
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    version: int
+    epoch: int
+    labels: list[str | int]
+    module: nn.Module
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.module(torch.from_numpy(x))
+            return torch.softmax(logits, dim=1).numpy()
+
+
+def load_served(blob: bytes, meta: dict[str, Any], epoch: int) -> ServedModel:
+    """Build a ready-to-serve model from a weights blob (safetensors) and its version meta."""
+    module, _ = model_from_bytes(blob)
+    module.eval()
+    labels = list(meta["labels"])
+    if len(labels) != _num_outputs(module):
+        raise ValueError(
+            f"version {meta['version']}: {len(labels)} labels but {_num_outputs(module)} outputs"
+        )
+    served = ServedModel(meta["version"], epoch, labels, module, meta)
+    if labels:  # warm the first-call paths before any request sees it
+        served.predict_proba(np.zeros((1, module.config.input_dim), dtype=np.float32))
+    return served
+
+
+def _num_outputs(module: nn.Module) -> int:
+    return int(module.config.num_classes)
+
+
+class ModelHolder:
+    def __init__(self) -> None:
+        self._served: ServedModel | None = None
+
+    @property
+    def served(self) -> ServedModel | None:
+        return self._served
+
+    def swap(self, served: ServedModel) -> None:
+        self._served = served

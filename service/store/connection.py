@@ -1,0 +1,57 @@
+"""Redis connections and the start-up checks every process makes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+# What "Redis is away" looks like to callers: answer 503 / log false, never 500.
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class StoreError(RuntimeError):
+    """Stored state or the Redis server is unfit for this deployment; refuse to start."""
+
+
+def connect(url: str, timeout: float) -> Redis:
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        decode_responses=False,
+    )
+
+
+async def wait_until_reachable(redis: Redis, attempts: int = 20, delay: float = 0.25) -> None:
+    for attempt in range(attempts):
+        try:
+            await redis.ping()
+            return
+        except UNAVAILABLE as exc:
+            if attempt == attempts - 1:
+                raise StoreError(f"Redis is not reachable: {exc}") from exc
+            await asyncio.sleep(delay)
+
+
+async def check_noeviction(redis: Redis) -> None:
+    """Mnemo's keys are data, not cache: an evicting server would silently lose labels."""
+    try:
+        policy = (await redis.config_get("maxmemory-policy")).get(b"maxmemory-policy")
+    except ResponseError:  # CONFIG disabled (managed Redis): nothing to check against
+        log.warning("cannot read maxmemory-policy; make sure it is noeviction")
+        return
+    except RedisError as exc:
+        raise StoreError(f"cannot read maxmemory-policy: {exc}") from exc
+    if policy is not None and policy != b"noeviction":
+        raise StoreError(
+            f"Redis maxmemory-policy is {policy.decode()}; Mnemo needs noeviction "
+            "(its keys are data, not cache)"
+        )

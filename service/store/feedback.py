@@ -1,0 +1,87 @@
+"""The durable feedback stream: one Lua call validates, dedupes and appends a whole batch."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from service.store.keys import Keys
+from service.store.scripts import Scripts
+
+
+@dataclass(frozen=True)
+class FeedbackRecord:
+    dedupe_id: str  # prediction_id or feedback_id; "" appends unconditionally
+    label: str
+    x: bytes  # float32 little-endian input
+    tag: str
+    version: int | None  # the served version that predicted it, when known
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    accepted: int
+    duplicates: int
+
+
+class Shed(Exception):
+    """The learner is too far behind; the caller should retry later."""
+
+    def __init__(self, lag: int) -> None:
+        super().__init__(f"learner is {lag} items behind")
+        self.lag = lag
+
+
+class LabelOverflow(Exception):
+    def __init__(self, index: int, label: str) -> None:
+        super().__init__(f"label {label!r} would exceed MNEMO_MAX_CLASSES")
+        self.index = index
+        self.label = label
+
+
+class NotDurable(Exception):
+    """strict durability: the append-only file did not confirm the write in time."""
+
+
+class FeedbackStore:
+    def __init__(
+        self, redis: Redis, keys: Keys, scripts: Scripts, *, strict: bool = False,
+        strict_timeout_ms: int = 1000,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+        self._strict = strict
+        self._strict_timeout_ms = strict_timeout_ms
+
+    async def append(
+        self, records: list[FeedbackRecord], *, max_lag: int, max_classes: int
+    ) -> AppendResult:
+        k = self._keys
+        args: list[object] = [max_lag, max_classes, len(records), int(time.time() * 1000)]
+        for r in records:
+            args += [r.dedupe_id, r.label, r.x, r.tag, "" if r.version is None else r.version]
+        result = await self._scripts.feedback_append(
+            keys=[k.stream, k.seen_ids, k.vocab, k.vocab_order, k.counters, k.learner_stats],
+            args=args,
+        )
+        status = result[0]
+        if status == b"shed":
+            raise Shed(int(result[1]))
+        if status == b"labels":
+            raise LabelOverflow(int(result[1]), result[2].decode())
+        if self._strict:
+            local, _ = await self._redis.execute_command("WAITAOF", 1, 0, self._strict_timeout_ms)
+            if int(local) < 1:
+                raise NotDurable("the append-only file did not confirm the write")
+        return AppendResult(int(result[1]), int(result[2]))
+
+    async def lag(self) -> int:
+        """Items accepted but not yet processed by the learner."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self._keys.counters, "accepted")
+        pipe.hget(self._keys.learner_stats, "processed")
+        accepted, processed = await pipe.execute()
+        return max(0, int(accepted or 0) - int(processed or 0))

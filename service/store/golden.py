@@ -1,0 +1,28 @@
+"""The trusted golden set the learner's gate checks candidates against (admin-supplied)."""
+
+from __future__ import annotations
+
+import numpy as np
+from redis.asyncio import Redis
+
+from service.store.codec import decode_labelled, encode_labelled
+from service.store.keys import Keys
+from service.store.scripts import Scripts
+
+
+class GoldenSet:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    async def add(self, entries: list[tuple[bytes, str, str]]) -> int:
+        """Append (float32 input, label text, tag) entries; returns the set's new size."""
+        return int(await self._redis.rpush(
+            self._keys.golden, *(encode_labelled(x, label, tag) for x, label, tag in entries)
+        ))
+
+    async def items(self) -> list[tuple[np.ndarray, str, str]]:
+        return [decode_labelled(b) for b in await self._redis.lrange(self._keys.golden, 0, -1)]
+
+    async def clear(self) -> None:
+        await self._redis.delete(self._keys.golden)

@@ -1,0 +1,127 @@
+"""Every Redis key name Mnemo uses. Nothing outside service/store/ builds a key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names of one model's deployment.
+
+    The learner's keys share the hash tag ``{model}`` so one Lua script may touch them on a
+    single Redis Cluster slot; the high-volume prediction log is keyed by batch id instead, so
+    it spreads over the cluster.
+    """
+
+    model: str
+    namespace: str = "mnemo"
+
+    @property
+    def base(self) -> str:
+        return f"{self.namespace}:{{{self.model}}}"
+
+    # deployment
+    @property
+    def meta(self) -> str:
+        return f"{self.base}:meta"
+
+    @property
+    def vocab(self) -> str:  # hash label -> class index
+        return f"{self.base}:vocab"
+
+    @property
+    def vocab_order(self) -> str:  # list of labels in class-index order
+        return f"{self.base}:vocab:order"
+
+    # feedback
+    @property
+    def stream(self) -> str:
+        return f"{self.base}:feedback"
+
+    @property
+    def seen_ids(self) -> str:  # hash feedback/prediction id -> stream id (first label wins)
+        return f"{self.base}:feedback:seen"
+
+    @property
+    def counters(self) -> str:  # hash: accepted, duplicates
+        return f"{self.base}:counters"
+
+    group: str = "learners"
+
+    # replay and evaluation
+    @property
+    def reservoir(self) -> str:
+        return f"{self.base}:reservoir"
+
+    @property
+    def reservoir_meta(self) -> str:
+        return f"{self.base}:reservoir:meta"
+
+    @property
+    def holdout(self) -> str:  # list, newest first, capped
+        return f"{self.base}:holdout"
+
+    @property
+    def golden(self) -> str:  # list of golden-set entries
+        return f"{self.base}:golden"
+
+    # registry
+    def version(self, number: int) -> str:
+        return f"{self.base}:version:{number}"
+
+    @property
+    def versions(self) -> str:  # sorted set of version numbers
+        return f"{self.base}:versions"
+
+    @property
+    def next_version(self) -> str:
+        return f"{self.base}:version:next"
+
+    @property
+    def statuses(self) -> str:  # hash version -> active|archived|rejected
+        return f"{self.base}:version:status"
+
+    @property
+    def activated(self) -> str:  # set of versions ever activated (kept by retention)
+        return f"{self.base}:version:activated"
+
+    @property
+    def current(self) -> str:  # hash: version, epoch
+        return f"{self.base}:current"
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}:events"
+
+    # learner
+    @property
+    def lease(self) -> str:
+        return f"{self.base}:lease"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.base}:lease:fence"
+
+    @property
+    def cursor(self) -> str:  # hash: last_stream_id, samples_seen (committed at publish)
+        return f"{self.base}:learner:cursor"
+
+    @property
+    def learner_stats(self) -> str:  # hash of live learner statistics (JSON fields)
+        return f"{self.base}:learner:stats"
+
+    @property
+    def control(self) -> str:  # hash: learning paused/running
+        return f"{self.base}:learner:control"
+
+    # prediction log (not hash-tagged: spreads over a cluster)
+    def prediction_batch(self, batch_id: str) -> str:
+        return f"{self.namespace}:{self.model}:pred:{batch_id}"
+
+    def prediction_alias(self, prediction_id: str) -> str:
+        return f"{self.namespace}:{self.model}:pid:{prediction_id}"
+
+    def all_patterns(self) -> list[str]:
+        """Glob patterns covering every key of this model (for purge and test clean-up)."""
+        return [f"{self.base}:*", f"{self.namespace}:{self.model}:*"]

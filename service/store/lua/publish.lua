@@ -1,0 +1,24 @@
+-- Publish (or record as rejected) one version and commit the learner's stream position, in
+-- one atomic step guarded by the learner's fencing token.
+-- KEYS: fence, version key, versions zset, current, statuses, activated set, events, cursor
+-- ARGV: token, version, meta json, weights, state, status, last_stream_id, samples_seen
+-- Returns the new epoch (0 when the version was rejected).
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return redis.error_reply('FENCED this learner no longer holds the lease')
+end
+local v = ARGV[2]
+redis.call('HSET', KEYS[2], 'meta', ARGV[3], 'weights', ARGV[4], 'state', ARGV[5])
+redis.call('ZADD', KEYS[3], v, v)
+redis.call('HSET', KEYS[8], 'last_stream_id', ARGV[7], 'samples_seen', ARGV[8])
+if ARGV[6] ~= 'active' then
+  redis.call('HSET', KEYS[5], v, ARGV[6])
+  return 0
+end
+local prev = redis.call('HGET', KEYS[4], 'version')
+if prev then redis.call('HSET', KEYS[5], prev, 'archived') end
+redis.call('HSET', KEYS[5], v, 'active')
+redis.call('SADD', KEYS[6], v)
+local epoch = redis.call('HINCRBY', KEYS[4], 'epoch', 1)
+redis.call('HSET', KEYS[4], 'version', v)
+redis.call('PUBLISH', KEYS[7], v .. ':' .. epoch)
+return epoch

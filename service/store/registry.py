@@ -1,0 +1,154 @@
+"""Model versions: metadata, weight and learner-state blobs, statuses, the current pointer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from service.store.connection import StoreError
+from service.store.keys import Keys
+from service.store.scripts import Scripts
+
+
+class VersionNotFound(LookupError):
+    pass
+
+
+class VersionRejected(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Pointer:
+    version: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class DeploymentIdentity:
+    """What must agree between the settings and what Redis already holds."""
+
+    input_dim: int
+    label_type: str
+    model_name: str
+
+
+class Registry:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+
+    async def init_deployment(
+        self,
+        identity: DeploymentIdentity,
+        labels: list[str],
+        v0_meta: dict[str, Any],
+        v0_weights: bytes,
+    ) -> bool:
+        """Check identity against stored state, grow the vocabulary by the declared labels and
+        create version 0 on the very first start. Returns whether version 0 was created."""
+        k = self._keys
+        result = await self._scripts.init_deployment(
+            keys=[k.meta, k.vocab, k.vocab_order, k.current, k.versions, k.statuses,
+                  k.version(0), k.next_version],
+            args=[identity.input_dim, identity.label_type, identity.model_name,
+                  json.dumps(v0_meta), v0_weights, *labels],
+        )
+        if result[0] == b"mismatch":
+            field, stored, given = (part.decode() for part in result[1:])
+            raise StoreError(
+                f"MNEMO_{field.upper()}={given} does not match this deployment's stored "
+                f"{field}={stored}; refusing to start"
+            )
+        return bool(result[1])
+
+    async def labels(self) -> list[str]:
+        """The class vocabulary in class-index order (labels as text)."""
+        return [b.decode() for b in await self._redis.lrange(self._keys.vocab_order, 0, -1)]
+
+    async def current(self) -> Pointer | None:
+        raw = await self._redis.hmget(self._keys.current, "version", "epoch")
+        if raw[0] is None:
+            return None
+        return Pointer(int(raw[0]), int(raw[1]))
+
+    async def meta(self, version: int) -> dict[str, Any]:
+        k = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(k.version(version), "meta")
+        pipe.hget(k.statuses, version)
+        raw, status = await pipe.execute()
+        if raw is None:
+            raise VersionNotFound(version)
+        meta = json.loads(raw)
+        meta["status"] = status.decode() if status else "archived"
+        return meta
+
+    async def list_versions(
+        self, limit: int, before: int | None
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first; ``next`` is the cursor to pass as ``before`` for the next page."""
+        top = f"({before}" if before is not None else "+inf"
+        numbers = await self._redis.zrevrangebyscore(
+            self._keys.versions, top, "-inf", start=0, num=limit + 1
+        )
+        numbers = [int(n) for n in numbers]
+        page, more = numbers[:limit], len(numbers) > limit
+        metas = [await self.meta(n) for n in page]
+        return metas, (page[-1] if more and page else None)
+
+    async def weights(self, version: int) -> bytes:
+        blob = await self._redis.hget(self._keys.version(version), "weights")
+        if blob is None:
+            raise VersionNotFound(version)
+        return blob
+
+    async def state(self, version: int) -> bytes | None:
+        return await self._redis.hget(self._keys.version(version), "state")
+
+    async def allocate_version(self) -> int:
+        return int(await self._redis.incr(self._keys.next_version))
+
+    async def publish(
+        self,
+        *,
+        token: int,
+        version: int,
+        meta: dict[str, Any],
+        weights: bytes,
+        state: bytes,
+        status: str,
+        last_stream_id: str,
+        samples_seen: int,
+    ) -> int:
+        """Store a version and commit the learner cursor atomically; returns the new epoch
+        (0 for a rejected version). Raises redis ResponseError 'FENCED' after losing the lease."""
+        k = self._keys
+        epoch = await self._scripts.publish(
+            keys=[k.fence, k.version(version), k.versions, k.current, k.statuses, k.activated,
+                  k.events, k.cursor],
+            args=[token, version, json.dumps(meta), weights, state, status, last_stream_id,
+                  samples_seen],
+        )
+        return int(epoch)
+
+    async def activate(self, version: int) -> int:
+        k = self._keys
+        result = await self._scripts.activate(
+            keys=[k.current, k.statuses, k.activated, k.events, k.version(version)],
+            args=[version],
+        )
+        if result[0] == b"missing":
+            raise VersionNotFound(version)
+        if result[0] == b"rejected":
+            raise VersionRejected(version)
+        return int(result[1])
+
+    async def cursor(self) -> tuple[str, int]:
+        """The committed stream position and samples_seen (as of the last publish)."""
+        raw = await self._redis.hmget(self._keys.cursor, "last_stream_id", "samples_seen")
+        return (raw[0] or b"0-0").decode(), int(raw[1] or 0)

@@ -1,0 +1,53 @@
+"""Version metadata shared by the API (version 0) and the learner (every later version)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from models.checkpoint import model_to_bytes
+from models.nets import MLPConfig, build_model
+from service.config import Settings
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def version_meta(
+    settings: Settings,
+    *,
+    version: int,
+    parent: int | None,
+    samples_seen: int,
+    last_stream_id: str,
+    labels: list[str | int],
+    evaluation: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "parent": parent,
+        "created_at": now_iso(),
+        "samples_seen": samples_seen,
+        "last_stream_id": last_stream_id,
+        "strategy": settings.strategy,
+        "labels": labels,
+        "eval": evaluation,
+        "architecture": {"model": settings.model, "input_dim": settings.input_dim,
+                         "hidden": list(settings.hidden)},
+        **extra,
+    }
+
+
+def model_config(settings: Settings, num_classes: int) -> MLPConfig:
+    return MLPConfig(settings.input_dim, tuple(settings.hidden), num_classes)
+
+
+def initial_version(settings: Settings) -> tuple[dict[str, Any], bytes]:
+    """Version 0: the untrained network over the declared labels."""
+    labels = settings.typed_labels()
+    model = build_model(model_config(settings, len(labels)), seed=0)
+    meta = version_meta(settings, version=0, parent=None, samples_seen=0,
+                        last_stream_id="0-0", labels=labels, evaluation={})
+    return meta, model_to_bytes(model)

@@ -1,0 +1,92 @@
+"""Reading the feedback stream as the consumer group's one learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from service.store.keys import Keys
+
+CONSUMER = "learner"  # one active learner (lease): a fixed name keeps its pending entries
+
+
+@dataclass
+class FeedbackBatch:
+    ids: list[str]
+    x: np.ndarray  # float32 (n, d)
+    labels: list[str]
+    tags: list[str]
+    versions: list[int | None]
+    accepted_ms: list[int]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def stream_id_key(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class FeedbackReader:
+    def __init__(self, redis: Redis, keys: Keys, input_dim: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._dim = input_dim
+        self._pending_from: str | None = "0"  # None once the pending entries are read
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self._keys.stream, self._keys.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, count: int, block_ms: int) -> FeedbackBatch:
+        """Entries delivered before but never acknowledged come first (a restart re-reads
+        them), then new ones."""
+        while self._pending_from is not None:
+            reply = await self._redis.xreadgroup(
+                self._keys.group, CONSUMER, {self._keys.stream: self._pending_from}, count=count
+            )
+            entries = reply[0][1] if reply else []
+            if not entries:
+                self._pending_from = None
+                break
+            self._pending_from = entries[-1][0].decode()
+            # A pending entry trimmed away meanwhile comes back without fields: nothing to learn.
+            gone = [sid for sid, fields in entries if not fields]
+            if gone:
+                await self._redis.xack(self._keys.stream, self._keys.group, *gone)
+            live = [(sid, fields) for sid, fields in entries if fields]
+            if live:
+                return self._decode(live)
+        reply = await self._redis.xreadgroup(
+            self._keys.group, CONSUMER, {self._keys.stream: ">"}, count=count, block=block_ms
+        )
+        return self._decode(reply[0][1] if reply else [])
+
+    async def ack_and_trim(self, ids: list[str], committed: str) -> None:
+        """Acknowledge what a version now includes, and drop stream entries below it."""
+        pipe = self._redis.pipeline(transaction=False)
+        for start in range(0, len(ids), 1000):
+            pipe.xack(self._keys.stream, self._keys.group, *ids[start : start + 1000])
+        pipe.xtrim(self._keys.stream, minid=committed, approximate=True)
+        await pipe.execute()
+
+    def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> FeedbackBatch:
+        n = len(entries)
+        x = np.empty((n, self._dim), dtype=np.float32)
+        ids, labels, tags, versions, accepted = [], [], [], [], []
+        for row, (sid, fields) in enumerate(entries):
+            ids.append(sid.decode())
+            x[row] = np.frombuffer(fields[b"x"], dtype="<f4")
+            labels.append(fields[b"y"].decode())
+            tags.append(fields[b"tag"].decode())
+            version = fields.get(b"v", b"")
+            versions.append(int(version) if version else None)
+            accepted.append(int(fields.get(b"t", b"0")))
+        return FeedbackBatch(ids, x, labels, tags, versions, accepted)

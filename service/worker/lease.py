@@ -1,0 +1,76 @@
+"""The learner lease: one active learner per deployment; a fencing token guards every write."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from redis.asyncio import Redis
+
+from service.store.keys import Keys
+from service.store.scripts import Scripts
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(RuntimeError):
+    pass
+
+
+class Lease:
+    def __init__(self, redis: Redis, keys: Keys, scripts: Scripts, ttl_seconds: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._scripts = scripts
+        self._ttl_ms = int(ttl_seconds * 1000)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.token: int | None = None
+        self.lost = asyncio.Event()
+
+    async def try_acquire(self) -> bool:
+        token = await self._scripts.lease_acquire(
+            keys=[self._keys.lease, self._keys.fence], args=[self.owner, self._ttl_ms]
+        )
+        if token is None:
+            return False
+        self.token = int(token)
+        return True
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait as a standby until the lease is ours (True) or we are told to stop (False)."""
+        while not stop.is_set():
+            if await self.try_acquire():
+                log.info("learner lease acquired (token %s)", self.token)
+                return True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._ttl_ms / 2000)
+        return False
+
+    async def renew(self) -> bool:
+        ok = await self._scripts.lease_renew(
+            keys=[self._keys.lease, self._keys.fence], args=[self.owner, self.token, self._ttl_ms]
+        )
+        return bool(ok)
+
+    async def keep(self) -> None:
+        """Renew every third of the TTL until cancelled; set `lost` when renewal fails."""
+        while True:
+            await asyncio.sleep(self._ttl_ms / 3000)
+            try:
+                if not await self.renew():
+                    log.error("learner lease lost")
+                    self.lost.set()
+                    return
+            except (OSError, ConnectionError) as exc:  # keep trying until the TTL runs out
+                log.warning("lease renewal failed: %s", exc)
+
+    async def release(self) -> None:
+        """Let a standby take over at once instead of after the TTL."""
+        if self.token is not None:
+            await self._scripts.lease_renew(
+                keys=[self._keys.lease, self._keys.fence], args=[self.owner, self.token, 1]
+            )

@@ -1,0 +1,305 @@
+"""The learner process loop: read feedback, score it (test-then-train), keep replay and
+holdout, train, consolidate, and publish gated versions; ack only after publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import zlib
+from collections import deque
+from typing import Any
+
+import numpy as np
+import torch
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from torch import nn
+
+from models.checkpoint import model_to_bytes, tensors_to_bytes
+from models.learner import IncrementalLearner
+from models.replay import ReservoirBuffer
+from service.config import Settings
+from service.store.codec import decode_entry, encode_entry, label_from_text
+from service.store.golden import GoldenSet
+from service.store.keys import Keys
+from service.store.registry import Registry
+from service.store.scripts import Scripts
+from service.store.stats import StatsStore
+from service.versioning import version_meta
+from service.worker.feed import FeedbackBatch, FeedbackReader, stream_id_key
+from service.worker.lease import Lease
+from service.worker.scoring import PrequentialWindow, gate, predict_classes
+from service.worker.state import restore
+
+log = logging.getLogger(__name__)
+
+READ_COUNT = 512
+TRAIN_CHUNK = 32
+CONSOLIDATION_SAMPLE = 512
+STATS_EVERY_SECONDS = 1.0
+
+
+class Fenced(RuntimeError):
+    """Another learner holds the lease now; this one must stop writing."""
+
+
+class LearnerService:
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.model_name)
+        self.scripts = Scripts(redis)
+        self.registry = Registry(redis, self.keys, self.scripts)
+        self.reader = FeedbackReader(redis, self.keys, settings.input_dim)
+        self.stats_store = StatsStore(redis, self.keys)
+        self.golden = GoldenSet(redis, self.keys, self.scripts)
+        self.lease = Lease(redis, self.keys, self.scripts, settings.lease_ttl_seconds)
+        self.replay = ReservoirBuffer(settings.buffer_size, settings.input_dim)
+        self.holdout: deque[tuple[np.ndarray, int]] = deque(maxlen=settings.holdout_size)
+        self.window = PrequentialWindow()
+        self.vocab: dict[str, int] = {}
+        self.vocab_order: list[str] = []
+        self.rng = np.random.default_rng()
+        # Set by _restore / _publish
+        self.learner: IncrementalLearner
+        self.served: nn.Module
+        self.served_version = 0
+        self.epoch = 0
+        self.committed = "0-0"
+        self.samples_seen = 0
+        self.unacked: list[str] = []
+        self.last_id: str | None = None
+        self.unpublished = 0
+        self.oldest_unpublished_ms: int | None = None
+        self.since_consolidation = 0
+        self.last_publish = time.monotonic()
+        self.last_stats = 0.0
+        self.last_loss: float | None = None
+        self.last_penalty: float | None = None
+
+    # ---- life cycle -------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> int:
+        """0 on a clean stop, 1 when the lease was lost (the supervisor restarts us)."""
+        if not await self.lease.acquire(stop):
+            return 0
+        keeper = asyncio.create_task(self.lease.keep(), name="lease-keeper")
+        try:
+            await self.reader.ensure_group()
+            await self._restore()
+            while not stop.is_set() and not self.lease.lost.is_set():
+                await self.step()
+        except Fenced:
+            log.error("fenced: another learner took the lease; stopping")
+            return 1
+        finally:
+            keeper.cancel()
+        if self.lease.lost.is_set():
+            return 1
+        await self.lease.release()
+        return 0
+
+    async def step(self, block_ms: int = 200) -> int:
+        """One read → learn → maybe publish cycle; returns the number of entries read."""
+        batch = await self.reader.read(READ_COUNT, block_ms)
+        if len(batch):
+            await self._process(batch)
+        await self._follow_pointer()
+        if self.unpublished and (
+            self.unpublished >= self.settings.publish_every_samples
+            or time.monotonic() - self.last_publish >= self.settings.publish_every_seconds
+        ):
+            await self._publish()
+        if time.monotonic() - self.last_stats >= STATS_EVERY_SECONDS:
+            await self._write_stats()
+        return len(batch)
+
+    # ---- restore / follow -------------------------------------------------------------
+    async def _restore(self) -> None:
+        pointer = await self.registry.current()
+        if pointer is None:
+            raise RuntimeError("no current version: the deployment was not initialised")
+        await self._load_version(pointer.version)
+        self.epoch = pointer.epoch
+        self.committed, self.samples_seen = await self.registry.cursor()
+        await self._refresh_vocab()
+        for slot, blob in (await self.redis.hgetall(self.keys.reservoir)).items():
+            x, y, _ = decode_entry(blob)
+            self.replay.put(int(slot), torch.from_numpy(x.copy()), y)
+        for blob in await self.redis.lrange(self.keys.holdout, 0, -1):
+            x, y, _ = decode_entry(blob)
+            self.holdout.append((x, y))
+        await self._write_stats()
+        log.info("learner resumed from version %s at %s (%s samples seen)",
+                 self.served_version, self.committed, self.samples_seen)
+
+    async def _load_version(self, version: int) -> None:
+        weights = await self.registry.weights(version)
+        state = await self.registry.state(version)
+        self.learner, self.served = await asyncio.to_thread(restore, self.settings, weights, state)
+        self.served_version = version
+        self.since_consolidation = 0
+
+    async def _follow_pointer(self) -> None:
+        """An operator's activate moves `current`: continue from that version's state, while
+        the stream position and samples_seen keep moving forward."""
+        pointer = await self.registry.current()
+        if pointer is None or pointer.epoch == self.epoch:
+            return
+        if pointer.version != self.served_version:
+            log.info("current moved to version %s: continuing from it", pointer.version)
+            await self._load_version(pointer.version)
+            self.learner.ensure_classes(len(self.vocab_order))
+        self.epoch = pointer.epoch
+
+    async def _refresh_vocab(self) -> None:
+        self.vocab_order = await self.registry.labels()
+        self.vocab = {label: i for i, label in enumerate(self.vocab_order)}
+
+    # ---- learning ---------------------------------------------------------------------
+    async def _process(self, batch: FeedbackBatch) -> None:
+        committed = stream_id_key(self.committed)
+        fresh = [i for i, sid in enumerate(batch.ids) if stream_id_key(sid) > committed]
+        stale = [batch.ids[i] for i in range(len(batch)) if stream_id_key(batch.ids[i]) <= committed]
+        if stale:  # published before a crash, never acked: ack now, learn nothing twice
+            await self.reader.ack_and_trim(stale, self.committed)
+        if not fresh:
+            return
+        ids = [batch.ids[i] for i in fresh]
+        x = batch.x[fresh]
+        if any(batch.labels[i] not in self.vocab for i in fresh):
+            await self._refresh_vocab()
+        y = np.array([self.vocab[batch.labels[i]] for i in fresh], dtype=np.int64)
+        self.learner.ensure_classes(len(self.vocab_order))
+
+        # Test-then-train: the served version answers each new label before any training.
+        self.window.add(y.tolist(), predict_classes(self.served, x).tolist())
+
+        holdout = np.array([self._is_holdout(sid) for sid in ids], dtype=bool)
+        await self._ingest(ids, x, y, holdout, [batch.tags[i] for i in fresh])
+
+        train_x, train_y = torch.from_numpy(x[~holdout]), torch.from_numpy(y[~holdout])
+        buffer = self.replay if self.settings.use_replay else None
+        for start in range(0, len(train_y), TRAIN_CHUNK):
+            stats = self.learner.learn_many(
+                train_x[start : start + TRAIN_CHUNK], train_y[start : start + TRAIN_CHUNK], buffer
+            )
+            self.last_loss, self.last_penalty = stats.loss, stats.penalty
+        self.since_consolidation += len(train_y)
+        if self.since_consolidation >= self.settings.consolidate_every_samples:
+            self._consolidate(train_x, train_y)
+
+        self.samples_seen += len(ids)
+        self.unpublished += len(ids)
+        self.unacked.extend(ids)
+        self.last_id = ids[-1]
+        oldest = min(batch.accepted_ms[i] for i in fresh)
+        self.oldest_unpublished_ms = min(self.oldest_unpublished_ms or oldest, oldest)
+        await self.redis.hset(self.keys.learner_stats, "processed", self.samples_seen)
+
+    def _is_holdout(self, stream_id: str) -> bool:
+        # Decided by the id alone, so a re-read after a restart splits the same way.
+        return zlib.crc32(stream_id.encode()) % 10_000 < self.settings.holdout_fraction * 10_000
+
+    async def _ingest(self, ids: list[str], x: np.ndarray, y: np.ndarray, holdout: np.ndarray,
+                      tags: list[str]) -> None:
+        args: list[Any] = [self.lease.token, self.settings.buffer_size, self.settings.holdout_size]
+        u = self.rng.random(len(ids))
+        for i, sid in enumerate(ids):
+            args += [sid, "h" if holdout[i] else "r", repr(float(u[i])),
+                     encode_entry(x[i], int(y[i]), tags[i])]
+        slots = await self._fenced(self.scripts.learner_ingest(
+            keys=[self.keys.reservoir, self.keys.reservoir_meta, self.keys.holdout, self.keys.fence],
+            args=args,
+        ))
+        for i, slot in enumerate(slots):
+            if slot >= 0:  # mirror the script's decision: replay samples without a round trip
+                self.replay.put(int(slot), torch.from_numpy(x[i].copy()), int(y[i]))
+            elif slot == -3:
+                self.holdout.appendleft((x[i].copy(), int(y[i])))
+
+    def _consolidate(self, recent_x: torch.Tensor, recent_y: torch.Tensor) -> None:
+        if len(self.replay):
+            gen = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
+            x, y = self.replay.sample(min(CONSOLIDATION_SAMPLE, len(self.replay)), gen)
+        else:
+            x, y = recent_x, recent_y
+        if len(y):
+            seconds = self.learner.consolidate(x, y)
+            log.debug("consolidated in %.1f ms", seconds * 1000)
+        self.since_consolidation = 0
+
+    # ---- publishing -------------------------------------------------------------------
+    async def _publish(self) -> None:
+        assert self.last_id is not None
+        candidate = self.learner.snapshot()
+        checks = {"holdout": self._holdout_arrays(), "golden": await self._golden_arrays()}
+        result = await asyncio.to_thread(gate, candidate, self.served, checks,
+                                         self.settings.gate_tolerance)
+        version = await self.registry.allocate_version()
+        labels = [label_from_text(t, self.settings.label_type)
+                  for t in self.vocab_order[: candidate.config.num_classes]]
+        status = "active" if result.passed else "rejected"
+        meta = version_meta(
+            self.settings, version=version, parent=self.served_version,
+            samples_seen=self.samples_seen, last_stream_id=self.last_id, labels=labels,
+            evaluation=result.evaluation, oldest_new_accepted_ms=self.oldest_unpublished_ms,
+        )
+        weights = model_to_bytes(candidate)
+        state = tensors_to_bytes(self.learner.state_dict(), self.learner.meta())
+        epoch = await self._fenced(self.registry.publish(
+            token=self.lease.token or 0, version=version, meta=meta, weights=weights,
+            state=state, status=status, last_stream_id=self.last_id,
+            samples_seen=self.samples_seen,
+        ))
+        await self.reader.ack_and_trim(self.unacked, self.last_id)
+        self.committed, self.unacked = self.last_id, []
+        self.unpublished, self.oldest_unpublished_ms = 0, None
+        self.last_publish = time.monotonic()
+        if result.passed:
+            self.served, self.served_version, self.epoch = candidate, version, epoch
+            log.info("published version %s (%s)", version, result.evaluation)
+        else:
+            # Drop what was learned since the served version: it made the model worse.
+            log.warning("version %s rejected by the gate (%s)", version, result.evaluation)
+            await self._load_version(self.served_version)
+            self.learner.ensure_classes(len(self.vocab_order))
+
+    def _holdout_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.holdout:
+            return np.empty((0, self.settings.input_dim), np.float32), np.empty(0, np.int64)
+        return (np.stack([x for x, _ in self.holdout]),
+                np.array([y for _, y in self.holdout], dtype=np.int64))
+
+    async def _golden_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        items = await self.golden.items()
+        if not items:
+            return np.empty((0, self.settings.input_dim), np.float32), np.empty(0, np.int64)
+        return (np.stack([x for x, _, _ in items]),
+                np.array([self.vocab.get(label, -1) for _, label, _ in items], dtype=np.int64))
+
+    async def _fenced(self, call: Any) -> Any:
+        try:
+            return await call
+        except ResponseError as exc:
+            if "FENCED" in str(exc):
+                raise Fenced(str(exc)) from None
+            raise
+
+    # ---- statistics -------------------------------------------------------------------
+    async def _write_stats(self) -> None:
+        recalls = self.window.recall_by_class()
+        stats = {
+            "model_version": self.served_version,
+            "prequential_accuracy": self.window.accuracy(),
+            "balanced_accuracy": self.window.balanced_accuracy(),
+            "classes": {self.vocab_order[c]: {"recall": r} for c, r in recalls.items()
+                        if c < len(self.vocab_order)} or None,
+            "tags": None,
+            "drift": None,
+            "learning": "running",
+            "loss": self.last_loss,
+            "penalty": self.last_penalty,
+        }
+        await self.stats_store.write(stats, self.samples_seen)
+        self.last_stats = time.monotonic()

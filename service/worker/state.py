@@ -1,0 +1,50 @@
+"""Building and restoring the learner from a published version (weights + learner state)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.checkpoint import model_from_bytes, tensors_from_bytes
+from models.learner import IncrementalLearner
+from models.nets import MLPConfig
+from models.strategies import make_strategy
+from service.config import Settings
+
+
+def resolve_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def penalty_name(strategy: str) -> str:
+    """`online-ewc+replay` → `online-ewc`; replay is the buffer, not a penalty."""
+    parts = [p for p in strategy.split("+") if p != "replay"]
+    return parts[0] if parts else "naive"
+
+
+def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
+    return IncrementalLearner(
+        config, make_strategy(penalty_name(settings.strategy)),
+        device=resolve_device(settings.device),
+    )
+
+
+def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[IncrementalLearner, nn.Module]:
+    """The learner to continue from, and the served model (frozen CPU copy) it starts from.
+    Version 0 has no learner state: a fresh learner takes its weights."""
+    served, _ = model_from_bytes(weights)
+    served.eval()
+    if state is not None:
+        tensors, meta = tensors_from_bytes(state)
+        learner = IncrementalLearner.from_state(
+            served.config, make_strategy(penalty_name(settings.strategy)), tensors, meta,
+            device=resolve_device(settings.device),
+        )
+    else:
+        learner = new_learner(settings, served.config)
+        learner.model.load_state_dict(served.state_dict())
+    for p in served.parameters():
+        p.requires_grad_(False)
+    return learner, served
