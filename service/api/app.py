@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +30,8 @@ from service.store.registry import DeploymentIdentity, Registry
 from service.store.scripts import Scripts
 from service.store.stats import StatsStore
 from service.versioning import initial_version
+
+log = logging.getLogger(__name__)
 
 
 async def build_context(settings: Settings) -> AppContext:
@@ -71,9 +73,11 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            follower.stop()
+            try:
+                await asyncio.wait_for(task, 5)
+            except TimeoutError:
+                log.warning("version follower did not stop in time")
             await ctx.redis.aclose()
 
     app = FastAPI(

@@ -36,6 +36,7 @@ class VersionFollower:
         self._metrics = metrics
         self._poll = poll_seconds
         self._failed_epoch: int | None = None
+        self._stopping = asyncio.Event()
 
     async def sync_once(self) -> bool:
         """Load and swap in the current version if its epoch differs from the served one."""
@@ -68,17 +69,27 @@ class VersionFollower:
         return True
 
     async def run(self) -> None:
-        """Until cancelled: wake on an event or every poll interval, then sync."""
-        while True:
+        """Until stop(): wake on an event or every poll interval, then sync.
+
+        Not stopped by cancellation: redis-py's get_message can swallow a CancelledError and
+        keep waiting, so the loop checks a flag between short waits instead."""
+        wait = min(self._poll, 0.2)
+        last_sync = 0.0
+        while not self._stopping.is_set():
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._keys.events)
-                while True:
-                    await self.sync_once()
-                    await pubsub.get_message(timeout=self._poll)
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(timeout=wait)
+                    if message is not None or time.monotonic() - last_sync >= self._poll:
+                        last_sync = time.monotonic()
+                        await self.sync_once()
             except (RedisError, OSError) as exc:
                 log.warning("version follower: Redis unavailable (%s); retrying", exc)
-                await asyncio.sleep(self._poll)
+                await asyncio.sleep(wait)
             finally:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
+
+    def stop(self) -> None:
+        self._stopping.set()

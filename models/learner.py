@@ -1,0 +1,192 @@
+"""IncrementalLearner: one network, one optimizer, one strategy, and everything a restart needs."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.nets import MLP, MLPConfig, build_model
+from models.replay import ReplayBuffer
+from models.strategies.base import Strategy
+from models.tensor_utils import grow_zeros
+
+# Defaults measured with `python -m models.bench_digits` (one pass over digits, batches of 16).
+DEFAULT_LR = 2e-3
+DEFAULT_REPLAY_SIZE = 64
+DEFAULT_STEPS_PER_BATCH = 2
+
+_PREFIXES = ("model.", "optim.", "strategy.")
+_HPARAMS = {"lr": float, "replay_size": int, "steps_per_batch": int, "seed": int}
+
+
+@dataclass
+class StepStats:
+    loss: float  # mean cross-entropy over the steps, each on new ∪ replay, before its update
+    penalty: float
+    samples: int
+    steps: int
+
+
+class IncrementalLearner:
+    def __init__(self, config: MLPConfig, strategy: Strategy, *, lr: float = DEFAULT_LR,
+                 replay_size: int = DEFAULT_REPLAY_SIZE,
+                 steps_per_batch: int = DEFAULT_STEPS_PER_BATCH, device: str = "cpu",
+                 seed: int = 0) -> None:
+        if steps_per_batch < 1 or replay_size < 0 or lr <= 0:
+            raise ValueError("need steps_per_batch >= 1, replay_size >= 0 and lr > 0")
+        self.strategy = strategy
+        self.lr, self.replay_size, self.steps_per_batch = lr, replay_size, steps_per_batch
+        self.seed = seed
+        self.device = torch.device(device)
+        # One CPU generator drives replay sampling and head growth, and is saved with the state.
+        self._gen = torch.Generator().manual_seed(seed)
+        self._model = build_model(config, seed).to(self.device).train()
+        # fused: one kernel for all parameters; on this CPU a step costs 66 µs against 172 µs
+        # (foreach) and 202 µs (per-tensor loop), about a third of each learn_many.
+        self._opt = torch.optim.Adam(self._model.parameters(), lr=lr, fused=True)
+        self.samples_seen = 0
+        self.steps_done = 0
+
+    @property
+    def model(self) -> MLP:
+        return self._model
+
+    @property
+    def optimizer(self) -> torch.optim.Adam:
+        return self._opt
+
+    @property
+    def config(self) -> MLPConfig:
+        return self._model.config
+
+    @property
+    def num_classes(self) -> int:
+        return self._model.num_classes
+
+    def ensure_classes(self, n: int) -> None:
+        """Grow the head to n classes, and with it the optimizer and strategy state."""
+        if n <= self.num_classes:
+            return
+        old = dict(self._model.named_parameters())
+        self._model.grow_head(n, self._gen)
+        new = dict(self._model.named_parameters())
+        for name, p in new.items():
+            q = old[name]
+            if p is q:
+                continue
+            state = self._opt.state.pop(q, None)
+            if state:
+                self._opt.state[p] = {k: grow_zeros(v, p.shape) if v.shape == q.shape else v
+                                      for k, v in state.items()}
+        self._opt.param_groups[0]["params"] = list(new.values())  # the learner's only group
+        self.strategy.grow(self._model)
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        self._model.eval()
+        logits = self._model(x.to(self.device, torch.float32))
+        return torch.softmax(logits, dim=-1).float().cpu()
+
+    def _check_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        y = torch.as_tensor(y, dtype=torch.int64)
+        if x.dim() != 2 or x.shape[1] != self.config.input_dim or y.shape != (x.shape[0],):
+            raise ValueError(f"expected x (N, {self.config.input_dim}) and y (N,), "
+                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"labels must lie in [0, {self.num_classes}); "
+                             "call ensure_classes first")
+        return x, y
+
+    def learn_many(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None = None) -> StepStats:
+        x, y = self._check_batch(x, y)
+        if x.shape[0] == 0:
+            return StepStats(0.0, 0.0, 0, 0)
+        # The standardiser sees each new sample once; replayed samples were already counted.
+        self._model.standardizer.update(x)
+        self._model.train()
+        x, y = x.to(self.device), y.to(self.device)
+        replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
+        losses = []
+        for _ in range(self.steps_per_batch):
+            bx, by = x, y
+            if replay:
+                rx, ry = buffer.sample(self.replay_size, self._gen)
+                bx = torch.cat([x, rx.to(self.device)])
+                by = torch.cat([y, ry.to(self.device)])
+            loss = F.cross_entropy(self._model(bx), by)
+            self._opt.zero_grad()
+            loss.backward()
+            self.strategy.apply_to_grads(self._model)
+            self._opt.step()
+            losses.append(loss.detach())
+        self.samples_seen += x.shape[0]
+        self.steps_done += self.steps_per_batch
+        return StepStats(loss=torch.stack(losses).mean().item(),
+                         penalty=float(self.strategy.penalty(self._model)),
+                         samples=x.shape[0], steps=self.steps_per_batch)
+
+    def consolidate(self, x: Tensor, y: Tensor) -> float:
+        """Let the strategy anchor the current parameters; returns the seconds it took."""
+        x, y = self._check_batch(x, y)
+        start = time.perf_counter()
+        self.strategy.consolidate(self._model, x.to(self.device), y.to(self.device))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start
+
+    def snapshot(self) -> MLP:
+        """A detached CPU copy in eval mode: what gets published and served."""
+        return copy.deepcopy(self._model).cpu().requires_grad_(False).eval()
+
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {f"model.{k}": v for k, v in self._model.state_dict().items()}
+        for name, p in self._model.named_parameters():
+            for k, v in self._opt.state.get(p, {}).items():
+                out[f"optim.{name}.{k}"] = v
+        out.update({f"strategy.{k}": v for k, v in self.strategy.state_dict().items()})
+        out["rng"] = self._gen.get_state()
+        out["counters"] = torch.tensor([self.samples_seen, self.steps_done])
+        return {k: v.detach().cpu().clone() for k, v in out.items()}
+
+    def load_state_dict(self, d: dict[str, Tensor]) -> None:
+        unknown = [k for k in d if not k.startswith(_PREFIXES) and k not in ("rng", "counters")]
+        if unknown or "model.head.weight" not in d:
+            raise ValueError(f"not a learner state (unknown keys {unknown[:5]})")
+        self.ensure_classes(d["model.head.weight"].shape[0])
+        part = {p: {k.removeprefix(p): v for k, v in d.items() if k.startswith(p)}
+                for p in _PREFIXES}
+        self._model.load_state_dict(part["model."], strict=True)
+        self._opt.state.clear()
+        for name, p in self._model.named_parameters():
+            state = {k.removeprefix(f"{name}."): v for k, v in part["optim."].items()
+                     if k.startswith(f"{name}.")}
+            # Fused Adam keeps every state tensor, step counters included, on p's device.
+            self._opt.state[p] = {k: v.to(p.device).clone() for k, v in state.items()}
+        # Own copies, so nothing the learner keeps aliases the caller's tensors.
+        self.strategy.load_state_dict({k: v.to(self.device).clone()
+                                       for k, v in part["strategy."].items()})
+        self._gen.set_state(d["rng"])
+        self.samples_seen, self.steps_done = (int(v) for v in d["counters"])
+
+    def meta(self) -> dict[str, str]:
+        """String metadata for the state blob: model config, strategy name, hyperparameters."""
+        out = {"config": json.dumps(self.config.to_dict()), "strategy": self.strategy.name}
+        out.update({k: repr(getattr(self, k)) for k in _HPARAMS})
+        return out
+
+    @classmethod
+    def from_state(cls, config: MLPConfig, strategy: Strategy, state: dict[str, Tensor],
+                   meta: dict[str, str] | None = None, **kwargs: Any) -> IncrementalLearner:
+        """Rebuild a learner; hyperparameters come from `meta` unless given in kwargs."""
+        hparams = {k: cast(meta[k]) for k, cast in _HPARAMS.items() if meta and k in meta}
+        learner = cls(config, strategy, **{**hparams, **kwargs})
+        learner.load_state_dict(state)
+        return learner

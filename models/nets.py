@@ -1,0 +1,223 @@
+"""Networks: a config dataclass, an online input standardiser and an MLP whose head can grow."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    input_dim: int
+    hidden: tuple[int, ...] = (128, 128)
+    num_classes: int = 0
+
+    def __post_init__(self) -> None:
+        # Normalise lists (e.g. from JSON) so equal configs compare and hash equal.
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input_dim": self.input_dim, "hidden": list(self.hidden),
+                "num_classes": self.num_classes}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
+        unknown = set(d) - {"input_dim", "hidden", "num_classes"}
+        if unknown:
+            raise ValueError(f"unknown MLPConfig keys: {sorted(unknown)}")
+        return cls(input_dim=int(d["input_dim"]), hidden=tuple(d.get("hidden", (128, 128))),
+                   num_classes=int(d.get("num_classes", 0)))
+
+
+class Standardizer(nn.Module):
+    """Running mean/variance of the inputs (Chan et al. parallel merge), applied as a z-score.
+
+    Statistics are float64 buffers so they survive long streams without drift and travel in
+    `state_dict`; the float32 shift/scale/bounds used by `forward` are derived, non-persistent
+    buffers refreshed after every update and every load, keeping the serving path to three ops.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, clip: float | None = 10.0) -> None:
+        super().__init__()
+        self.dim = dim
+        self.eps = eps
+        # A feature that was (nearly) constant so far has a tiny variance, and its first
+        # different value would become a z-score in the thousands; clipping bounds that shock.
+        self.clip = math.inf if clip is None else clip
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("m2", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("shift", torch.zeros(dim), persistent=False)
+        self.register_buffer("scale", torch.ones(dim), persistent=False)
+        # ±inf until the first update, so the untrained transform is exactly the identity.
+        self.register_buffer("lo", torch.full((dim,), -math.inf), persistent=False)
+        self.register_buffer("hi", torch.full((dim,), math.inf), persistent=False)
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    @property
+    def var(self) -> Tensor:
+        """Population variance; 1 before any data so the transform starts as the identity."""
+        if self.count.item() == 0:
+            return torch.ones_like(self.m2)
+        return self.m2 / self.count
+
+    @torch.no_grad()
+    def update(self, x: Tensor) -> None:
+        xb = x.detach().to(self.mean.device, torch.float64).reshape(-1, self.dim)
+        n_b = xb.shape[0]
+        if n_b == 0:
+            return
+        mean_b = xb.mean(0)
+        m2_b = (xb - mean_b).square_().sum(0)
+        n_a = self.count.clone()
+        n = n_a + n_b
+        delta = mean_b - self.mean
+        self.mean.add_(delta * (n_b / n))
+        self.m2.add_(m2_b + delta.square() * (n_a * n_b / n))
+        self.count.add_(n_b)
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        fitted = self.count.item() > 0
+        self.shift.copy_(self.mean)
+        if fitted:
+            self.scale.copy_((self.var + self.eps).rsqrt())
+        else:
+            self.scale.fill_(1.0)
+        bound = self.clip if fitted else math.inf
+        self.lo.fill_(-bound)
+        self.hi.fill_(bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.clamp((x - self.shift) * self.scale, self.lo, self.hi)
+
+
+def _refresh_after_load(module: nn.Module, _incompatible: Any) -> None:
+    assert isinstance(module, Standardizer)
+    module.refresh()
+
+
+class GrowableHead(nn.Module):
+    """The output layer: nn.Linear's parameters and init, plus rows that can be appended.
+
+    BLAS picks its kernel by the number of output rows (measured with MKL: growing 1 -> 2 rows,
+    or 3 -> 4 at batch size 1, changed the old logits' last bits), so logits are computed over
+    zero-padded blocks of BLOCK rows. A block's shape never changes when rows are added, so
+    every old logit keeps exactly the same arithmetic.
+    """
+
+    BLOCK = 64
+
+    def __init__(self, in_features: int, out_features: int = 0) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.weight = nn.Parameter(torch.empty(0, in_features))
+        self.bias = nn.Parameter(torch.empty(0))
+        self._cache: tuple[Tensor, Tensor] = (self.weight, self.bias)
+        self._cache_key: tuple[Any, ...] | None = None
+        self.grow(out_features)
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def _padded(self, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        n = weight.shape[0]
+        pad = max(self.BLOCK, -(-n // self.BLOCK) * self.BLOCK) - n
+        return F.pad(weight, (0, 0, 0, pad)), F.pad(bias, (0, pad))
+
+    def forward(self, h: Tensor) -> Tensor:
+        weight, bias = self.weight, self.bias  # one Module.__getattr__ each: this is hot
+        if weight.requires_grad or bias.requires_grad:
+            w, b = self._padded(weight, bias)
+        else:
+            # A frozen head (a published snapshot) pads once. Only frozen ones: fused optimizers
+            # update trainable parameters without bumping their version counters.
+            key = (weight._version, bias._version, weight.data_ptr(), bias.data_ptr(),
+                   weight.shape[0])
+            if self._cache_key != key:
+                with torch.no_grad():
+                    self._cache = self._padded(weight, bias)
+                self._cache_key = key
+            w, b = self._cache
+        if w.shape[0] == self.BLOCK:
+            out = F.linear(h, w, b)
+        else:
+            out = torch.cat([F.linear(h, w[i : i + self.BLOCK], b[i : i + self.BLOCK])
+                             for i in range(0, w.shape[0], self.BLOCK)], dim=-1)
+        return out[..., : weight.shape[0]]
+
+    @torch.no_grad()
+    def grow(self, new_out: int, generator: torch.Generator | None = None) -> None:
+        """Append rows; the old rows stay bit-identical. Replaces the Parameters, so optimizers
+        and strategies must be told.
+
+        New weights get nn.Linear's init range; new biases start at the smallest old bias so an
+        unseen class starts below every known one instead of stealing their predictions.
+        """
+        old_n = self.out_features
+        if new_out < old_n:
+            raise ValueError(f"cannot shrink the head from {old_n} to {new_out}")
+        if new_out == old_n:
+            return
+        w, b, k = self.weight, self.bias, new_out - old_n
+        bound = 1.0 / math.sqrt(self.in_features)
+
+        def uniform(*shape: int) -> Tensor:
+            return (torch.rand(*shape, generator=generator) * 2 - 1) * bound
+
+        new_w = uniform(k, self.in_features)
+        new_b = b.min().expand(k).cpu() if old_n > 0 else uniform(k)
+        self.weight = nn.Parameter(torch.cat([w, new_w.to(w)]), w.requires_grad)
+        self.bias = nn.Parameter(torch.cat([b, new_b.to(b)]), b.requires_grad)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__()
+        self.input_dim = config.input_dim
+        self.hidden = config.hidden
+        self.standardizer = Standardizer(config.input_dim)
+        layers: list[nn.Module] = []
+        width = config.input_dim
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = GrowableHead(width, config.num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.out_features
+
+    @property
+    def config(self) -> MLPConfig:
+        return MLPConfig(self.input_dim, self.hidden, self.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(self.standardizer(x)))
+
+    def grow_head(self, new_num_classes: int, generator: torch.Generator | None = None) -> None:
+        """Add output classes; every old logit stays bit-identical (see GrowableHead)."""
+        self.head.grow(new_num_classes, generator)
+
+
+def build_model(config: MLPConfig, seed: int | None = None) -> MLP:
+    if seed is None:
+        return MLP(config)
+    # A private RNG stream: seeding must not disturb the caller's global random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MLP(config)

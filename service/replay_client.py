@@ -1,0 +1,392 @@
+"""`python -m service replay FILE.csv`: stream a labelled CSV through a running Mnemo API.
+
+Each chunk is predicted first and labelled after (prequential), so the running accuracy is
+what a live application would have seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import itertools
+import json
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_RETRIES = 5  # per request, for 429/503 and unreachable server
+MAX_WAIT_SECONDS = 60.0  # cap on one Retry-After wait
+TRANSPORT_ERROR = 0  # the `errors` key for requests that got no HTTP answer
+# Every later request would fail the same way: stop instead of repeating the error.
+FATAL_STATUSES = frozenset({401, 403, 404})
+
+Label = str | int
+
+
+class ReplayError(Exception):
+    """The file cannot be replayed (bad CSV, or an answer outside the v1 contract)."""
+
+
+@dataclass
+class ReplayReport:
+    rows: int = 0
+    predicted: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    errors: dict[int, int] = field(default_factory=dict)  # HTTP status (0: none) → requests
+    accuracy: float | None = None  # over predicted rows only
+    seconds: float = 0.0
+    rows_per_second: float = 0.0
+    unpredicted: int = 0  # rows labelled without a prediction (409: no class yet)
+
+
+@dataclass(frozen=True)
+class _Row:
+    number: int  # 1-based data row, for feedback ids
+    features: list[float]
+    label: Label
+    tag: str | None
+
+
+# -- CSV -----------------------------------------------------------------------------------
+
+
+def _read_rows(path: Path, label_column: str, tag_column: str | None, label_type: str) -> Iterator[_Row]:
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise ReplayError(f"{path}: empty file")
+        label_at = _column(header, label_column, path)
+        tag_at = _column(header, tag_column, path) if tag_column is not None else None
+        feature_at = [i for i in range(len(header)) if i not in (label_at, tag_at)]
+        if not feature_at:
+            raise ReplayError(f"{path}: no feature columns besides the label/tag")
+        number = 0
+        for record in reader:
+            if not record:
+                continue  # blank line
+            number += 1
+            where = f"{path}:{reader.line_num}"
+            if len(record) != len(header):
+                raise ReplayError(f"{where}: {len(record)} fields, header has {len(header)}")
+            tag = (record[tag_at].strip() or None) if tag_at is not None else None
+            yield _Row(
+                number=number,
+                features=[_number(record[i], header[i], where) for i in feature_at],
+                label=_label(record[label_at], label_type, where),
+                tag=tag,
+            )
+
+
+def _column(header: list[str], name: str, path: Path) -> int:
+    try:
+        return header.index(name)
+    except ValueError:
+        raise ReplayError(f"{path}: no column {name!r} (columns: {header})") from None
+
+
+def _number(cell: str, column: str, where: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ReplayError(f"{where}: column {column!r}: {cell!r} is not a number") from None
+    if not math.isfinite(value):  # JSON cannot carry it and the API refuses it
+        raise ReplayError(f"{where}: column {column!r}: {cell!r} is not finite")
+    return value
+
+
+def _label(cell: str, label_type: str, where: str) -> Label:
+    cell = cell.strip()
+    if label_type == "str":
+        return cell
+    try:
+        return int(cell)
+    except ValueError:
+        raise ReplayError(f"{where}: label {cell!r} is not an integer") from None
+
+
+def _count_rows(path: Path) -> int | None:
+    """Data rows by counting newlines (fast; only sizes the progress bar)."""
+    try:
+        with path.open("rb") as f:
+            lines, last = 0, b"\n"
+            while block := f.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return None
+    return max(0, lines + (last != b"\n") - 1)
+
+
+def _chunks(rows: Iterable[_Row], size: int) -> Iterator[list[_Row]]:
+    it = iter(rows)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+def _by_tag(chunk: list[_Row]) -> Iterator[tuple[str | None, list[_Row]]]:
+    # predict takes one tag per request; keep first-seen order.
+    groups: dict[str | None, list[_Row]] = {}
+    for row in chunk:
+        groups.setdefault(row.tag, []).append(row)
+    yield from groups.items()
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
+    delay = 0.5 * 2**attempt  # without Retry-After: exponential backoff
+    value = response.headers.get("Retry-After") if response is not None else None
+    if value:
+        try:
+            delay = float(value)
+        except ValueError:
+            with contextlib.suppress(TypeError, ValueError):  # the HTTP-date form
+                delay = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    return min(max(delay, 0.0), MAX_WAIT_SECONDS)
+
+
+def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response | None:
+    """POST with bounded retries on 429/503/no answer; None if the server never answered."""
+    response: httpx.Response | None = None
+    for attempt in range(MAX_RETRIES + 1):
+        try:
+            response = client.post(path, json=body)
+        except httpx.TransportError:
+            response = None
+        else:
+            if response.status_code not in (429, 503):
+                return response
+        if attempt < MAX_RETRIES:
+            time.sleep(_retry_delay(response, attempt))
+    return response
+
+
+# -- the replay loop -----------------------------------------------------------------------
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.report = ReplayReport()
+        self.correct = 0
+        self.started = time.monotonic()
+
+    def error(self, status: int) -> None:
+        self.report.errors[status] = self.report.errors.get(status, 0) + 1
+
+    def finish(self) -> ReplayReport:
+        r = self.report
+        r.seconds = time.monotonic() - self.started
+        r.rows_per_second = r.rows / r.seconds if r.seconds > 0 else 0.0
+        r.accuracy = self.correct / r.predicted if r.predicted else None
+        return r
+
+
+def _feedback_items(rows: list[_Row], tag: str | None, ids: list[str] | None, run: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if ids is not None:
+            item: dict[str, Any] = {"prediction_id": ids[i], "label": row.label}
+        else:
+            # feedback_id makes a retried request (lost answer) deduplicate, not double-count.
+            item = {
+                "inputs": row.features,
+                "label": row.label,
+                "feedback_id": f"{run}-{row.number}",
+            }
+        if tag is not None:
+            item["tag"] = tag
+        items.append(item)
+    return items
+
+
+def _replay_group(client: httpx.Client, rows: list[_Row], tag: str | None, tally: _Tally, run: str) -> bool:
+    """Predict then label one single-tag group; False when the replay must stop."""
+    report = tally.report
+    report.rows += len(rows)
+    body: dict[str, Any] = {"inputs": [row.features for row in rows]}
+    if tag is not None:
+        body["tag"] = tag
+    response = _post(client, "/v1/predict", body)
+    if response is None:
+        tally.error(TRANSPORT_ERROR)
+        return False
+    ids: list[str] | None = None
+    if response.status_code == 200:
+        answer = response.json()
+        predictions = answer.get("predictions")
+        if not isinstance(predictions, list) or len(predictions) != len(rows):
+            raise ReplayError(f"predict answered {len(rows)} rows with {answer!r:.200}")
+        report.predicted += len(rows)
+        tally.correct += sum(p["label"] == row.label for p, row in zip(predictions, rows, strict=True))
+        # "logged": false (Redis was down at predict time): the ids cannot be resolved.
+        if answer.get("logged", True):
+            ids = [p["id"] for p in predictions]
+    elif response.status_code == 409:  # no class yet: the labels still teach the model
+        report.unpredicted += len(rows)
+    else:
+        tally.error(response.status_code)
+        return response.status_code not in FATAL_STATUSES
+
+    response = _post(client, "/v1/feedback", {"items": _feedback_items(rows, tag, ids, run)})
+    if response is None:
+        tally.error(TRANSPORT_ERROR)
+        return False
+    if response.status_code != 202:
+        tally.error(response.status_code)
+        return response.status_code not in FATAL_STATUSES
+    answer = response.json()
+    report.accepted += int(answer.get("accepted", 0))
+    report.duplicates += int(answer.get("duplicates", 0))
+    return True
+
+
+def replay_csv(
+    path: Path,
+    *,
+    url: str,
+    label_column: str,
+    tag_column: str | None = None,
+    batch_size: int = 16,
+    token: str | None = None,
+    label_type: str = "str",
+    limit: int | None = None,
+    progress: bool = True,
+) -> ReplayReport:
+    """Replay `path` through the API at `url`: predict each chunk, then send its labels."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if label_type not in ("str", "int"):
+        raise ValueError("label_type must be 'str' or 'int'")
+    path = Path(path)
+    rows: Iterable[_Row] = _read_rows(path, label_column, tag_column, label_type)
+    if limit is not None:
+        rows = itertools.islice(rows, limit)
+    bar: _ProgressBar | None = None
+    if progress:
+        total = _count_rows(path)
+        bar = _ProgressBar(min(total, limit) if total is not None and limit else total)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    run = f"replay-{uuid.uuid4().hex[:12]}"
+    tally = _Tally()
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+            for chunk in _chunks(rows, batch_size):
+                go_on = all(_replay_group(client, g, t, tally, run) for t, g in _by_tag(chunk))
+                if bar is not None:
+                    bar.draw(tally)
+                if not go_on:
+                    break
+    finally:
+        report = tally.finish()
+        if bar is not None:
+            bar.draw(tally, final=True)
+    return report
+
+
+# -- progress and CLI ----------------------------------------------------------------------
+
+
+class _ProgressBar:
+    """One `\\r`-rewritten line on stderr, redrawn at most ~5 times a second."""
+
+    WIDTH = 24
+    INTERVAL = 0.2
+
+    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.last_draw = -math.inf
+        self.last_len = 0
+
+    def draw(self, tally: _Tally, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last_draw < self.INTERVAL:
+            return
+        self.last_draw = now
+        r = tally.report
+        elapsed = now - tally.started
+        parts = []
+        if self.total:
+            done = min(r.rows / self.total, 1.0)
+            filled = round(done * self.WIDTH)
+            parts.append(f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {done:4.0%}")
+            parts.append(f"{r.rows}/{self.total} rows")
+        else:
+            parts.append(f"{r.rows} rows")
+        acc = f"{tally.correct / r.predicted:.3f}" if r.predicted else "-"
+        parts.append(f"acc {acc}")
+        parts.append(f"{r.rows / elapsed if elapsed > 0 else 0:.0f} rows/s")
+        parts.append(f"errors {sum(r.errors.values())}")
+        line = "  ".join(parts)
+        self.stream.write("\r" + line + " " * max(0, self.last_len - len(line)))
+        self.last_len = len(line)
+        if final:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `replay` subcommand's arguments."""
+    parser.add_argument("file", type=Path, metavar="FILE.csv", help="CSV with a header row")
+    parser.add_argument("--label-column", required=True, help="column holding the true label")
+    parser.add_argument("--tag-column", help="column holding the tag (not a feature)")
+    parser.add_argument("--url", help=f"Mnemo API (default: $MNEMO_URL or {DEFAULT_URL})")
+    parser.add_argument("--token", help="API token (default: $MNEMO_API_TOKEN)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="rows per request")
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="replay N rows at most")
+    parser.add_argument("--label-type", choices=("str", "int"), default="str")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `replay`; exit code 0 when every request succeeded, else 1."""
+    try:
+        report = replay_csv(
+            args.file,
+            url=args.url or os.environ.get("MNEMO_URL") or DEFAULT_URL,
+            label_column=args.label_column,
+            tag_column=args.tag_column,
+            batch_size=args.batch_size,
+            token=args.token or os.environ.get("MNEMO_API_TOKEN") or None,
+            label_type=args.label_type,
+            limit=args.limit,
+            progress=not args.quiet,
+        )
+    except (ReplayError, OSError) as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 1
+    acc = f"{report.accuracy:.4f}" if report.accuracy is not None else "n/a"
+    errors = ", ".join(f"{k or 'no answer'}×{v}" for k, v in sorted(report.errors.items()))
+    print(
+        f"replayed {report.rows} rows in {report.seconds:.1f} s "
+        f"({report.rows_per_second:.0f} rows/s): accuracy {acc} over {report.predicted} "
+        f"predicted, {report.unpredicted} unpredicted; accepted {report.accepted}, "
+        f"duplicates {report.duplicates}; errors: {errors or 'none'}",
+        file=sys.stderr,
+    )
+    if args.json:
+        print(json.dumps(asdict(report)), flush=True)
+    return 0 if not report.errors else 1

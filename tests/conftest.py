@@ -1,0 +1,107 @@
+"""Shared fixtures: the machine's real Redis (DB 11, a unique model name per test, cleaned up
+after), app factories and Redis snapshots for "a failed request changes nothing"."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from service.api import create_app
+from service.config import Settings
+from service.store.keys import Keys
+
+REDIS_URL = os.environ.get("MNEMO_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def delete_model_keys(client: redis.Redis, model: str) -> None:
+    for pattern in Keys(model).all_patterns():
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield client
+    client.close()  # sync client
+
+
+@pytest.fixture
+def model_name(redis_client: redis.Redis) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_model_keys(redis_client, name)
+
+
+@pytest.fixture
+def make_settings(model_name: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "redis_url": REDIS_URL,
+            "model_name": model_name,
+            "input_dim": 4,
+            "labels": ["setosa", "versicolor", "virginica"],
+            "max_batch": 32,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@asynccontextmanager
+async def running_app(settings: Settings, token: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan run, and a client speaking to it in-process."""
+    app = create_app(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mnemo",
+                                     headers=headers) as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
+    async with running_app(make_settings()) as c:
+        yield c
+
+
+def snapshot(client: redis.Redis, model: str) -> dict[bytes, Any]:
+    """Every key of the model with its full content (TTL-free), to compare before/after."""
+    out: dict[bytes, Any] = {}
+    for pattern in Keys(model).all_patterns():
+        for key in client.scan_iter(match=pattern, count=1000):
+            kind = client.type(key)
+            if kind == b"string":
+                out[key] = client.get(key)
+            elif kind == b"hash":
+                out[key] = client.hgetall(key)
+            elif kind == b"list":
+                out[key] = client.lrange(key, 0, -1)
+            elif kind == b"set":
+                out[key] = client.smembers(key)
+            elif kind == b"zset":
+                out[key] = client.zrange(key, 0, -1, withscores=True)
+            elif kind == b"stream":
+                out[key] = client.xrange(key)
+            else:
+                out[key] = kind
+    return out

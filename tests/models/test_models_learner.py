@@ -1,0 +1,174 @@
+import pytest
+import torch
+
+from models.checkpoint import tensors_from_bytes, tensors_to_bytes
+from models.learner import IncrementalLearner, StepStats
+from models.nets import MLPConfig
+from models.replay import ReservoirBuffer
+from models.strategies import make_strategy
+
+CONFIG = MLPConfig(input_dim=6, hidden=(16, 8), num_classes=3)
+
+
+def stream(seed: int, n: int, classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(classes, (n,), generator=g)
+    x = torch.randn(n, 6, generator=g) + 4 * torch.nn.functional.one_hot(y, 6).float()
+    return x * 10 + 5, y  # unscaled on purpose: the standardiser must cope
+
+
+def fill(buffer: ReservoirBuffer, x: torch.Tensor, y: torch.Tensor, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for xi, yi in zip(x, y, strict=True):
+        buffer.insert(xi, int(yi), float(torch.rand((), generator=g)))
+
+
+def trained_learner(device: str = "cpu") -> tuple[IncrementalLearner, ReservoirBuffer]:
+    learner = IncrementalLearner(CONFIG, make_strategy("online-ewc", lam=50.0), seed=1,
+                                 replay_size=8, steps_per_batch=2, device=device)
+    buf = ReservoirBuffer(40, 6)
+    for i in range(6):
+        x, y = stream(i, 16, 3)
+        fill(buf, x, y, seed=100 + i)
+        learner.learn_many(x, y, buf)
+    learner.consolidate(*buf.items())
+    x, y = stream(99, 16, 3)
+    learner.learn_many(x, y, buf)
+    return learner, buf
+
+
+def snapshot_state(learner: IncrementalLearner) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in learner.state_dict().items()}
+
+
+def test_learn_many_reports_stats_and_reduces_loss() -> None:
+    learner = IncrementalLearner(CONFIG, make_strategy("naive"), seed=0, steps_per_batch=3)
+    x, y = stream(0, 64, 3)
+    first = learner.learn_many(x, y)
+    assert isinstance(first, StepStats)
+    assert (first.samples, first.steps, first.penalty) == (64, 3, 0.0)
+    for _ in range(39):
+        last = learner.learn_many(x, y)
+    assert last.loss < first.loss / 3
+    assert learner.samples_seen == 40 * 64 and learner.steps_done == 120
+    # The standardiser counts each learn_many's new rows once (not once per step).
+    assert learner.model.standardizer.count.item() == 40 * 64
+
+
+def test_penalty_is_reported_after_consolidation() -> None:
+    learner, buf = trained_learner()
+    stats = learner.learn_many(*stream(7, 16, 3), buf)
+    assert stats.penalty > 0
+    assert stats.penalty == pytest.approx(learner.strategy.penalty(learner.model).item())
+
+
+def test_labels_outside_the_head_are_refused() -> None:
+    learner = IncrementalLearner(CONFIG, make_strategy("naive"))
+    with pytest.raises(ValueError, match="ensure_classes"):
+        learner.learn_many(torch.zeros(2, 6), torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="expected x"):
+        learner.learn_many(torch.zeros(2, 5), torch.tensor([0, 1]))
+
+
+def test_predict_proba_is_a_cpu_float32_distribution() -> None:
+    learner, _ = trained_learner()
+    p = learner.predict_proba(stream(3, 10, 3)[0].double())
+    assert p.dtype == torch.float32 and p.device.type == "cpu" and p.shape == (10, 3)
+    torch.testing.assert_close(p.sum(1), torch.ones(10))
+    empty = IncrementalLearner(MLPConfig(6, (4,), 0), make_strategy("naive"))
+    assert empty.predict_proba(torch.zeros(2, 6)).shape == (2, 0)
+
+
+def test_ensure_classes_extends_model_optimizer_and_strategy_keeping_old_rows() -> None:
+    learner, buf = trained_learner()
+    x = stream(5, 20, 3)[0]
+    before_out = learner.model(x).detach()
+    before = snapshot_state(learner)
+    old_params = list(learner.model.parameters())
+    learner.ensure_classes(5)
+    after = learner.state_dict()
+    assert learner.num_classes == 5 and learner.config.num_classes == 5
+    assert torch.equal(learner.model(x).detach()[:, :3], before_out)
+    grown = {k for k in after if after[k].shape != before[k].shape}
+    assert grown == {f"{pre}head.{w}{post}" for w in ("weight", "bias") for pre, post in [
+        ("model.", ""), ("strategy.fisher.", ""), ("strategy.anchor.", ""),
+        ("optim.", ".exp_avg"), ("optim.", ".exp_avg_sq")]}
+    for k, old in before.items():
+        new = after[k]
+        if k == "rng":
+            continue  # growth draws the new rows' weights from the learner's generator
+        old_part = new[tuple(slice(0, n) for n in old.shape)]
+        assert torch.equal(old_part, old), k
+        if k in grown and not k.startswith("model."):
+            assert torch.count_nonzero(new[3:]) == 0, k  # zeros for the new rows
+    assert torch.count_nonzero(after["optim.head.weight.exp_avg"][:3]) > 0
+    # The optimizer now steps the new Parameter objects, not the replaced ones.
+    opt_params = learner.optimizer.param_groups[0]["params"]
+    assert all(p is q for p, q in zip(opt_params, learner.model.parameters(), strict=True))
+    assert all(learner.model.head.weight is not q for q in old_params)
+    x4, y4 = stream(6, 16, 5)
+    stats = learner.learn_many(x4, y4, buf)
+    assert stats.loss == stats.loss  # finite, not NaN
+    learner.ensure_classes(4)  # never shrinks
+    assert learner.num_classes == 5
+
+
+def test_restored_learner_predicts_and_steps_identically() -> None:
+    a, buf_a = trained_learner()
+    a.ensure_classes(4)
+    blob = tensors_to_bytes(a.state_dict(), a.meta())
+    state, meta = tensors_from_bytes(blob)
+    # Rebuilt from the original 3-class config: the state itself says the head has 4 rows.
+    b = IncrementalLearner.from_state(CONFIG, make_strategy(meta["strategy"], lam=50.0), state,
+                                      meta=meta)
+    assert (b.lr, b.replay_size, b.steps_per_batch, b.seed) == (a.lr, 8, 2, 1)
+    x = stream(11, 30, 3)[0]
+    assert torch.equal(a.predict_proba(x), b.predict_proba(x))
+    buf_b = ReservoirBuffer(buf_a.capacity, 6)
+    for slot, (xi, yi) in enumerate(zip(*buf_a.items(), strict=True)):
+        buf_b.put(slot, xi, int(yi))
+    for i in range(3):
+        xs, ys = stream(20 + i, 16, 4)
+        assert a.learn_many(xs, ys, buf_a) == b.learn_many(xs, ys, buf_b)
+    assert a.consolidate(*buf_a.items()) >= 0 and b.consolidate(*buf_b.items()) >= 0
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_state_dict_is_a_detached_copy() -> None:
+    learner, buf = trained_learner()
+    state = learner.state_dict()
+    frozen = {k: v.clone() for k, v in state.items()}
+    learner.learn_many(*stream(8, 16, 3), buf)
+    assert all(torch.equal(state[k], frozen[k]) for k in state)
+    with pytest.raises(ValueError, match="not a learner state"):
+        learner.load_state_dict({"bogus": torch.zeros(1)})
+
+
+def test_snapshot_is_an_independent_eval_copy() -> None:
+    learner, buf = trained_learner()
+    snap = learner.snapshot()
+    x = stream(9, 8, 3)[0]
+    out = snap(x)
+    assert not snap.training and not out.requires_grad
+    learner.learn_many(*stream(10, 16, 3), buf)
+    assert torch.equal(snap(x), out)
+    assert not torch.equal(learner.model(x).detach(), out)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_learner_matches_the_cpu_contract() -> None:
+    gpu, buf = trained_learner("cuda")
+    assert all(p.device.type == "cuda" for p in gpu.model.parameters())
+    gpu.ensure_classes(4)
+    gpu.learn_many(*stream(12, 16, 4), buf)
+    assert gpu.consolidate(*buf.items()) > 0
+    state = gpu.state_dict()
+    assert all(v.device.type == "cpu" for v in state.values())
+    cpu = IncrementalLearner.from_state(CONFIG, make_strategy("online-ewc", lam=50.0), state,
+                                        meta=gpu.meta())
+    x = stream(13, 32, 4)[0]
+    torch.testing.assert_close(gpu.predict_proba(x), cpu.predict_proba(x), rtol=1e-4,
+                               atol=1e-5)
+    assert next(gpu.snapshot().parameters()).device.type == "cpu"
