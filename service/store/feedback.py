@@ -78,6 +78,11 @@ class FeedbackStore:
                 raise NotDurable("the append-only file did not confirm the write")
         return AppendResult(int(result[1]), int(result[2]))
 
+    async def already_accepted(self, dedupe_ids: list[str]) -> list[bool]:
+        """Whether a label was already accepted under each id (first label wins)."""
+        found = await self._redis.hmget(self._keys.seen_ids, dedupe_ids)
+        return [value is not None for value in found]
+
     async def lag(self) -> int:
         """Items accepted but not yet processed by the learner."""
         pipe = self._redis.pipeline(transaction=False)

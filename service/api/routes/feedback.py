@@ -78,10 +78,18 @@ async def _validated_records(body: FeedbackRequest, ctx: Ctx) -> list[FeedbackRe
         dedupe = f"f:{it.feedback_id}" if it.feedback_id else ""
         records[i] = FeedbackRecord(dedupe, labels[i], vector_to_bytes(matrix[row]),
                                     it.tag or "", None)
-    for (i, it), entry in zip(by_id, logged, strict=True):
-        if entry is None:
+    missing = [(i, it) for (i, it), entry in zip(by_id, logged, strict=True) if entry is None]
+    seen = await ctx.feedback.already_accepted([f"p:{it.prediction_id}" for _, it in missing]) \
+        if missing else []
+    for (i, it), was_seen in zip(missing, seen, strict=True):
+        if not was_seen:
             raise invalid(("items", i, "prediction_id"),
                           f"unknown or expired prediction id {it.prediction_id!r}")
+        # Its log entry expired, but a label was accepted for it: a repeat, counted as one.
+        records[i] = FeedbackRecord(f"p:{it.prediction_id}", labels[i], b"", "", None)
+    for (i, it), entry in zip(by_id, logged, strict=True):
+        if entry is None:
+            continue
         # A tag given with the label wins over the one given at predict time.
         records[i] = FeedbackRecord(f"p:{it.prediction_id}", labels[i],
                                     vector_to_bytes(entry.x), it.tag or entry.tag, entry.version)
