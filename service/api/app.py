@@ -21,7 +21,13 @@ from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.follower import VersionFollower
 from service.serving.holder import ModelHolder
-from service.store.connection import StoreError, check_noeviction, connect, wait_until_reachable
+from service.store.connection import (
+    StoreError,
+    check_noeviction,
+    check_strict_durability,
+    connect,
+    wait_until_reachable,
+)
 from service.store.feedback import FeedbackStore
 from service.store.golden import GoldenSet
 from service.store.keys import Keys
@@ -40,6 +46,8 @@ async def build_context(settings: Settings) -> AppContext:
     redis = connect(settings.redis_url, settings.redis_timeout_seconds)
     await wait_until_reachable(redis)
     await check_noeviction(redis)
+    if settings.durability == "strict":
+        await check_strict_durability(redis)
     keys = Keys(settings.model_name)
     scripts = Scripts(redis)
     registry = Registry(redis, keys, scripts)

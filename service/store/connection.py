@@ -55,3 +55,14 @@ async def check_noeviction(redis: Redis) -> None:
             f"Redis maxmemory-policy is {policy.decode()}; Mnemo needs noeviction "
             "(its keys are data, not cache)"
         )
+
+
+async def check_strict_durability(redis: Redis) -> None:
+    """MNEMO_DURABILITY=strict answers 202 only after WAITAOF: refuse to start where the
+    server cannot give that promise (no WAITAOF before Redis 7.2, or AOF switched off)."""
+    try:
+        await redis.execute_command("WAITAOF", 1, 0, 100)
+    except ResponseError as exc:
+        raise StoreError(
+            f"MNEMO_DURABILITY=strict needs WAITAOF with appendonly yes on the server: {exc}"
+        ) from exc

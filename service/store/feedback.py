@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from service.store.keys import Keys
 from service.store.scripts import Scripts
@@ -73,7 +74,10 @@ class FeedbackStore:
         if status == b"labels":
             raise LabelOverflow(int(result[1]), result[2].decode())
         if self._strict:
-            local, _ = await self._redis.execute_command("WAITAOF", 1, 0, self._strict_timeout_ms)
+            try:
+                local, _ = await self._redis.execute_command("WAITAOF", 1, 0, self._strict_timeout_ms)
+            except ResponseError as exc:  # e.g. appendonly switched off at run time
+                raise NotDurable(f"WAITAOF failed: {exc}") from exc
             if int(local) < 1:
                 raise NotDurable("the append-only file did not confirm the write")
         return AppendResult(int(result[1]), int(result[2]))

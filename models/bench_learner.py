@@ -1,0 +1,137 @@
+"""Learner throughput, the same code on CPU and CUDA: `python -m models.bench_learner`.
+
+For each device, model size and chunk size it streams synthetic labelled data through
+IncrementalLearner.learn_many exactly as the service's learner does (new chunk ∪ a replay
+sample from a reservoir, online EWC applied to the gradients, periodic consolidation) and
+prints items/s, ms per learn_many, consolidation time, and the penalty's cost as a ratio to a
+naive step measured side by side in the same run. Writes a markdown table with --markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from models.learner import IncrementalLearner
+from models.nets import MLPConfig
+from models.replay import ReservoirBuffer
+from models.strategies import make_strategy
+
+SIZES = {"small": (64, (128, 128), 10), "large": (784, (1024, 1024), 100)}
+
+
+@dataclass
+class Row:
+    device: str
+    size: str
+    chunk: int
+    strategy: str
+    items_per_s: float
+    ms_per_learn_many: float
+    consolidate_ms: float
+    naive_ratio: float  # this strategy's step time / naive's, same run
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _stream(dim: int, classes: int, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    centres = torch.randn(classes, dim, generator=gen) * 3
+    y = torch.randint(classes, (n,), generator=gen)
+    return centres[y] + torch.randn(n, dim, generator=gen), y
+
+
+def _time_learner(device: str, size: str, chunk: int, strategy: str, seconds: float) -> tuple[float, float]:
+    dim, hidden, classes = SIZES[size]
+    gen = torch.Generator().manual_seed(0)
+    learner = IncrementalLearner(MLPConfig(dim, hidden, classes), make_strategy(strategy),
+                                 device=device)
+    buffer = ReservoirBuffer(1000, dim)
+    x, y = _stream(dim, classes, 20_000, gen)
+    for i in range(1000):
+        buffer.put(i, x[i], int(y[i]))
+    learner.consolidate(x[:512], y[:512])  # a non-zero penalty from the start
+    consolidate = []
+    for _ in range(3):
+        start = time.perf_counter()
+        learner.consolidate(x[:512], y[:512])
+        _sync(device)
+        consolidate.append(time.perf_counter() - start)
+    # warm-up, then timed passes until `seconds` have elapsed
+    for i in range(5):
+        learner.learn_many(x[i * chunk : (i + 1) * chunk], y[i * chunk : (i + 1) * chunk], buffer)
+    _sync(device)
+    calls, items, start = 0, 0, time.perf_counter()
+    offset = 0
+    while time.perf_counter() - start < seconds:
+        if offset + chunk > len(y):
+            offset = 0
+        learner.learn_many(x[offset : offset + chunk], y[offset : offset + chunk], buffer)
+        offset += chunk
+        calls += 1
+        items += chunk
+        if calls % 20 == 0:
+            _sync(device)
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    return elapsed / calls, min(consolidate)
+
+
+def run(devices: list[str], sizes: list[str], chunks: list[int], seconds: float) -> list[Row]:
+    rows = []
+    for device in devices:
+        for size in sizes:
+            for chunk in chunks:
+                naive, _ = _time_learner(device, size, chunk, "naive", seconds)
+                step, consolidate = _time_learner(device, size, chunk, "online-ewc", seconds)
+                rows.append(Row(device, size, chunk, "online-ewc+replay", round(chunk / step, 1),
+                                round(step * 1000, 3), round(consolidate * 1000, 2),
+                                round(step / naive, 3)))
+                print(json.dumps(asdict(rows[-1])), flush=True)
+    return rows
+
+
+def markdown(rows: list[Row]) -> str:
+    head = ("| device | model | chunk | items/s | ms per learn_many | consolidate 512 (ms) "
+            "| EWC step / naive step |\n|---|---|---|---|---|---|---|\n")
+    body = "".join(
+        f"| {r.device} | {r.size} {SIZES[r.size][0]}→{'→'.join(map(str, SIZES[r.size][1]))}"
+        f"→{SIZES[r.size][2]} | {r.chunk} | {r.items_per_s:,.0f} | {r.ms_per_learn_many} "
+        f"| {r.consolidate_ms} | {r.naive_ratio} |\n"
+        for r in rows
+    )
+    return head + body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", nargs="+", default=None)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--chunks", nargs="+", type=int, default=[32, 256])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", type=str, default=None, help="write the table here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{args.threads} CPU thread(s), GPU: {gpu}", flush=True)
+    rows = run(devices, args.sizes, args.chunks, args.seconds)
+    table = markdown(rows)
+    print(table)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(f"torch {torch.__version__}, GPU: {gpu}, {args.threads} CPU thread(s)\n\n")
+            fh.write(table)
+
+
+if __name__ == "__main__":
+    main()
