@@ -16,11 +16,25 @@ from service.store.connection import StoreError
 log = logging.getLogger("service")
 
 
+def _preflight(settings: Settings) -> None:
+    """Run the start-up checks before uvicorn, whose lifespan would swallow a StoreError
+    into a traceback and exit 3 instead of naming the problem."""
+    import asyncio
+
+    from service.store.deployment import open_deployment
+
+    async def check() -> None:
+        await (await open_deployment(settings)).redis.aclose()
+
+    asyncio.run(check())
+
+
 def _serve(settings: Settings) -> int:
     import uvicorn
 
     from service.api import create_app
 
+    _preflight(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

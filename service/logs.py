@@ -1,11 +1,38 @@
-"""Logging set-up: every line carries the request id of the request it belongs to."""
+"""Structured logging: one JSON object per line, each carrying the request id (and, for
+request lines, route, status and latency) of the request it belongs to."""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from contextvars import ContextVar
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, role: str) -> None:
+        super().__init__()
+        self.role = role
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "role": self.role,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", request_id_var.get()),
+            "message": record.getMessage(),
+        }
+        # Fields passed with extra={...} (route, status, latency_ms, version, ...) come along.
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
 
 
 class _RequestIdFilter(logging.Filter):
@@ -17,9 +44,7 @@ class _RequestIdFilter(logging.Filter):
 def configure_logging(level: str, role: str) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s %(levelname)s {role} %(name)s [%(request_id)s] %(message)s"
-    ))
+    handler.setFormatter(JsonFormatter(role))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -21,44 +21,23 @@ from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.follower import VersionFollower
 from service.serving.holder import ModelHolder
-from service.store.connection import (
-    StoreError,
-    check_noeviction,
-    check_strict_durability,
-    connect,
-    wait_until_reachable,
-)
+from service.store.deployment import open_deployment
 from service.store.feedback import FeedbackStore
 from service.store.golden import GoldenSet
-from service.store.keys import Keys
 from service.store.predictions import PredictionLog
-from service.store.registry import DeploymentIdentity, Registry
-from service.store.scripts import Scripts
 from service.store.stats import StatsStore
-from service.versioning import initial_version
 
 log = logging.getLogger(__name__)
 
 
 async def build_context(settings: Settings) -> AppContext:
-    if settings.redis_url is None:
-        raise StoreError("MNEMO_REDIS_URL is required to serve (`run` starts an embedded one)")
-    redis = connect(settings.redis_url, settings.redis_timeout_seconds)
-    await wait_until_reachable(redis)
-    await check_noeviction(redis)
-    if settings.durability == "strict":
-        await check_strict_durability(redis)
-    keys = Keys(settings.model_name)
-    scripts = Scripts(redis)
-    registry = Registry(redis, keys, scripts)
-    meta, weights = initial_version(settings)
-    identity = DeploymentIdentity(settings.input_dim, settings.label_type, settings.model_name)
-    await registry.init_deployment(identity, settings.labels, meta, weights)
+    deployment = await open_deployment(settings)
+    redis, keys, scripts = deployment.redis, deployment.keys, deployment.scripts
     return AppContext(
         settings=settings,
         redis=redis,
         keys=keys,
-        registry=registry,
+        registry=deployment.registry,
         feedback=FeedbackStore(redis, keys, scripts, strict=settings.durability == "strict"),
         predictions=PredictionLog(redis, keys, settings.input_dim,
                                   settings.prediction_ttl_seconds),

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import request_id_var
 
+log = logging.getLogger("service.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
-    """Every response carries X-Request-ID: the client's (when sane) or a new one."""
+    """Every response carries X-Request-ID (the client's when sane, or a new one), and every
+    request gets a structured log line: route, status, latency. Successful requests log at
+    DEBUG (a line per predict would cost throughput at INFO), failures at INFO/WARNING."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -26,9 +31,13 @@ class RequestIdMiddleware:
         given = _header(scope, b"x-request-id")
         request_id = given if given and _VALID_ID.match(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
@@ -36,6 +45,12 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
+            if log.isEnabledFor(level):
+                log.log(level, "request", extra={
+                    "method": scope["method"], "route": scope["path"], "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                })
             request_id_var.reset(token)
 
 

@@ -44,15 +44,19 @@ async def wait_until_reachable(redis: Redis, attempts: int = 20, delay: float = 
 async def check_noeviction(redis: Redis) -> None:
     """Mnemo's keys are data, not cache: an evicting server would silently lose labels."""
     try:
-        policy = (await redis.config_get("maxmemory-policy")).get(b"maxmemory-policy")
+        config = await redis.config_get("maxmemory-policy")
     except ResponseError:  # CONFIG disabled (managed Redis): nothing to check against
         log.warning("cannot read maxmemory-policy; make sure it is noeviction")
         return
     except RedisError as exc:
         raise StoreError(f"cannot read maxmemory-policy: {exc}") from exc
-    if policy is not None and policy != b"noeviction":
+    # redis-py 8 answers CONFIG GET with str keys and values even without decode_responses.
+    policy = config.get("maxmemory-policy", config.get(b"maxmemory-policy"))
+    if isinstance(policy, bytes):
+        policy = policy.decode()
+    if policy is not None and policy != "noeviction":
         raise StoreError(
-            f"Redis maxmemory-policy is {policy.decode()}; Mnemo needs noeviction "
+            f"Redis maxmemory-policy is {policy}; Mnemo needs noeviction "
             "(its keys are data, not cache)"
         )
 
