@@ -7,9 +7,14 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
+
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 10.0
+HEALTHY_SECONDS = 30.0  # a learner that ran this long died of something new: restart quickly
 
 
 class LearnerSupervisor:
@@ -29,19 +34,22 @@ class LearnerSupervisor:
         return subprocess.Popen([sys.executable, "-m", "service", "learn"], env=self._env)
 
     def _watch(self) -> None:
-        backoff = 0.5
+        backoff = FIRST_BACKOFF
         while True:
             with self._lock:
                 if self._stopping.is_set():
                     return
                 self._process = process = self._spawn()
+            started = time.monotonic()
             code = process.wait()
             if self._stopping.is_set():
                 return
+            if time.monotonic() - started >= HEALTHY_SECONDS:
+                backoff = FIRST_BACKOFF  # back off on crash loops, not on every crash ever
             self.restarts += 1
             log.warning("learner exited with %s; restarting in %.1fs", code, backoff)
             self._stopping.wait(backoff)
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, MAX_BACKOFF)
 
     def stop(self) -> None:
         with self._lock:

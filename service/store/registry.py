@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError, WatchError
 
 from service.store.connection import StoreError
 from service.store.keys import Keys
@@ -110,8 +111,24 @@ class Registry:
     async def state(self, version: int) -> bytes | None:
         return await self._redis.hget(self._keys.version(version), "state")
 
-    async def allocate_version(self) -> int:
-        return int(await self._redis.incr(self._keys.next_version))
+    async def allocate_version(self, token: int | None = None) -> int:
+        """The next version number. With the learner's fencing token, only while it is still
+        the current one (atomically, WATCH): raises ResponseError 'FENCED' otherwise, so a
+        learner that lost the lease writes nothing, not even the counter."""
+        if token is None:
+            return int(await self._redis.incr(self._keys.next_version))
+        fenced = "FENCED this learner no longer holds the lease"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self._keys.fence)
+            if await pipe.get(self._keys.fence) != str(token).encode():
+                raise ResponseError(fenced)
+            pipe.multi()
+            pipe.incr(self._keys.next_version)
+            try:
+                (version,) = await pipe.execute()
+            except WatchError:
+                raise ResponseError(fenced) from None
+        return int(version)
 
     async def publish(
         self,
@@ -124,15 +141,19 @@ class Registry:
         status: str,
         last_stream_id: str,
         samples_seen: int,
+        parent: int | None = None,
     ) -> int:
         """Store a version and commit the learner cursor atomically; returns the new epoch
-        (0 for a rejected version). Raises redis ResponseError 'FENCED' after losing the lease."""
+        (0 for a rejected version). Given the `parent` it was trained from, an active version
+        becomes current only while the parent still is: otherwise an operator activated
+        another version meanwhile, the new one is stored as archived and -1 is returned.
+        Raises redis ResponseError 'FENCED' after losing the lease."""
         k = self._keys
         epoch = await self._scripts.publish(
             keys=[k.fence, k.version(version), k.versions, k.current, k.statuses, k.activated,
                   k.events, k.cursor],
             args=[token, version, json.dumps(meta), weights, state, status, last_stream_id,
-                  samples_seen],
+                  samples_seen, "" if parent is None else parent],
         )
         return int(epoch)
 

@@ -37,6 +37,11 @@ class FeedbackReader:
         self._keys = keys
         self._dim = input_dim
         self._pending_from: str | None = "0"  # None once the pending entries are read
+        # Read by this learner and not acknowledged yet. The consumer name is shared, so a
+        # learner that lost the lease can still move entries into *our* pending list with its
+        # last read (its first write is then refused): such entries are never delivered by ">"
+        # again, so they must be read from the pending list (see unread_pending).
+        self._delivered: set[str] = set()
 
     async def ensure_group(self) -> None:
         try:
@@ -47,7 +52,9 @@ class FeedbackReader:
 
     async def read(self, count: int, block_ms: int) -> FeedbackBatch:
         """Entries delivered before but never acknowledged come first (a restart re-reads
-        them), then new ones."""
+        them, and so does a learner whose entries a fenced-out one read), then new ones."""
+        if self._pending_from is None and await self.unread_pending():
+            self._pending_from = "0"
         while self._pending_from is not None:
             reply = await self._redis.xreadgroup(
                 self._keys.group, CONSUMER, {self._keys.stream: self._pending_from}, count=count
@@ -57,6 +64,7 @@ class FeedbackReader:
                 self._pending_from = None
                 break
             self._pending_from = entries[-1][0].decode()
+            entries = [(sid, fields) for sid, fields in entries if sid.decode() not in self._delivered]
             # A pending entry trimmed away meanwhile comes back without fields: nothing to learn.
             gone = [sid for sid, fields in entries if not fields]
             if gone:
@@ -69,6 +77,15 @@ class FeedbackReader:
         )
         return self._decode(reply[0][1] if reply else [])
 
+    async def unread_pending(self) -> int:
+        """Pending entries this learner has not read (yet): after a restart, until the pending
+        list is read; otherwise, entries a fenced-out learner took with its last read. A
+        version must not be committed past such entries (a restart would skip them as
+        learned), so the learner publishes only while this is 0."""
+        summary = await self._redis.xpending(self._keys.stream, self._keys.group)
+        ours = sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == CONSUMER.encode())
+        return max(0, ours - len(self._delivered))
+
     async def ack_and_trim(self, ids: list[str], committed: str) -> None:
         """Acknowledge what a version now includes, and drop stream entries below it."""
         pipe = self._redis.pipeline(transaction=False)
@@ -76,6 +93,7 @@ class FeedbackReader:
             pipe.xack(self._keys.stream, self._keys.group, *ids[start : start + 1000])
         pipe.xtrim(self._keys.stream, minid=committed, approximate=True)
         await pipe.execute()
+        self._delivered.difference_update(ids)
 
     def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> FeedbackBatch:
         n = len(entries)
@@ -89,4 +107,5 @@ class FeedbackReader:
             version = fields.get(b"v", b"")
             versions.append(int(version) if version else None)
             accepted.append(int(fields.get(b"t", b"0")))
+        self._delivered.update(ids)
         return FeedbackBatch(ids, x, labels, tags, versions, accepted)

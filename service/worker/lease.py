@@ -11,6 +11,7 @@ import uuid
 
 from redis.asyncio import Redis
 
+from service.store.connection import UNAVAILABLE
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 
@@ -65,7 +66,7 @@ class Lease:
                     log.error("learner lease lost")
                     self.lost.set()
                     return
-            except (OSError, ConnectionError) as exc:  # keep trying until the TTL runs out
+            except UNAVAILABLE as exc:  # redis-py's, not the builtins: keep trying until the TTL runs out
                 log.warning("lease renewal failed: %s", exc)
 
     async def release(self) -> None:

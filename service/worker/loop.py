@@ -4,6 +4,7 @@ holdout, train, consolidate, and publish gated versions; ack only after publishi
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import zlib
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 from torch import nn
 
 from models.checkpoint import model_to_bytes, tensors_to_bytes
@@ -25,7 +26,6 @@ from service.store.golden import GoldenSet
 from service.store.keys import Keys
 from service.store.registry import Registry
 from service.store.scripts import Scripts
-from service.store.stats import StatsStore
 from service.versioning import version_meta
 from service.worker.feed import FeedbackBatch, FeedbackReader, stream_id_key
 from service.worker.lease import Lease
@@ -52,7 +52,6 @@ class LearnerService:
         self.scripts = Scripts(redis)
         self.registry = Registry(redis, self.keys, self.scripts)
         self.reader = FeedbackReader(redis, self.keys, settings.input_dim)
-        self.stats_store = StatsStore(redis, self.keys)
         self.golden = GoldenSet(redis, self.keys, self.scripts)
         self.lease = Lease(redis, self.keys, self.scripts, settings.lease_ttl_seconds)
         self.replay = ReservoirBuffer(settings.buffer_size, settings.input_dim)
@@ -85,8 +84,7 @@ class LearnerService:
             return 0
         keeper = asyncio.create_task(self.lease.keep(), name="lease-keeper")
         try:
-            await self.reader.ensure_group()
-            await self._restore()
+            await self.prepare()
             while not stop.is_set() and not self.lease.lost.is_set():
                 await self.step()
         except Fenced:
@@ -99,16 +97,24 @@ class LearnerService:
         await self.lease.release()
         return 0
 
+    async def prepare(self) -> None:
+        """Join the consumer group and resume from the current version; call once, after the
+        lease is held and before the first step."""
+        await self.reader.ensure_group()
+        await self._restore()
+
     async def step(self, block_ms: int = 200) -> int:
         """One read → learn → maybe publish cycle; returns the number of entries read."""
         batch = await self.reader.read(READ_COUNT, block_ms)
+        # Before learning: labels read now are learned on top of whatever is current now (an
+        # operator's activation), not on the version it replaced and then dropped with it.
+        await self._follow_pointer()
         if len(batch):
             await self._process(batch)
-        await self._follow_pointer()
         if self.unpublished and (
             self.unpublished >= self.settings.publish_every_samples
             or time.monotonic() - self.last_publish >= self.settings.publish_every_seconds
-        ):
+        ) and not await self.reader.unread_pending():  # never commit past an unread entry
             await self._publish()
         if time.monotonic() - self.last_stats >= STATS_EVERY_SECONDS:
             await self._write_stats()
@@ -192,10 +198,11 @@ class LearnerService:
         self.samples_seen += len(ids)
         self.unpublished += len(ids)
         self.unacked.extend(ids)
-        self.last_id = ids[-1]
+        # Monotonic even when entries a fenced-out learner took are read late, out of order.
+        self.last_id = max(self.last_id or ids[-1], ids[-1], key=stream_id_key)
         oldest = min(batch.accepted_ms[i] for i in fresh)
         self.oldest_unpublished_ms = min(self.oldest_unpublished_ms or oldest, oldest)
-        await self.redis.hset(self.keys.learner_stats, "processed", self.samples_seen)
+        await self._fenced_hset(self.keys.learner_stats, {"processed": self.samples_seen})
 
     def _is_holdout(self, stream_id: str) -> bool:
         # Decided by the id alone, so a re-read after a restart splits the same way.
@@ -236,7 +243,7 @@ class LearnerService:
         checks = {"holdout": self._holdout_arrays(), "golden": await self._golden_arrays()}
         result = await asyncio.to_thread(gate, candidate, self.served, checks,
                                          self.settings.gate_tolerance)
-        version = await self.registry.allocate_version()
+        version = await self._fenced(self.registry.allocate_version(self.lease.token))
         labels = [label_from_text(t, self.settings.label_type)
                   for t in self.vocab_order[: candidate.config.num_classes]]
         status = "active" if result.passed else "rejected"
@@ -250,13 +257,19 @@ class LearnerService:
         epoch = await self._fenced(self.registry.publish(
             token=self.lease.token or 0, version=version, meta=meta, weights=weights,
             state=state, status=status, last_stream_id=self.last_id,
-            samples_seen=self.samples_seen,
+            samples_seen=self.samples_seen, parent=self.served_version,
         ))
         await self.reader.ack_and_trim(self.unacked, self.last_id)
         self.committed, self.unacked = self.last_id, []
         self.unpublished, self.oldest_unpublished_ms = 0, None
         self.last_publish = time.monotonic()
-        if result.passed:
+        if epoch < 0:
+            # An operator activated another version while this candidate was evaluated: their
+            # choice stands (the candidate is kept, archived); continue from it.
+            log.warning("version %s not made current: another version was activated meanwhile",
+                        version)
+            await self._follow_pointer()
+        elif result.passed:
             self.served, self.served_version, self.epoch = candidate, version, epoch
             log.info("published version %s (%s)", version, result.evaluation)
         else:
@@ -277,6 +290,21 @@ class LearnerService:
             return np.empty((0, self.settings.input_dim), np.float32), np.empty(0, np.int64)
         return (np.stack([x for x, _, _ in items]),
                 np.array([self.vocab.get(label, -1) for _, label, _ in items], dtype=np.int64))
+
+    async def _fenced_hset(self, key: str, mapping: dict[str, Any]) -> None:
+        """HSET only while our token is still the fencing token, atomically (WATCH): a learner
+        that lost the lease must not overwrite the live one's counters (`processed` drives
+        feedback_lag and load shedding)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self.keys.fence)
+            if await pipe.get(self.keys.fence) != str(self.lease.token).encode():
+                raise Fenced("this learner no longer holds the lease")
+            pipe.multi()
+            pipe.hset(key, mapping=mapping)
+            try:
+                await pipe.execute()
+            except WatchError:  # the fence moved between the check and the write
+                raise Fenced("this learner no longer holds the lease") from None
 
     async def _fenced(self, call: Any) -> Any:
         try:
@@ -301,5 +329,7 @@ class LearnerService:
             "loss": self.last_loss,
             "penalty": self.last_penalty,
         }
-        await self.stats_store.write(stats, self.samples_seen)
+        # What StatsStore.write stores, behind the fence check.
+        await self._fenced_hset(self.keys.learner_stats,
+                                {"stats": json.dumps(stats), "processed": self.samples_seen})
         self.last_stats = time.monotonic()

@@ -1,8 +1,11 @@
 -- Publish (or record as rejected) one version and commit the learner's stream position, in
 -- one atomic step guarded by the learner's fencing token.
 -- KEYS: fence, version key, versions zset, current, statuses, activated set, events, cursor
--- ARGV: token, version, meta json, weights, state, status, last_stream_id, samples_seen
--- Returns the new epoch (0 when the version was rejected).
+-- ARGV: token, version, meta json, weights, state, status, last_stream_id, samples_seen,
+--       parent ("" = unchecked): the version the candidate was trained from
+-- Returns the new epoch; 0 when the version was rejected; -1 when `current` is no longer the
+-- parent (an operator activated another version meanwhile): the version is kept, archived,
+-- and the operator's choice stands.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED this learner no longer holds the lease')
 end
@@ -15,6 +18,10 @@ if ARGV[6] ~= 'active' then
   return 0
 end
 local prev = redis.call('HGET', KEYS[4], 'version')
+if ARGV[9] and ARGV[9] ~= '' and prev ~= ARGV[9] then
+  redis.call('HSET', KEYS[5], v, 'archived')
+  return -1
+end
 if prev then redis.call('HSET', KEYS[5], prev, 'archived') end
 redis.call('HSET', KEYS[5], v, 'active')
 redis.call('SADD', KEYS[6], v)
