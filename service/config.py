@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     model: Literal["mlp"] = "mlp"
     hidden: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [128, 128])
     strategy: str = "online-ewc+replay"
-    buffer: Literal["reservoir"] = "reservoir"
+    buffer: Literal["reservoir", "class-balanced", "recent"] = "reservoir"
     buffer_size: int = Field(1000, ge=1, le=10_000_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)

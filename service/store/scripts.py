@@ -18,10 +18,13 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         names = (
             "feedback_append",
-            "learner_ingest",
+            "holdout_insert",
+            "buffer_insert",
+            "buffer_retire",
             "init_deployment",
             "publish",
             "activate",
+            "prune",
             "lease_acquire",
             "lease_renew",
         )

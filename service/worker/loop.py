@@ -19,10 +19,12 @@ from torch import nn
 
 from models.checkpoint import model_to_bytes, tensors_to_bytes
 from models.learner import IncrementalLearner
-from models.replay import ReservoirBuffer
+from models.replay import make_buffer
 from service.config import Settings
+from service.store import buffers
 from service.store.codec import decode_entry, encode_entry, label_from_text
 from service.store.golden import GoldenSet
+from service.store.ingest import HOLDOUT, IngestItem, ingest
 from service.store.keys import Keys
 from service.store.registry import Registry
 from service.store.scripts import Scripts
@@ -54,7 +56,9 @@ class LearnerService:
         self.reader = FeedbackReader(redis, self.keys, settings.input_dim)
         self.golden = GoldenSet(redis, self.keys, self.scripts)
         self.lease = Lease(redis, self.keys, self.scripts, settings.lease_ttl_seconds)
-        self.replay = ReservoirBuffer(settings.buffer_size, settings.input_dim)
+        # Only ever told the Redis script's decisions (put/retire), never deciding itself: Redis
+        # is the buffer of record, this is its in-memory mirror for sampling without round trips.
+        self.replay = make_buffer(settings.buffer, settings.buffer_size, settings.input_dim)
         self.holdout: deque[tuple[np.ndarray, int]] = deque(maxlen=settings.holdout_size)
         self.window = PrequentialWindow()
         self.vocab: dict[str, int] = {}
@@ -129,15 +133,26 @@ class LearnerService:
         self.epoch = pointer.epoch
         self.committed, self.samples_seen = await self.registry.cursor()
         await self._refresh_vocab()
-        for slot, blob in (await self.redis.hgetall(self.keys.reservoir)).items():
-            x, y, _ = decode_entry(blob)
-            self.replay.put(int(slot), torch.from_numpy(x.copy()), y)
+        await self._load_buffer()
         for blob in await self.redis.lrange(self.keys.holdout, 0, -1):
             x, y, _ = decode_entry(blob)
             self.holdout.append((x, y))
         await self._write_stats()
         log.info("learner resumed from version %s at %s (%s samples seen)",
                  self.served_version, self.committed, self.samples_seen)
+
+    async def _load_buffer(self) -> None:
+        """Mirror the Redis replay buffer (a reservoir written by an older learner gets its
+        class index rebuilt first, which the buffer scripts need)."""
+        if await self.redis.zcard(buffers.class_index_key(self.keys)) != await self.redis.hlen(
+            self.keys.reservoir
+        ):
+            await self._fenced(buffers.reindex(self.redis, self.keys, self.lease.token or 0))
+        self.replay = make_buffer(self.settings.buffer, self.settings.buffer_size,
+                                  self.settings.input_dim)
+        for slot, blob in sorted((await buffers.load(self.redis, self.keys)).items()):
+            x, y, _ = decode_entry(blob)
+            self.replay.put(slot, torch.from_numpy(x.copy()), y)
 
     async def _load_version(self, version: int) -> None:
         weights = await self.registry.weights(version)
@@ -210,19 +225,19 @@ class LearnerService:
 
     async def _ingest(self, ids: list[str], x: np.ndarray, y: np.ndarray, holdout: np.ndarray,
                       tags: list[str]) -> None:
-        args: list[Any] = [self.lease.token, self.settings.buffer_size, self.settings.holdout_size]
         u = self.rng.random(len(ids))
-        for i, sid in enumerate(ids):
-            args += [sid, "h" if holdout[i] else "r", repr(float(u[i])),
-                     encode_entry(x[i], int(y[i]), tags[i])]
-        slots = await self._fenced(self.scripts.learner_ingest(
-            keys=[self.keys.reservoir, self.keys.reservoir_meta, self.keys.holdout, self.keys.fence],
-            args=args,
+        items = [IngestItem(sid, bool(holdout[i]), float(u[i]), int(y[i]),
+                            encode_entry(x[i], int(y[i]), tags[i]))
+                 for i, sid in enumerate(ids)]
+        slots = await self._fenced(ingest(
+            self.redis, self.keys, self.scripts, token=self.lease.token or 0,
+            policy=self.settings.buffer, capacity=self.settings.buffer_size,
+            holdout_capacity=self.settings.holdout_size, items=items,
         ))
         for i, slot in enumerate(slots):
             if slot >= 0:  # mirror the script's decision: replay samples without a round trip
-                self.replay.put(int(slot), torch.from_numpy(x[i].copy()), int(y[i]))
-            elif slot == -3:
+                self.replay.put(slot, torch.from_numpy(x[i].copy()), int(y[i]))
+            elif slot == HOLDOUT:
                 self.holdout.appendleft((x[i].copy(), int(y[i])))
 
     def _consolidate(self, recent_x: torch.Tensor, recent_y: torch.Tensor) -> None:

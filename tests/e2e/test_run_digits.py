@@ -27,6 +27,11 @@ KILLS = 3
 KILL_AFTER_ITEMS = 100  # into each part of the stream
 
 
+
+def newest_of(by_version: dict) -> dict:
+    """The newest version of one listing (two listings could differ by a publish between)."""
+    return by_version[max(by_version)]
+
 def learner_pid(run: Proc) -> int | None:
     """The `service learn` child of the run process (the supervisor's current learner)."""
     for pid in run.remember_descendants():
@@ -82,7 +87,7 @@ def test_run_learns_digits_and_resumes_after_sigkills(tmp_path: Path, procs: Pro
                     report = json.loads(out)
                     assert report["errors"] == {}, report
                     total += report["accepted"]
-                    wait_for(lambda: versions(api)[max(versions(api))]["samples_seen"] == total,  # noqa: B023
+                    wait_for(lambda: newest_of(versions(api))["samples_seen"] == total,  # noqa: B023
                              30, "the first part to be committed", procs.logs)
                     continue
                 # Mid-stream: once the API has accepted the first items of this part.
@@ -117,7 +122,7 @@ def test_run_learns_digits_and_resumes_after_sigkills(tmp_path: Path, procs: Pro
         # Caught up: every accepted item processed once, and committed in a version.
         wait_for(lambda: (s := api.get("/v1/stats").json())["feedback_lag"] == 0
                  and s["samples_seen"] == total, 60, "the learner to catch up", procs.logs)
-        wait_for(lambda: versions(api)[max(versions(api))]["samples_seen"] == total, 30,
+        wait_for(lambda: newest_of(versions(api))["samples_seen"] == total, 30,
                  "a version that includes every item", procs.logs)
         stats = api.get("/v1/stats").json()
         assert (stats["samples_seen"], stats["feedback_lag"]) == (total, 0)

@@ -1,5 +1,6 @@
-"""learner_ingest.lua on the real Redis: Algorithm R with a caller-supplied u, idempotent by
-stream id, holdout beside it, and every write guarded by the learner's fencing token."""
+"""The learner's ingest on the real Redis: buffer_insert.lua's reservoir policy (Algorithm R
+with a caller-supplied u, idempotent by stream id), the holdout beside it, and every write
+guarded by the learner's fencing token."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from redis.commands.core import Script
 from scipy.stats import chisquare
 
 from models.replay import reservoir_slot
+from service.store.buffers import class_index_key
 from service.store.connection import connect
+from service.store.ingest import IngestItem
+from service.store.ingest import ingest as service_ingest
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 from tests.conftest import REDIS_URL, snapshot
@@ -27,11 +31,49 @@ def keys(model_name: str) -> Keys:
     return Keys(model_name)
 
 
+class _SyncIngest:
+    """service.store.ingest.ingest's routing over a sync client, so a test can pipeline
+    thousands of runs: "r" items through buffer_insert.lua (reservoir policy), "h" items
+    through holdout_insert.lua; results merged per item as the learner sees them."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        lua = resources.files("service.store").joinpath("lua")
+        self.buffer: Script = client.register_script(lua.joinpath("buffer_insert.lua").read_text())
+        self.holdout: Script = client.register_script(lua.joinpath("holdout_insert.lua").read_text())
+        self.keys = keys
+
+    def __call__(self, keys: list[str], args: list[object], client: object = None) -> list[int] | None:
+        token, capacity, holdout_capacity, *rest = args
+        items = [rest[i : i + 4] for i in range(0, len(rest), 4)]
+        k = self.keys
+        buffered = [a for it in items if it[1] == "r" for a in (it[0], it[2], 0, it[3])]
+        held = [a for it in items if it[1] == "h" for a in (it[0], it[3])]
+        target = client or self.buffer.registered_client
+        pipe = target if client is not None else target.pipeline(transaction=False)
+        if buffered or not held:
+            self.buffer(keys=[k.reservoir, k.reservoir_meta, class_index_key(k), k.fence],
+                        args=[token, "reservoir", capacity, 0, *buffered], client=pipe)
+        if held:
+            self.holdout(keys=[k.holdout, k.reservoir_meta, k.fence],
+                         args=[token, holdout_capacity, *held], client=pipe)
+        if client is not None:
+            return None
+        replies = iter(pipe.execute())
+        return _merge(items, next(replies) if buffered or not held else [],
+                      next(replies) if held else [])
+
+
+def _merge(items: list[list[object]], slots: list[int], holdouts: list[int]) -> list[int]:
+    slot_iter, held_iter = iter(slots), iter(holdouts)
+    return [(HOLDOUT if next(held_iter) == 1 else ALREADY_INSERTED) if it[1] == "h"
+            else int(next(slot_iter)) for it in items]
+
+
 @pytest.fixture
-def ingest(redis_client: redis.Redis, keys: Keys) -> Iterator[Script]:
-    source = resources.files("service.store").joinpath("lua", "learner_ingest.lua").read_text()
+def ingest(redis_client: redis.Redis, keys: Keys) -> Iterator[_SyncIngest]:
     redis_client.set(keys.fence, TOKEN)
-    yield redis_client.register_script(source)
+    yield _SyncIngest(redis_client, keys)
+    redis_client.delete(class_index_key(keys))
 
 
 def _keys(keys: Keys) -> list[str]:
@@ -52,7 +94,7 @@ def _sid(position: int) -> str:
 
 
 def test_every_position_is_kept_with_probability_k_over_n(
-    redis_client: redis.Redis, keys: Keys, ingest: Script
+    redis_client: redis.Redis, keys: Keys, ingest: _SyncIngest
 ) -> None:
     """2000 independent runs of 40 positions into 8 slots: each position ends up in the
     reservoir 2000·8/40 = 400 times in expectation (chi-square against uniform), and every
@@ -68,7 +110,7 @@ def test_every_position_is_kept_with_probability_k_over_n(
             items = [(_sid(p), "r", us[run, p], str(p).encode()) for p in range(n)]
             ingest(keys=_keys(keys), args=_args(items, k), client=pipe)
             pipe.hgetall(keys.reservoir)
-            pipe.delete(keys.reservoir, keys.reservoir_meta)
+            pipe.delete(keys.reservoir, keys.reservoir_meta, class_index_key(keys))
         replies = pipe.execute()
         for i, run in enumerate(range(first, first + chunk)):
             slots, reservoir = replies[3 * i], replies[3 * i + 1]
@@ -89,7 +131,7 @@ def test_every_position_is_kept_with_probability_k_over_n(
     assert abs(int(kept[0]) - int(kept[-1])) < 120, kept.tolist()
 
 
-def test_slot_decisions_match_the_mirror_at_the_edges(keys: Keys, ingest: Script) -> None:
+def test_slot_decisions_match_the_mirror_at_the_edges(keys: Keys, ingest: _SyncIngest) -> None:
     """u at the boundaries: 0, exactly K/seen (j == K: not kept), j == K-1, and the largest
     double below 1."""
     k = 4
@@ -104,7 +146,7 @@ def test_slot_decisions_match_the_mirror_at_the_edges(keys: Keys, ingest: Script
     assert slots == [0, 3, 0, NOT_KEPT, NOT_KEPT, 3]
 
 
-def test_buffer_never_exceeds_capacity(redis_client: redis.Redis, keys: Keys, ingest: Script) -> None:
+def test_buffer_never_exceeds_capacity(redis_client: redis.Redis, keys: Keys, ingest: _SyncIngest) -> None:
     k, n = 8, 200
     rng = np.random.default_rng(7)
     for p in range(n):
@@ -124,7 +166,7 @@ def test_buffer_never_exceeds_capacity(redis_client: redis.Redis, keys: Keys, in
 
 
 def test_reinserting_an_id_changes_nothing(redis_client: redis.Redis, keys: Keys,
-                                           model_name: str, ingest: Script) -> None:
+                                           model_name: str, ingest: _SyncIngest) -> None:
     k = 3
     items = [(_sid(p), "h" if p == 4 else "r", 0.01, f"first-{p}".encode()) for p in range(10)]
     first = ingest(keys=_keys(keys), args=_args(items, k, holdout_capacity=5))
@@ -144,7 +186,7 @@ def test_reinserting_an_id_changes_nothing(redis_client: redis.Redis, keys: Keys
 
 
 def test_holdout_items_never_consume_a_reservoir_position(
-    redis_client: redis.Redis, keys: Keys, ingest: Script
+    redis_client: redis.Redis, keys: Keys, ingest: _SyncIngest
 ) -> None:
     k, holdout_capacity = 4, 3
     rng = np.random.default_rng(3)
@@ -172,23 +214,29 @@ def test_holdout_items_never_consume_a_reservoir_position(
 async def test_wrong_fencing_token_is_refused_and_writes_nothing(
     redis_client: redis.Redis, keys: Keys, model_name: str
 ) -> None:
-    """Through the service's own Scripts on an asyncio client, as the learner calls it."""
+    """Through the service's own ingest on an asyncio client, as the learner calls it."""
     aredis = connect(REDIS_URL, 5)
     scripts = Scripts(aredis)
-    args = _args([(_sid(0), "r", 0.5, b"a"), (_sid(1), "h", 0.5, b"b")], 4)
+    items = [IngestItem(_sid(0), False, 0.5, 0, b"a"), IngestItem(_sid(1), True, 0.5, 0, b"b")]
+
+    async def call(token: int) -> list[int]:
+        return await service_ingest(aredis, keys, scripts, token=token, policy="reservoir",
+                                    capacity=4, holdout_capacity=100, items=items)
+
     try:
         # No fence at all (no learner ever held the lease): refused.
         with pytest.raises(redis.ResponseError, match="FENCED"):
-            await scripts.learner_ingest(keys=_keys(keys), args=args)
+            await call(17)
         assert snapshot(redis_client, model_name) == {}
         redis_client.set(keys.fence, "18")  # a newer learner took the lease
         before = snapshot(redis_client, model_name)
         with pytest.raises(redis.ResponseError, match="FENCED"):
-            await scripts.learner_ingest(keys=_keys(keys), args=args)  # still token 17
+            await call(17)
         assert snapshot(redis_client, model_name) == before
         # The holder of the current token writes.
-        assert await scripts.learner_ingest(keys=_keys(keys), args=["18", *args[1:]]) == [0, HOLDOUT]
+        assert await call(18) == [0, HOLDOUT]
         assert redis_client.hlen(keys.reservoir) == 1
         assert redis_client.llen(keys.holdout) == 1
+        assert await call(18) == [ALREADY_INSERTED, ALREADY_INSERTED]  # a re-read
     finally:
         await aredis.aclose()

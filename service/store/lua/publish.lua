@@ -24,7 +24,9 @@ if ARGV[9] and ARGV[9] ~= '' and prev ~= ARGV[9] then
 end
 if prev then redis.call('HSET', KEYS[5], prev, 'archived') end
 redis.call('HSET', KEYS[5], v, 'active')
-redis.call('SADD', KEYS[6], v)
+-- Not added to the activated set (KEYS[6], kept by retention): that set holds the versions
+-- an operator activated; a published version is kept while it is among the newest
+-- MNEMO_KEEP_VERSIONS or current (prune.lua).
 local epoch = redis.call('HINCRBY', KEYS[4], 'epoch', 1)
 redis.call('HSET', KEYS[4], 'version', v)
 redis.call('PUBLISH', KEYS[7], v .. ':' .. epoch)
