@@ -90,16 +90,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=DEFAULT_LR)
     ap.add_argument("--replay-size", type=int, default=DEFAULT_REPLAY_SIZE)
     ap.add_argument("--steps-per-batch", type=int, default=DEFAULT_STEPS_PER_BATCH)
-    ap.add_argument("--lam", type=float, default=DEFAULT_LAM)
-    ap.add_argument("--gamma", type=float, default=DEFAULT_GAMMA)
+    ap.add_argument("--lam", type=float, default=None,
+                    help=f"EWC strength (ewc/online-ewc only; default {DEFAULT_LAM})")
+    ap.add_argument("--gamma", type=float, default=None,
+                    help=f"online-EWC decay (online-ewc only; default {DEFAULT_GAMMA})")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     kw: dict[str, Any] = {"lr": a.lr, "replay_size": a.replay_size,
                           "steps_per_batch": a.steps_per_batch}
-    if a.strategy != "naive":
-        kw.update(lam=a.lam, gamma=a.gamma)
+    # Only the arguments the chosen strategy takes: si/mas/lwf have their own strengths.
+    if a.lam is not None:
+        kw["lam"] = a.lam
+    if a.gamma is not None:
+        kw["gamma"] = a.gamma
     results = []
     for seed in a.seeds:
         r = run_digits(seed, a.strategy, tuple(a.hidden), device=a.device, **kw)

@@ -114,23 +114,35 @@ class IncrementalLearner:
         self._model.train()
         x, y = x.to(self.device), y.to(self.device)
         replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
-        losses = []
+        model, strategy = self._model, self.strategy
+        losses, terms = [], []
         for _ in range(self.steps_per_batch):
             bx, by = x, y
             if replay:
                 rx, ry = buffer.sample(self.replay_size, self._gen)
                 bx = torch.cat([x, rx.to(self.device)])
                 by = torch.cat([y, ry.to(self.device)])
-            loss = F.cross_entropy(self._model(bx), by)
+            # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
+            strategy.before_step(model)
+            logits = model(bx)
+            loss = F.cross_entropy(logits, by)
+            term = strategy.loss_term(model, bx, logits)
             self._opt.zero_grad()
-            loss.backward()
-            self.strategy.apply_to_grads(self._model)
+            (loss if term is None else loss + term).backward()
+            strategy.apply_to_grads(model)
             self._opt.step()
+            strategy.after_step(model)
             losses.append(loss.detach())
+            if term is not None:
+                terms.append(term.detach())
         self.samples_seen += x.shape[0]
         self.steps_done += self.steps_per_batch
-        return StepStats(loss=torch.stack(losses).mean().item(),
-                         penalty=float(self.strategy.penalty(self._model)),
+        # The reported penalty is the whole regulariser: the parameter penalty after the
+        # steps plus the mean data-dependent term (LwF) over them.
+        penalty = strategy.penalty(model)
+        if terms:
+            penalty = penalty + torch.stack(terms).mean()
+        return StepStats(loss=torch.stack(losses).mean().item(), penalty=float(penalty),
                          samples=x.shape[0], steps=self.steps_per_batch)
 
     def consolidate(self, x: Tensor, y: Tensor) -> float:
@@ -141,6 +153,14 @@ class IncrementalLearner:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+    def on_publish(self) -> None:
+        """Call when the current model was published or activated as the served version."""
+        self.strategy.on_publish(self._model)
+
+    def relax(self, factor: float) -> None:
+        """Weaken (factor < 1) the strategy's regulariser, e.g. on concept drift; persisted."""
+        self.strategy.relax(factor)
 
     def snapshot(self) -> MLP:
         """A detached CPU copy in eval mode: what gets published and served."""

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.strategies import parse_strategy
+
 ENV_PREFIX = "MNEMO_"
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -108,11 +110,7 @@ class Settings(BaseSettings):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
-        known = {"naive", "replay", "ewc", "online-ewc"}
-        parts = value.split("+")
-        unknown = [part for part in parts if part not in known]
-        if unknown:
-            raise ValueError(f"unknown strategy part(s) {unknown}; known: {sorted(known)}")
+        parse_strategy(value)  # its ValueError names the unknown part
         return value
 
     @model_validator(mode="after")
@@ -134,7 +132,12 @@ class Settings(BaseSettings):
 
     @property
     def use_replay(self) -> bool:
-        return "replay" in self.strategy.split("+")
+        return parse_strategy(self.strategy)[1]
+
+    @property
+    def penalty(self) -> str:
+        """The regularising part of the strategy: `online-ewc+replay` → `online-ewc`."""
+        return parse_strategy(self.strategy)[0]
 
 
 def _is_int_text(text: str) -> bool:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from models.strategies.base import StrategyBase, check_factor
 
 
-class Naive:
+class Naive(StrategyBase):
     name = "naive"
 
-    def penalty(self, model: nn.Module) -> Tensor:
-        return torch.zeros((), device=next(model.parameters()).device)
-
-    def apply_to_grads(self, model: nn.Module) -> None:
-        return None
-
-    def consolidate(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
-        return None
-
-    def grow(self, model: nn.Module) -> None:
-        return None
+    def relax(self, factor: float) -> None:
+        check_factor(factor)  # nothing to relax, but a bad factor is still a caller's bug
 
     def state_dict(self) -> dict[str, Tensor]:
         return {}

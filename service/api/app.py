@@ -21,6 +21,7 @@ from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.follower import VersionFollower
 from service.serving.holder import ModelHolder
+from service.store.control import Control
 from service.store.deployment import open_deployment
 from service.store.feedback import FeedbackStore
 from service.store.golden import GoldenSet
@@ -44,6 +45,7 @@ async def build_context(settings: Settings) -> AppContext:
         golden=GoldenSet(redis, keys, scripts),
         stats=StatsStore(redis, keys),
         holder=ModelHolder(),
+        control=Control(redis, keys),
         metrics=ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name),
     )
 

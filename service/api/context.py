@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.holder import ModelHolder
+from service.store.control import Control
 from service.store.feedback import FeedbackStore
 from service.store.golden import GoldenSet
 from service.store.keys import Keys
@@ -29,3 +30,4 @@ class AppContext:
     stats: StatsStore
     holder: ModelHolder
     metrics: ApiMetrics
+    control: Control

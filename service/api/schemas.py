@@ -144,6 +144,12 @@ class VersionInfo(BaseModel):
     labels: list[str | int]
     status: str
     eval: dict[str, Any]
+    blobs: bool = Field(
+        True,
+        description="whether the weights and learner state are still stored; false once "
+        "retention deleted them (MNEMO_KEEP_VERSIONS): the version is listed but can be "
+        "neither exported nor activated",
+    )
 
 
 class VersionList(BaseModel):
@@ -151,3 +157,13 @@ class VersionList(BaseModel):
     epoch: int | None
     versions: list[VersionInfo]
     next: str | None
+
+
+class PurgeRequestBody(BaseModel):
+    model_config = ConfigDict(
+        strict=True, extra="forbid",
+        json_schema_extra={"examples": [{"tag": "customer-42"}, {"all": True, "golden": True}]},
+    )
+    tag: TagName | None = Field(None, description="purge this tag's data")
+    all: bool = Field(False, description="purge every raw input (exclusive with tag)")
+    golden: bool = Field(False, description="the golden set too (only when named)")

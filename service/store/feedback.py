@@ -90,7 +90,7 @@ class FeedbackStore:
     async def lag(self) -> int:
         """Items accepted but not yet processed by the learner."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hget(self._keys.counters, "accepted")
+        pipe.hmget(self._keys.counters, "accepted", "purged")
         pipe.hget(self._keys.learner_stats, "processed")
-        accepted, processed = await pipe.execute()
-        return max(0, int(accepted or 0) - int(processed or 0))
+        (accepted, purged), processed = await pipe.execute()
+        return max(0, int(accepted or 0) - int(purged or 0) - int(processed or 0))

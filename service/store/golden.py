@@ -26,3 +26,16 @@ class GoldenSet:
 
     async def clear(self) -> None:
         await self._redis.delete(self._keys.golden)
+
+    async def purge(self, tag: str | None) -> int:
+        """Remove golden items with this tag (None: all); only ever when an operator names
+        the golden set in a purge."""
+        if tag is None:
+            size = await self._redis.llen(self._keys.golden)
+            await self._redis.delete(self._keys.golden)
+            return int(size)
+        removed = 0
+        for blob in await self._redis.lrange(self._keys.golden, 0, -1):
+            if decode_labelled(blob)[2] == tag:
+                removed += int(await self._redis.lrem(self._keys.golden, 0, blob))
+        return removed

@@ -115,6 +115,13 @@ class Keys:
     def control(self) -> str:  # hash: learning paused/running
         return f"{self.base}:learner:control"
 
+    @property
+    def purge_queue(self) -> str:  # list of pending purge requests (JSON), oldest first
+        return f"{self.base}:purge:queue"
+
+    def purge(self, purge_id: str) -> str:  # hash: status, tag, removed
+        return f"{self.base}:purge:{purge_id}"
+
     # prediction log (not hash-tagged: spreads over a cluster)
     def prediction_batch(self, batch_id: str) -> str:
         return f"{self.namespace}:{self.model}:pred:{batch_id}"

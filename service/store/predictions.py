@@ -94,3 +94,15 @@ class PredictionLog:
             version, _, tag = _parse_header(header)
             out.append(LoggedPrediction(np.frombuffer(row, "<f4"), version, tag))
         return out
+
+    async def purge(self, tag: str | None) -> int:
+        """Delete logged predictions made with this tag (None: all); how many keys."""
+        removed = 0
+        for pattern in (self._keys.prediction_batch("*"), self._keys.prediction_alias("*")):
+            async for key in self._redis.scan_iter(match=pattern, count=1000):
+                if tag is not None:
+                    header = await self._redis.getrange(key, 0, _HEADER.size - 1)
+                    if not header or _parse_header(header)[2] != tag:
+                        continue
+                removed += await self._redis.delete(key)
+        return removed

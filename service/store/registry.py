@@ -18,8 +18,16 @@ class VersionNotFound(LookupError):
     pass
 
 
+class VersionPruned(VersionNotFound):
+    """The version exists (its meta is listed) but retention deleted its blobs."""
+
+
 class VersionRejected(ValueError):
     pass
+
+
+# Candidates per prune script call: bounds the arguments of one EVALSHA.
+PRUNE_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,10 @@ class Registry:
         self._redis = redis
         self._keys = keys
         self._scripts = scripts
+        # Every version below this number is pruned or kept for good (activated): retention
+        # need not look at it again. In memory only: after a restart the first prune looks at
+        # every version once.
+        self._prune_floor = 0
 
     async def init_deployment(
         self,
@@ -82,11 +94,15 @@ class Registry:
         pipe = self._redis.pipeline(transaction=False)
         pipe.hget(k.version(version), "meta")
         pipe.hget(k.statuses, version)
-        raw, status = await pipe.execute()
+        pipe.hexists(k.version(version), "weights")
+        raw, status, has_blobs = await pipe.execute()
         if raw is None:
             raise VersionNotFound(version)
         meta = json.loads(raw)
         meta["status"] = status.decode() if status else "archived"
+        # False once retention deleted the weights and learner state (prune): still listed,
+        # but neither exportable nor activatable.
+        meta["blobs"] = bool(has_blobs)
         return meta
 
     async def list_versions(
@@ -103,8 +119,11 @@ class Registry:
         return metas, (page[-1] if more and page else None)
 
     async def weights(self, version: int) -> bytes:
-        blob = await self._redis.hget(self._keys.version(version), "weights")
+        key = self._keys.version(version)
+        blob = await self._redis.hget(key, "weights")
         if blob is None:
+            if await self._redis.hexists(key, "meta"):
+                raise VersionPruned(version)
             raise VersionNotFound(version)
         return blob
 
@@ -168,6 +187,36 @@ class Registry:
         if result[0] == b"rejected":
             raise VersionRejected(version)
         return int(result[1])
+
+    async def prune(self, keep: int, token: int) -> list[int]:
+        """Retention (DESIGN §3): delete the weights and learner-state blobs of every version
+        outside the newest `keep` that was never activated by an operator and is not current;
+        their meta stays listed with `blobs: false`. Returns the versions pruned by this call,
+        oldest first. Fenced like every learner write: raises redis ResponseError 'FENCED'
+        (deleting nothing) after losing the lease."""
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        k = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        # Outside the window, down to the floor (the script re-checks every condition).
+        pipe.zrevrangebyscore(k.versions, "+inf", self._prune_floor, start=keep, num=-1)
+        pipe.zrevrange(k.versions, keep - 1, keep - 1)  # the oldest version inside the window
+        outside, edge = await pipe.execute()
+        candidates = [int(v) for v in outside]
+        pruned: list[int] = []
+        held: list[int] = []
+        for start in range(0, max(len(candidates), 1), PRUNE_CHUNK):
+            chunk = candidates[start : start + PRUNE_CHUNK]
+            done, kept = await self._scripts.prune(
+                keys=[k.fence, k.versions, k.activated, k.current, *map(k.version, chunk)],
+                args=[token, keep, *chunk],
+            )
+            pruned += (int(v) for v in done)
+            held += (int(v) for v in kept)
+        if edge:
+            # Versions pushed out of the window after our read are all >= edge.
+            self._prune_floor = min([int(edge[0]), *held])
+        return sorted(pruned)
 
     async def cursor(self) -> tuple[str, int]:
         """The committed stream position and samples_seen (as of the last publish)."""

@@ -23,6 +23,7 @@ from models.replay import make_buffer
 from service.config import Settings
 from service.store import buffers
 from service.store.codec import decode_entry, encode_entry, label_from_text
+from service.store.control import Control, PurgeRequest
 from service.store.golden import GoldenSet
 from service.store.ingest import HOLDOUT, IngestItem, ingest
 from service.store.keys import Keys
@@ -80,6 +81,8 @@ class LearnerService:
         self.last_stats = 0.0
         self.last_loss: float | None = None
         self.last_penalty: float | None = None
+        self.learning = "running"
+        self.control = Control(redis, self.keys)
 
     # ---- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
@@ -109,6 +112,16 @@ class LearnerService:
 
     async def step(self, block_ms: int = 200) -> int:
         """One read → learn → maybe publish cycle; returns the number of entries read."""
+        paused, purge = await self.control.poll()
+        while purge is not None:  # privacy first: purges run even while learning is paused
+            await self.control.finish_purge(purge, await self._purge(purge))
+            purge = await self.control.next_purge()
+        self.learning = "paused" if paused else "running"
+        if paused:  # feedback keeps being accepted; the learner catches up on resume
+            if time.monotonic() - self.last_stats >= STATS_EVERY_SECONDS:
+                await self._write_stats()
+            await asyncio.sleep(block_ms / 1000)
+            return 0
         batch = await self.reader.read(READ_COUNT, block_ms)
         # Before learning: labels read now are learned on top of whatever is current now (an
         # operator's activation), not on the version it replaced and then dropped with it.
@@ -251,6 +264,49 @@ class LearnerService:
             log.debug("consolidated in %.1f ms", seconds * 1000)
         self.since_consolidation = 0
 
+    # ---- purge ------------------------------------------------------------------------
+    async def _purge(self, request: PurgeRequest) -> dict[str, int]:
+        """Delete the request's raw inputs from the stream, the replay buffer and the holdout
+        (the API purges the prediction log and, when named, the golden set). Entries deleted
+        before the learner read them are counted as purged, so feedback_lag stays exact."""
+        position = stream_id_key(self.last_id or self.committed)
+        stream_removed = unread = 0
+        start = "-"
+        while True:
+            entries = await self.redis.xrange(self.keys.stream, start, "+", count=1000)
+            doomed = [sid for sid, fields in entries
+                      if request.matches(fields.get(b"tag", b"").decode())]
+            if doomed:
+                stream_removed += await self.redis.xdel(self.keys.stream, *doomed)
+                unread += sum(stream_id_key(sid.decode()) > position for sid in doomed)
+            if len(entries) < 1000:
+                break
+            start = "(" + entries[-1][0].decode()
+        if unread:
+            await self.redis.hincrby(self.keys.counters, "purged", unread)
+
+        stored = await buffers.load(self.redis, self.keys)
+        slots = sorted(s for s, blob in stored.items() if request.matches(decode_entry(blob)[2]))
+        if slots:
+            await self._fenced(buffers.retire(self.redis, self.keys, self.lease.token or 0, slots))
+            mask = torch.zeros(len(self.replay), dtype=torch.bool)
+            mask[slots] = True
+            self.replay.retire(mask)
+
+        held = await self.redis.lrange(self.keys.holdout, 0, -1)
+        kept = [blob for blob in held if not request.matches(decode_entry(blob)[2])]
+        if len(kept) != len(held):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(self.keys.holdout)
+            if kept:
+                pipe.rpush(self.keys.holdout, *kept)
+            await pipe.execute()
+            self.holdout.clear()
+            self.holdout.extend((x, y) for x, y, _ in map(decode_entry, kept))
+        removed = {"stream": stream_removed, "replay": len(slots), "holdout": len(held) - len(kept)}
+        log.info("purged", extra={"purge_id": request.purge_id, "tag": request.tag, **removed})
+        return removed
+
     # ---- publishing -------------------------------------------------------------------
     async def _publish(self) -> None:
         assert self.last_id is not None
@@ -286,10 +342,15 @@ class LearnerService:
             await self._follow_pointer()
         elif result.passed:
             self.served, self.served_version, self.epoch = candidate, version, epoch
-            log.info("published version %s (%s)", version, result.evaluation)
+            self.learner.on_publish()  # LwF: the published version is the new teacher
+            log.info("published", extra={"version": version, "parent": meta["parent"],
+                                          "samples_seen": self.samples_seen,
+                                          "eval": result.evaluation})
+            await self._fenced(self.registry.prune(self.settings.keep_versions,
+                                                   self.lease.token or 0))
         else:
             # Drop what was learned since the served version: it made the model worse.
-            log.warning("version %s rejected by the gate (%s)", version, result.evaluation)
+            log.warning("rejected", extra={"version": version, "eval": result.evaluation})
             await self._load_version(self.served_version)
             self.learner.ensure_classes(len(self.vocab_order))
 
@@ -340,7 +401,7 @@ class LearnerService:
                         if c < len(self.vocab_order)} or None,
             "tags": None,
             "drift": None,
-            "learning": "running",
+            "learning": self.learning,
             "loss": self.last_loss,
             "penalty": self.last_penalty,
         }

@@ -18,15 +18,9 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
-def penalty_name(strategy: str) -> str:
-    """`online-ewc+replay` → `online-ewc`; replay is the buffer, not a penalty."""
-    parts = [p for p in strategy.split("+") if p != "replay"]
-    return parts[0] if parts else "naive"
-
-
 def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
     return IncrementalLearner(
-        config, make_strategy(penalty_name(settings.strategy)),
+        config, make_strategy(settings.penalty),
         device=resolve_device(settings.device),
     )
 
@@ -39,7 +33,7 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
     if state is not None:
         tensors, meta = tensors_from_bytes(state)
         learner = IncrementalLearner.from_state(
-            served.config, make_strategy(penalty_name(settings.strategy)), tensors, meta,
+            served.config, make_strategy(settings.penalty), tensors, meta,
             device=resolve_device(settings.device),
         )
     else:
@@ -47,4 +41,5 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
         learner.model.load_state_dict(served.state_dict())
     for p in served.parameters():
         p.requires_grad_(False)
+    learner.on_publish()  # LwF distils from the version being continued from
     return learner, served

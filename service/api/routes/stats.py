@@ -16,15 +16,17 @@ _DRIFT_FIELDS = ("psi_max", "prediction_js", "label_js", "concept_drift_events")
 
 @router.get("/v1/stats")
 async def stats(ctx: Ctx) -> dict[str, Any]:
-    learner, accepted, processed, reservoir = await ctx.stats.read()
+    snapshot = await ctx.stats.read()
+    learner = snapshot.learner
     pointer = await ctx.registry.current()
     drift = learner.get("drift") or {}
     return {
         "model_version": pointer.version if pointer else None,
-        "samples_seen": processed,
-        "feedback_lag": max(0, accepted - processed),
-        "reservoir_size": reservoir,
+        "samples_seen": snapshot.processed,
+        "feedback_lag": snapshot.lag,
+        "reservoir_size": snapshot.reservoir,
         **{name: learner.get(name) for name in _LEARNER_FIELDS},
         "drift": {name: drift.get(name) for name in _DRIFT_FIELDS},
-        "learning": learner.get("learning"),
+        # The operator's switch is the truth even before the learner has noticed it.
+        "learning": "paused" if snapshot.paused else learner.get("learning"),
     }

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from service.api.deps import Ctx
 from service.api.schemas import VersionInfo, VersionList
-from service.store.registry import VersionNotFound
+from service.store.registry import VersionNotFound, VersionPruned
 
 router = APIRouter()
 
@@ -46,11 +46,19 @@ async def get_version(version: int, ctx: Ctx) -> dict[str, Any]:
     "/v1/versions/{version}/weights",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}},
-                     "description": "the version's weights as safetensors"}},
+                     "description": "the version's weights as safetensors"},
+               404: {"description": "no such version, or retention deleted its weights"}},
 )
 async def get_weights(version: int, ctx: Ctx) -> Response:
     try:
         blob = await ctx.registry.weights(version)
+    except VersionPruned:
+        raise HTTPException(
+            404,
+            f"version {version}'s weights were deleted by retention: only the newest "
+            f"{ctx.settings.keep_versions} versions (MNEMO_KEEP_VERSIONS), the current one and "
+            "every activated one keep their blobs",
+        ) from None
     except VersionNotFound:
         raise HTTPException(404, f"version {version} has no stored weights") from None
     return Response(

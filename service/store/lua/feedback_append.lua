@@ -10,7 +10,9 @@ local F = 5
 
 local accepted_total = tonumber(redis.call('HGET', KEYS[5], 'accepted') or '0')
 local processed = tonumber(redis.call('HGET', KEYS[6], 'processed') or '0')
-local lag = accepted_total - processed
+-- Items purged before the learner read them will never be processed.
+local purged = tonumber(redis.call('HGET', KEYS[5], 'purged') or '0')
+local lag = accepted_total - purged - processed
 if lag + n > max_lag then
   return {'shed', lag}
 end
