@@ -157,7 +157,7 @@ def test_snapshot_is_an_independent_eval_copy() -> None:
     assert not torch.equal(learner.model(x).detach(), out)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_learner_matches_the_cpu_contract() -> None:
     gpu, buf = trained_learner("cuda")
     assert all(p.device.type == "cuda" for p in gpu.model.parameters())

@@ -265,7 +265,7 @@ def test_every_named_strategy_builds_with_its_defaults() -> None:
         assert s.name == name and s.penalty(model).item() == 0.0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("name", ["naive", "ewc", "online-ewc", "si", "mas", "lwf"])
 def test_every_strategy_trains_on_cuda_and_restores_on_cpu(name: str) -> None:
     config = MLPConfig(3, (8,), 3)
