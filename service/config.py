@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     buffer: Literal["reservoir", "class-balanced", "recent"] = "reservoir"
     buffer_size: int = Field(1000, ge=1, le=10_000_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    drift_detector: Literal["adwin", "page-hinkley", "none"] = "adwin"
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     holdout_size: int = Field(500, ge=1, le=1_000_000)
     gate_tolerance: float = Field(0.02, ge=0.0, le=1.0)

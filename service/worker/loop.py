@@ -17,9 +17,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 from torch import nn
 
+from models.adaptation import respond_to_drift
 from models.checkpoint import model_to_bytes, tensors_to_bytes
+from models.drift import make_detector
 from models.learner import IncrementalLearner
 from models.replay import make_buffer
+from models.strategies.base import SCALE_KEY
 from service.config import Settings
 from service.store import buffers
 from service.store.codec import decode_entry, encode_entry, label_from_text
@@ -40,6 +43,8 @@ log = logging.getLogger(__name__)
 READ_COUNT = 512
 TRAIN_CHUNK = 32
 CONSOLIDATION_SAMPLE = 512
+RECENT_WINDOW = 300  # post-drift evidence the drift response fits the new concept on
+DRIFT_RELAX = 0.1  # regulariser strength while the new concept settles, until re-anchored
 STATS_EVERY_SECONDS = 1.0
 
 
@@ -83,6 +88,10 @@ class LearnerService:
         self.last_penalty: float | None = None
         self.learning = "running"
         self.control = Control(redis, self.keys)
+        self.detector = (None if settings.drift_detector == "none"
+                         else make_detector(settings.drift_detector))
+        self.recent: deque[tuple[np.ndarray, int]] = deque(maxlen=RECENT_WINDOW)
+        self.drift_events = 0
 
     # ---- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
@@ -147,6 +156,8 @@ class LearnerService:
         self.committed, self.samples_seen = await self.registry.cursor()
         await self._refresh_vocab()
         await self._load_buffer()
+        self.drift_events = int(await self.redis.hget(self.keys.counters,
+                                                      "concept_drift_events") or 0)
         for blob in await self.redis.lrange(self.keys.holdout, 0, -1):
             x, y, _ = decode_entry(blob)
             self.holdout.append((x, y))
@@ -207,7 +218,12 @@ class LearnerService:
         self.learner.ensure_classes(len(self.vocab_order))
 
         # Test-then-train: the served version answers each new label before any training.
-        self.window.add(y.tolist(), predict_classes(self.served, x).tolist())
+        predicted = predict_classes(self.served, x)
+        self.window.add(y.tolist(), predicted.tolist())
+        drifted = False
+        if self.detector is not None:
+            for wrong in (predicted != y).tolist():
+                drifted = self.detector.update(float(wrong)) or drifted
 
         holdout = np.array([self._is_holdout(sid) for sid in ids], dtype=bool)
         await self._ingest(ids, x, y, holdout, [batch.tags[i] for i in fresh])
@@ -219,6 +235,9 @@ class LearnerService:
                 train_x[start : start + TRAIN_CHUNK], train_y[start : start + TRAIN_CHUNK], buffer
             )
             self.last_loss, self.last_penalty = stats.loss, stats.penalty
+        self.recent.extend(zip(x[~holdout], y[~holdout].tolist(), strict=True))
+        if drifted:
+            await self._on_concept_drift()
         self.since_consolidation += len(train_y)
         if self.since_consolidation >= self.settings.consolidate_every_samples:
             self._consolidate(train_x, train_y)
@@ -263,6 +282,40 @@ class LearnerService:
             seconds = self.learner.consolidate(x, y)
             log.debug("consolidated in %.1f ms", seconds * 1000)
         self.since_consolidation = 0
+        # Anchored on the post-drift state now: protect it at full strength again. Read from
+        # the strategy's own (persisted) scale, so this holds across restarts too.
+        scale = float(self.learner.strategy.state_dict().get(SCALE_KEY, torch.tensor(1.0)))
+        if scale < 1.0:
+            self.learner.relax(1.0 / scale)
+
+    async def _on_concept_drift(self) -> None:
+        """Same inputs, new answers (DESIGN §6): retire the buffered samples the new concept
+        contradicts where the recent data lies, and relax the regulariser until the next
+        consolidation re-anchors it; the other domains' samples stay protected."""
+        buffer_x, buffer_y = self.replay.items()
+        recent_x = torch.from_numpy(np.stack([x for x, _ in self.recent]))
+        recent_y = torch.tensor([y for _, y in self.recent], dtype=torch.int64)
+        response = await asyncio.to_thread(respond_to_drift, self.learner.snapshot(),
+                                           buffer_x.clone(), buffer_y.clone(), recent_x, recent_y)
+        slots = response.retire.nonzero().flatten().tolist()
+        if slots:
+            await self._retire_slots(slots)
+        scale = float(self.learner.strategy.state_dict().get(SCALE_KEY, torch.tensor(1.0)))
+        if scale >= 1.0:
+            self.learner.relax(DRIFT_RELAX)
+        self.since_consolidation = 0  # the next anchor is taken well after the change
+        self.drift_events = int(await self.redis.hincrby(self.keys.counters,
+                                                         "concept_drift_events", 1))
+        log.info("concept drift", extra={"retired": len(slots), "events": self.drift_events,
+                                         "seconds": round(response.seconds, 3)})
+        await self._write_stats()  # operators see the event at once, not a second later
+
+    async def _retire_slots(self, slots: list[int]) -> None:
+        """Remove buffer slots in Redis (fenced, compacting) and the same way in the mirror."""
+        await self._fenced(buffers.retire(self.redis, self.keys, self.lease.token or 0, slots))
+        mask = torch.zeros(len(self.replay), dtype=torch.bool)
+        mask[slots] = True
+        self.replay.retire(mask)
 
     # ---- purge ------------------------------------------------------------------------
     async def _purge(self, request: PurgeRequest) -> dict[str, int]:
@@ -288,10 +341,7 @@ class LearnerService:
         stored = await buffers.load(self.redis, self.keys)
         slots = sorted(s for s, blob in stored.items() if request.matches(decode_entry(blob)[2]))
         if slots:
-            await self._fenced(buffers.retire(self.redis, self.keys, self.lease.token or 0, slots))
-            mask = torch.zeros(len(self.replay), dtype=torch.bool)
-            mask[slots] = True
-            self.replay.retire(mask)
+            await self._retire_slots(slots)
 
         held = await self.redis.lrange(self.keys.holdout, 0, -1)
         kept = [blob for blob in held if not request.matches(decode_entry(blob)[2])]
@@ -400,7 +450,7 @@ class LearnerService:
             "classes": {self.vocab_order[c]: {"recall": r} for c, r in recalls.items()
                         if c < len(self.vocab_order)} or None,
             "tags": None,
-            "drift": None,
+            "drift": {"concept_drift_events": self.drift_events},
             "learning": self.learning,
             "loss": self.last_loss,
             "penalty": self.last_penalty,

@@ -1,0 +1,72 @@
+"""What the learner does when the concept-drift detector fires (DESIGN §6).
+
+Replay and regularisation protect old knowledge, which is right when the inputs move and wrong
+when the *same* inputs get *new* labels: a buffer full of the old concept then fights the new
+one. So on a detected drift we (1) fit a throw-away copy of the model to the recent, post-drift
+window alone — its opinion is the new concept; (2) retire the buffered samples that lie where
+the recent data lies and that this new-concept model confidently contradicts, while samples
+from regions the recent data does not cover (domains that did not change) stay protected;
+(3) relax the regulariser so the live model can move (the caller restores it after the next
+consolidation has anchored the new state).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from models.nets import MLP
+
+FIT_STEPS = 200
+FIT_LR = 1e-2
+CONFIDENCE = 0.6  # the new-concept model must be this sure before a sample is retired
+LOCALITY = 1.5  # × the recent window's own 90th-percentile nearest-neighbour distance
+
+
+@dataclass(frozen=True)
+class DriftResponse:
+    retire: Tensor  # bool mask over the buffer's items(): the contradicted samples
+    seconds: float
+
+
+def new_concept_model(model: MLP, x: Tensor, y: Tensor, steps: int = FIT_STEPS,
+                      lr: float = FIT_LR, seed: int = 0) -> MLP:
+    """A copy of `model` fitted to the recent window only (the live model is untouched)."""
+    fitted = copy.deepcopy(model).train().requires_grad_(True)
+    optimizer = torch.optim.Adam(fitted.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(len(y), (min(64, len(y)),), generator=generator)
+        optimizer.zero_grad()
+        F.cross_entropy(fitted(x[idx]), y[idx]).backward()
+        optimizer.step()
+    return fitted.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def contradicted(new_model: MLP, buffer_x: Tensor, buffer_y: Tensor, recent_x: Tensor) -> Tensor:
+    """Mask of buffered samples near the recent data whose label the new concept denies."""
+    if len(buffer_y) == 0 or len(recent_x) < 2:
+        return torch.zeros(len(buffer_y), dtype=torch.bool)
+    z_recent = new_model.standardizer(recent_x)
+    z_buffer = new_model.standardizer(buffer_x)
+    within = torch.cdist(z_recent, z_recent)
+    within.fill_diagonal_(float("inf"))
+    radius = LOCALITY * torch.quantile(within.min(dim=1).values, 0.9)
+    near = torch.cdist(z_buffer, z_recent).min(dim=1).values <= radius
+    probs = torch.softmax(new_model(buffer_x), dim=1)
+    confidence, predicted = probs.max(dim=1)
+    return near & (predicted != buffer_y) & (confidence >= CONFIDENCE)
+
+
+def respond_to_drift(model: MLP, buffer_x: Tensor, buffer_y: Tensor, recent_x: Tensor,
+                     recent_y: Tensor) -> DriftResponse:
+    start = time.perf_counter()
+    new_model = new_concept_model(model, recent_x, recent_y)
+    mask = contradicted(new_model, buffer_x, buffer_y, recent_x)
+    return DriftResponse(mask, time.perf_counter() - start)
