@@ -9,12 +9,10 @@ import logging
 import time
 import zlib
 from collections import deque
-from typing import Any
 
 import numpy as np
 import torch
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError, WatchError
 from torch import nn
 
 from models.adaptation import respond_to_drift
@@ -30,12 +28,14 @@ from service.store.control import Control, PurgeRequest
 from service.store.golden import GoldenSet
 from service.store.ingest import HOLDOUT, IngestItem, ingest
 from service.store.keys import Keys
+from service.store.purge import matching_slots, purge_holdout, purge_stream
 from service.store.registry import Registry
 from service.store.scripts import Scripts
 from service.versioning import version_meta
 from service.worker.feed import FeedbackBatch, FeedbackReader, stream_id_key
+from service.worker.fencing import Fenced, fenced, fenced_hset
 from service.worker.lease import Lease
-from service.worker.scoring import PrequentialWindow, gate, predict_classes
+from service.worker.scoring import PrequentialWindow, as_arrays, gate, predict_classes
 from service.worker.state import restore
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ CONSOLIDATION_SAMPLE = 512
 RECENT_WINDOW = 300  # post-drift evidence the drift response fits the new concept on
 DRIFT_RELAX = 0.1  # regulariser strength while the new concept settles, until re-anchored
 STATS_EVERY_SECONDS = 1.0
-
-
-class Fenced(RuntimeError):
-    """Another learner holds the lease now; this one must stop writing."""
 
 
 class LearnerService:
@@ -171,7 +167,7 @@ class LearnerService:
         if await self.redis.zcard(buffers.class_index_key(self.keys)) != await self.redis.hlen(
             self.keys.reservoir
         ):
-            await self._fenced(buffers.reindex(self.redis, self.keys, self.lease.token or 0))
+            await fenced(buffers.reindex(self.redis, self.keys, self.lease.token or 0))
         self.replay = make_buffer(self.settings.buffer, self.settings.buffer_size,
                                   self.settings.input_dim)
         for slot, blob in sorted((await buffers.load(self.redis, self.keys)).items()):
@@ -249,7 +245,8 @@ class LearnerService:
         self.last_id = max(self.last_id or ids[-1], ids[-1], key=stream_id_key)
         oldest = min(batch.accepted_ms[i] for i in fresh)
         self.oldest_unpublished_ms = min(self.oldest_unpublished_ms or oldest, oldest)
-        await self._fenced_hset(self.keys.learner_stats, {"processed": self.samples_seen})
+        await fenced_hset(self.redis, self.keys, self.lease.token, self.keys.learner_stats,
+                          {"processed": self.samples_seen})
 
     def _is_holdout(self, stream_id: str) -> bool:
         # Decided by the id alone, so a re-read after a restart splits the same way.
@@ -261,7 +258,7 @@ class LearnerService:
         items = [IngestItem(sid, bool(holdout[i]), float(u[i]), int(y[i]),
                             encode_entry(x[i], int(y[i]), tags[i]))
                  for i, sid in enumerate(ids)]
-        slots = await self._fenced(ingest(
+        slots = await fenced(ingest(
             self.redis, self.keys, self.scripts, token=self.lease.token or 0,
             policy=self.settings.buffer, capacity=self.settings.buffer_size,
             holdout_capacity=self.settings.holdout_size, items=items,
@@ -312,7 +309,7 @@ class LearnerService:
 
     async def _retire_slots(self, slots: list[int]) -> None:
         """Remove buffer slots in Redis (fenced, compacting) and the same way in the mirror."""
-        await self._fenced(buffers.retire(self.redis, self.keys, self.lease.token or 0, slots))
+        await fenced(buffers.retire(self.redis, self.keys, self.lease.token or 0, slots))
         mask = torch.zeros(len(self.replay), dtype=torch.bool)
         mask[slots] = True
         self.replay.retire(mask)
@@ -320,40 +317,17 @@ class LearnerService:
     # ---- purge ------------------------------------------------------------------------
     async def _purge(self, request: PurgeRequest) -> dict[str, int]:
         """Delete the request's raw inputs from the stream, the replay buffer and the holdout
-        (the API purges the prediction log and, when named, the golden set). Entries deleted
-        before the learner read them are counted as purged, so feedback_lag stays exact."""
-        position = stream_id_key(self.last_id or self.committed)
-        stream_removed = unread = 0
-        start = "-"
-        while True:
-            entries = await self.redis.xrange(self.keys.stream, start, "+", count=1000)
-            doomed = [sid for sid, fields in entries
-                      if request.matches(fields.get(b"tag", b"").decode())]
-            if doomed:
-                stream_removed += await self.redis.xdel(self.keys.stream, *doomed)
-                unread += sum(stream_id_key(sid.decode()) > position for sid in doomed)
-            if len(entries) < 1000:
-                break
-            start = "(" + entries[-1][0].decode()
-        if unread:
-            await self.redis.hincrby(self.keys.counters, "purged", unread)
-
-        stored = await buffers.load(self.redis, self.keys)
-        slots = sorted(s for s, blob in stored.items() if request.matches(decode_entry(blob)[2]))
+        (the API purges the prediction log and, when named, the golden set)."""
+        stream = await purge_stream(self.redis, self.keys, request.matches,
+                                    self.last_id or self.committed)
+        slots = matching_slots(await buffers.load(self.redis, self.keys), request.matches)
         if slots:
             await self._retire_slots(slots)
-
-        held = await self.redis.lrange(self.keys.holdout, 0, -1)
-        kept = [blob for blob in held if not request.matches(decode_entry(blob)[2])]
-        if len(kept) != len(held):
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(self.keys.holdout)
-            if kept:
-                pipe.rpush(self.keys.holdout, *kept)
-            await pipe.execute()
+        holdout, kept = await purge_holdout(self.redis, self.keys, request.matches)
+        if holdout:
             self.holdout.clear()
             self.holdout.extend((x, y) for x, y, _ in map(decode_entry, kept))
-        removed = {"stream": stream_removed, "replay": len(slots), "holdout": len(held) - len(kept)}
+        removed = {"stream": stream, "replay": len(slots), "holdout": holdout}
         log.info("purged", extra={"purge_id": request.purge_id, "tag": request.tag, **removed})
         return removed
 
@@ -364,7 +338,7 @@ class LearnerService:
         checks = {"holdout": self._holdout_arrays(), "golden": await self._golden_arrays()}
         result = await asyncio.to_thread(gate, candidate, self.served, checks,
                                          self.settings.gate_tolerance)
-        version = await self._fenced(self.registry.allocate_version(self.lease.token))
+        version = await fenced(self.registry.allocate_version(self.lease.token))
         labels = [label_from_text(t, self.settings.label_type)
                   for t in self.vocab_order[: candidate.config.num_classes]]
         status = "active" if result.passed else "rejected"
@@ -375,7 +349,7 @@ class LearnerService:
         )
         weights = model_to_bytes(candidate)
         state = tensors_to_bytes(self.learner.state_dict(), self.learner.meta())
-        epoch = await self._fenced(self.registry.publish(
+        epoch = await fenced(self.registry.publish(
             token=self.lease.token or 0, version=version, meta=meta, weights=weights,
             state=state, status=status, last_stream_id=self.last_id,
             samples_seen=self.samples_seen, parent=self.served_version,
@@ -396,7 +370,7 @@ class LearnerService:
             log.info("published", extra={"version": version, "parent": meta["parent"],
                                           "samples_seen": self.samples_seen,
                                           "eval": result.evaluation})
-            await self._fenced(self.registry.prune(self.settings.keep_versions,
+            await fenced(self.registry.prune(self.settings.keep_versions,
                                                    self.lease.token or 0))
         else:
             # Drop what was learned since the served version: it made the model worse.
@@ -405,40 +379,13 @@ class LearnerService:
             self.learner.ensure_classes(len(self.vocab_order))
 
     def _holdout_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.holdout:
-            return np.empty((0, self.settings.input_dim), np.float32), np.empty(0, np.int64)
-        return (np.stack([x for x, _ in self.holdout]),
-                np.array([y for _, y in self.holdout], dtype=np.int64))
+        return as_arrays(list(self.holdout), self.settings.input_dim)
 
     async def _golden_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        # A golden label the model has no class for yet counts as wrong (index -1).
         items = await self.golden.items()
-        if not items:
-            return np.empty((0, self.settings.input_dim), np.float32), np.empty(0, np.int64)
-        return (np.stack([x for x, _, _ in items]),
-                np.array([self.vocab.get(label, -1) for _, label, _ in items], dtype=np.int64))
-
-    async def _fenced_hset(self, key: str, mapping: dict[str, Any]) -> None:
-        """HSET only while our token is still the fencing token, atomically (WATCH): a learner
-        that lost the lease must not overwrite the live one's counters (`processed` drives
-        feedback_lag and load shedding)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self.keys.fence)
-            if await pipe.get(self.keys.fence) != str(self.lease.token).encode():
-                raise Fenced("this learner no longer holds the lease")
-            pipe.multi()
-            pipe.hset(key, mapping=mapping)
-            try:
-                await pipe.execute()
-            except WatchError:  # the fence moved between the check and the write
-                raise Fenced("this learner no longer holds the lease") from None
-
-    async def _fenced(self, call: Any) -> Any:
-        try:
-            return await call
-        except ResponseError as exc:
-            if "FENCED" in str(exc):
-                raise Fenced(str(exc)) from None
-            raise
+        return as_arrays([(x, self.vocab.get(label, -1)) for x, label, _ in items],
+                         self.settings.input_dim)
 
     # ---- statistics -------------------------------------------------------------------
     async def _write_stats(self) -> None:
@@ -456,6 +403,6 @@ class LearnerService:
             "penalty": self.last_penalty,
         }
         # What StatsStore.write stores, behind the fence check.
-        await self._fenced_hset(self.keys.learner_stats,
+        await fenced_hset(self.redis, self.keys, self.lease.token, self.keys.learner_stats,
                                 {"stats": json.dumps(stats), "processed": self.samples_seen})
         self.last_stats = time.monotonic()

@@ -43,6 +43,13 @@ class PrequentialWindow:
         return sum(recalls.values()) / len(recalls) if recalls else None
 
 
+def as_arrays(pairs: list[tuple[np.ndarray, int]], input_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input, class) pairs as an (n, d) float32 matrix and an int64 vector (n may be 0)."""
+    if not pairs:
+        return np.empty((0, input_dim), np.float32), np.empty(0, np.int64)
+    return np.stack([x for x, _ in pairs]), np.array([y for _, y in pairs], dtype=np.int64)
+
+
 def predict_classes(model: nn.Module, x: np.ndarray) -> np.ndarray:
     if model.config.num_classes == 0 or len(x) == 0:
         return np.full(len(x), -1)
