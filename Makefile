@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 # downloading a multi-GB CUDA build. Elsewhere the pyproject range picks what the platform has.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: install run test lint bench-learner clean
+.PHONY: install run test test-gpu lint bench-learner bench clean
 
 install: $(STAMP)
 
@@ -27,11 +27,20 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The CUDA tests of the learning core, on a machine with a GPU.
+test-gpu: $(STAMP)
+	$(BIN)/python -m pytest -q -m cuda tests/models
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 bench-learner: $(STAMP)
-	$(BIN)/python -m service.bench_learner
+	$(BIN)/python -m models.bench_learner --markdown bench_results/learner.md
+
+# Continual-learning benchmark (5 seeds, every strategy; ~15 min on 2 cores): tables and plots
+# in bench_results/, the tables spliced into BENCHMARKS.md.
+bench: $(STAMP)
+	$(BIN)/python -m service bench --out bench_results --benchmarks BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -91,10 +91,17 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="stream a CSV through predict, then feedback")
     replay_client.add_arguments(replay)
+    sub.add_parser("bench", add_help=False,
+                   help="continual-learning benchmark (`mnemo bench --help` for its options)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own option parser, and no service settings needed
+        from service.bench import main as bench_main
+
+        return bench_main(argv[1:]) or 0
     args = _parser().parse_args(argv)
     if args.command == "replay":
         from service import replay_client

@@ -1,0 +1,3 @@
+from service.bench import main
+
+raise SystemExit(main())
