@@ -3,20 +3,10 @@ contradicts, and only where the recent data lies (other domains stay protected).
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from models.adaptation import contradicted, new_concept_model, respond_to_drift
 from models.nets import MLPConfig, build_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: a second thread only adds contention on the shared 2-core machines.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def region(centre: float, n: int, flip: bool, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,5 @@
 """Learning sanity on scikit-learn's digits (one pass, the service's feeding pattern)."""
 
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,12 +12,6 @@ from models.strategies import make_strategy
 datasets = pytest.importorskip("sklearn.datasets")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_one_pass_over_the_stream_reaches_90_percent() -> None:

@@ -1,7 +1,6 @@
 """Each strategy against a hand computation, plus naming, parsing and relax."""
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,15 +12,6 @@ from models.nets import MLP, MLPConfig, build_model
 from models.strategies import EWC, MAS, SI, LwF, StrategyBase, make_strategy, parse_strategy
 from models.strategies.base import SCALE_KEY, trainable_parameters
 from tests.models.test_models_ewc import data, loop_fisher, perturb, tiny_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models: a second intra-op thread only contends with the other test processes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Two(nn.Module):

@@ -1,10 +1,9 @@
 """Every strategy, alone and with replay, against every invariant in models.checks."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 
 import pytest
-import torch
 
 from models.checks import CHECKS, Subject, check_strategy
 from models.strategies import STRATEGY_NAMES, make_strategy, parse_strategy
@@ -12,13 +11,6 @@ from models.strategies import STRATEGY_NAMES, make_strategy, parse_strategy
 SPECS = [*STRATEGY_NAMES, *(f"{name}+replay" for name in STRATEGY_NAMES)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models: a second intra-op thread only contends with the other test processes.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def subject(spec: str) -> Subject:
