@@ -9,9 +9,11 @@ import logging
 import time
 import zlib
 from collections import deque
+from typing import Any
 
 import numpy as np
 import torch
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from torch import nn
 
@@ -22,6 +24,8 @@ from models.learner import IncrementalLearner
 from models.replay import make_buffer
 from models.strategies.base import SCALE_KEY
 from service.config import Settings
+from service.monitor.learner_metrics import LearnerMetrics
+from service.monitor.tag_accuracy import TagAccuracy
 from service.store import buffers
 from service.store.codec import decode_entry, encode_entry, label_from_text
 from service.store.control import Control, PurgeRequest
@@ -52,8 +56,11 @@ STATS_EVERY_SECONDS = 1.0
 
 
 class LearnerService:
-    def __init__(self, settings: Settings, redis: Redis) -> None:
+    def __init__(self, settings: Settings, redis: Redis,
+                 metrics: LearnerMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics or LearnerMetrics(CollectorRegistry(), settings.model_name)
+        self.tag_accuracy = TagAccuracy(settings.max_tags)
         self.redis = redis
         self.keys = Keys(settings.model_name)
         self.scripts = Scripts(redis)
@@ -64,7 +71,7 @@ class LearnerService:
         # Only ever told the Redis script's decisions (put/retire), never deciding itself: Redis
         # is the buffer of record, this is its in-memory mirror for sampling without round trips.
         self.replay = make_buffer(settings.buffer, settings.buffer_size, settings.input_dim)
-        self.holdout: deque[tuple[np.ndarray, int]] = deque(maxlen=settings.holdout_size)
+        self.holdout: deque[tuple[np.ndarray, int, str]] = deque(maxlen=settings.holdout_size)
         self.window = PrequentialWindow()
         self.vocab: dict[str, int] = {}
         self.vocab_order: list[str] = []
@@ -157,9 +164,11 @@ class LearnerService:
         await self._load_buffer()
         self.drift_events = int(await self.redis.hget(self.keys.counters,
                                                       "concept_drift_events") or 0)
-        for blob in await self.redis.lrange(self.keys.holdout, 0, -1):
-            x, y, _ = decode_entry(blob)
-            self.holdout.append((x, y))
+        self.holdout.extend(map(decode_entry, await self.redis.lrange(self.keys.holdout, 0, -1)))
+        self.tag_accuracy.observe(tag for _, _, tag in reversed(self.holdout))
+        previous = await self.redis.hget(self.keys.learner_stats, "stats")
+        self.tag_accuracy.seed(json.loads(previous).get("tags") if previous else None)
+        self._evaluate_tags()
         await self._write_stats()
         log.info("learner resumed from version %s at %s (%s samples seen)",
                  self.served_version, self.committed, self.samples_seen)
@@ -215,6 +224,7 @@ class LearnerService:
             await self._refresh_vocab()
         y = np.array([self.vocab[batch.labels[i]] for i in fresh], dtype=np.int64)
         self.learner.ensure_classes(len(self.vocab_order))
+        self.tag_accuracy.observe(batch.tags[i] for i in fresh)
 
         # Test-then-train: the served version answers each new label before any training.
         predicted = predict_classes(self.served, x)
@@ -234,6 +244,7 @@ class LearnerService:
                 train_x[start : start + TRAIN_CHUNK], train_y[start : start + TRAIN_CHUNK], buffer
             )
             self.last_loss, self.last_penalty = stats.loss, stats.penalty
+            self.metrics.steps.inc(stats.steps)
         self.recent.extend(zip(x[~holdout], y[~holdout].tolist(), strict=True))
         if drifted:
             await self._on_concept_drift()
@@ -242,6 +253,7 @@ class LearnerService:
             self._consolidate(train_x, train_y)
 
         self.samples_seen += len(ids)
+        self.metrics.samples.inc(len(ids))
         self.unpublished += len(ids)
         self.unacked.extend(ids)
         # Monotonic even when entries a fenced-out learner took are read late, out of order.
@@ -270,7 +282,7 @@ class LearnerService:
             if slot >= 0:  # mirror the script's decision: replay samples without a round trip
                 self.replay.put(slot, torch.from_numpy(x[i].copy()), int(y[i]))
             elif slot == HOLDOUT:
-                self.holdout.appendleft((x[i].copy(), int(y[i])))
+                self.holdout.appendleft((x[i].copy(), int(y[i]), tags[i]))
 
     def _consolidate(self, recent_x: torch.Tensor, recent_y: torch.Tensor) -> None:
         if len(self.replay):
@@ -306,6 +318,7 @@ class LearnerService:
         self.since_consolidation = 0  # the next anchor is taken well after the change
         self.drift_events = int(await self.redis.hincrby(self.keys.counters,
                                                          "concept_drift_events", 1))
+        self.metrics.drift_events.inc()
         log.info("concept drift", extra={"retired": len(slots), "events": self.drift_events,
                                          "seconds": round(response.seconds, 3)})
         await self._write_stats()  # operators see the event at once, not a second later
@@ -329,13 +342,24 @@ class LearnerService:
         holdout, kept = await purge_holdout(self.redis, self.keys, request.matches)
         if holdout:
             self.holdout.clear()
-            self.holdout.extend((x, y) for x, y, _ in map(decode_entry, kept))
+            self.holdout.extend(map(decode_entry, kept))
         removed = {"stream": stream, "replay": len(slots), "holdout": holdout}
         log.info("purged", extra={"purge_id": request.purge_id, "tag": request.tag, **removed})
         return removed
 
     # ---- publishing -------------------------------------------------------------------
     async def _publish(self) -> None:
+        try:
+            outcome = await self._publish_candidate()
+        except Exception:
+            self.metrics.publish["failed"].inc()
+            raise
+        self.metrics.publish[outcome].inc()
+        self._evaluate_tags()
+        await self._write_stats()
+
+    async def _publish_candidate(self) -> str:
+        """Gate, publish and commit a candidate; returns the publish metric's outcome."""
         assert self.last_id is not None
         candidate = self.learner.snapshot()
         checks = {"holdout": self._holdout_arrays(), "golden": await self._golden_arrays()}
@@ -367,7 +391,8 @@ class LearnerService:
             log.warning("version %s not made current: another version was activated meanwhile",
                         version)
             await self._follow_pointer()
-        elif result.passed:
+            return "failed"
+        if result.passed:
             self.served, self.served_version, self.epoch = candidate, version, epoch
             self.learner.on_publish()  # LwF: the published version is the new teacher
             log.info("published", extra={"version": version, "parent": meta["parent"],
@@ -375,14 +400,23 @@ class LearnerService:
                                           "eval": result.evaluation})
             await fenced(self.registry.prune(self.settings.keep_versions,
                                                    self.lease.token or 0))
-        else:
-            # Drop what was learned since the served version: it made the model worse.
-            log.warning("rejected", extra={"version": version, "eval": result.evaluation})
-            await self._load_version(self.served_version)
-            self.learner.ensure_classes(len(self.vocab_order))
+            return "published"
+        # Drop what was learned since the served version: it made the model worse.
+        log.warning("rejected", extra={"version": version, "eval": result.evaluation})
+        await self._load_version(self.served_version)
+        self.learner.ensure_classes(len(self.vocab_order))
+        return "rejected"
 
     def _holdout_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return as_arrays(list(self.holdout), self.settings.input_dim)
+        return as_arrays([(x, y) for x, y, _ in self.holdout], self.settings.input_dim)
+
+    def _evaluate_tags(self) -> None:
+        """The served version on the holdout, per tag (DESIGN §6 forgetting)."""
+        if self.holdout:
+            x, y = self._holdout_arrays()
+            correct = (predict_classes(self.served, x) == y).tolist()
+            self.tag_accuracy.evaluate([tag for _, _, tag in self.holdout], correct)
+        self.metrics.set_tags(self.tag_accuracy.report())
 
     async def _golden_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         # A golden label the model has no class for yet counts as wrong (index -1).
@@ -399,7 +433,7 @@ class LearnerService:
             "balanced_accuracy": self.window.balanced_accuracy(),
             "classes": {self.vocab_order[c]: {"recall": r} for c, r in recalls.items()
                         if c < len(self.vocab_order)} or None,
-            "tags": None,
+            "tags": self.tag_accuracy.as_json(),
             "drift": {"concept_drift_events": self.drift_events},
             "learning": self.learning,
             "loss": self.last_loss,
@@ -409,3 +443,12 @@ class LearnerService:
         await fenced_hset(self.redis, self.keys, self.lease.token, self.keys.learner_stats,
                                 {"stats": json.dumps(stats), "processed": self.samples_seen})
         self.last_stats = time.monotonic()
+        await self._update_gauges(stats)
+
+    async def _update_gauges(self, stats: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(self.keys.counters, "accepted", "purged")
+        pipe.hlen(self.keys.reservoir)
+        (accepted, purged), reservoir = await pipe.execute()
+        lag = max(0, int(accepted or 0) - int(purged or 0) - self.samples_seen)  # as /v1/stats
+        self.metrics.observe_stats(stats, lag, int(reservoir))
