@@ -14,9 +14,7 @@ from models.strategies.base import SCALE_KEY
 from service.config import Settings
 from service.store.stats import StatsStore
 from service.worker.scoring import accuracy
-from tests.worker.test_loop import LABELS, append, aredis, blobs, init_deployment, settings_for, started
-
-__all__ = ["aredis", "settings_for"]  # fixtures shared with test_loop
+from tests.worker.test_loop import LABELS, append, blobs, init_deployment, started
 
 
 def swapped(y: np.ndarray) -> np.ndarray:

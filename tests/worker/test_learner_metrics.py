@@ -38,9 +38,7 @@ from service.store.stats import StatsStore
 from service.worker.loop import LearnerService
 from service.worker.scoring import predict_classes
 from tests.conftest import REDIS_URL, free_port
-from tests.worker.test_loop import LABELS, aredis, init_deployment, settings_for
-
-__all__ = ["aredis", "settings_for"]  # fixtures, re-exported for pytest
+from tests.worker.test_loop import LABELS, init_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,7 +20,6 @@ from redis.asyncio import Redis
 from models.checkpoint import model_from_bytes
 from service.config import Settings
 from service.store.codec import decode_entry, vector_to_bytes
-from service.store.connection import connect
 from service.store.feedback import FeedbackRecord, FeedbackStore
 from service.store.keys import Keys
 from service.store.registry import DeploymentIdentity, Pointer, Registry
@@ -30,7 +29,7 @@ from service.versioning import initial_version
 from service.worker import loop as loop_module
 from service.worker.loop import Fenced, LearnerService
 from service.worker.scoring import predict_classes
-from tests.conftest import REDIS_URL, snapshot
+from tests.conftest import snapshot
 
 LABELS = ["a", "b", "c"]
 NEVER = 3600.0  # publish cadence in seconds that never fires during a test
@@ -42,24 +41,6 @@ def blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     x = rng.normal(0.0, 0.5, (n, 4)).astype(np.float32)
     x[np.arange(n), y] += 3.0
     return x, y
-
-
-@pytest.fixture
-async def aredis() -> AsyncIterator[Redis]:
-    client = connect(REDIS_URL, 5)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-def settings_for(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
-    def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {"labels": LABELS, "publish_every_seconds": NEVER,
-                                     "max_batch": 1024}
-        values.update(overrides)
-        return make_settings(**values)
-
-    return make
 
 
 async def init_deployment(settings: Settings, aredis: Redis) -> Registry:

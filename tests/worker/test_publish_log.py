@@ -11,9 +11,7 @@ from redis.asyncio import Redis
 
 from service.config import Settings
 from service.logs import JsonFormatter
-from tests.worker.test_loop import append, aredis, blobs, init_deployment, settings_for, started
-
-__all__ = ["aredis", "settings_for"]  # fixtures shared with test_loop
+from tests.worker.test_loop import append, blobs, init_deployment, started
 
 
 async def test_one_json_line_per_published_version_with_its_evaluation(

@@ -1,0 +1,33 @@
+"""Fixtures shared by the learner tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+
+from service.config import Settings
+from service.store.connection import connect
+from tests.conftest import REDIS_URL
+from tests.worker.test_loop import LABELS, NEVER
+
+
+@pytest.fixture
+async def aredis() -> AsyncIterator[Redis]:
+    client = connect(REDIS_URL, 5)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings_for(make_settings: Callable[..., Settings]) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {"labels": LABELS, "publish_every_seconds": NEVER,
+                                     "max_batch": 1024}
+        values.update(overrides)
+        return make_settings(**values)
+
+    return make
+
+
