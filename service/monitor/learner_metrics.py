@@ -1,6 +1,8 @@
 """The learner process's Prometheus metrics (DESIGN §7), built against an injected registry.
 
-Every series carries `model`, bound once here. The drift PSI/JS gauges live elsewhere.
+Every series carries `model`, bound once here. Drift: `mnemo_drift_psi{feature}` for the
+top-k features by PSI (feature = its column index) and feature="other" for the largest PSI
+among the rest, so the series count stays at k + 1 whatever the input dimension.
 """
 
 from __future__ import annotations
@@ -9,9 +11,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 PUBLISH_OUTCOMES = ("published", "rejected", "failed")
+TOP_FEATURES = 5
 
 
 class LearnerMetrics:
@@ -44,6 +48,17 @@ class LearnerMetrics:
                                     registry=registry)
         drift = Counter("mnemo_concept_drift_events", "Concept drifts the detector signalled",
                         labels, registry=registry)
+        self.drift_psi = Gauge("mnemo_drift_psi", "PSI of the current input window against "
+                               "the reference, top features (the rest folded into 'other')",
+                               [*labels, "feature"], registry=registry)
+        psi_max = Gauge("mnemo_drift_psi_max", "Largest PSI over all features", labels,
+                        registry=registry)
+        prediction_js = Gauge("mnemo_drift_prediction_js", "Jensen-Shannon divergence (bits) "
+                              "of predicted-class shares, current vs reference window", labels,
+                              registry=registry)
+        label_js = Gauge("mnemo_drift_label_js", "Jensen-Shannon divergence (bits) of feedback-"
+                         "label shares, current vs reference window", labels, registry=registry)
+        self._psi_features: set[str] = set()
         # Bind the model label once: call sites stay short and can never forget it.
         self.samples = samples.labels(model=model)
         self.steps = steps.labels(model=model)
@@ -55,7 +70,11 @@ class LearnerMetrics:
         self.prequential = prequential.labels(model=model)
         self.balanced = balanced.labels(model=model)
         self.drift_events = drift.labels(model=model)
-        for gauge in (self.loss, self.penalty, self.prequential, self.balanced):
+        self.psi_max = psi_max.labels(model=model)
+        self.prediction_js = prediction_js.labels(model=model)
+        self.label_js = label_js.labels(model=model)
+        for gauge in (self.loss, self.penalty, self.prequential, self.balanced, self.psi_max,
+                      self.prediction_js, self.label_js):
             gauge.set(math.nan)  # nothing measured yet: NaN, not a made-up 0
 
     def observe_stats(self, stats: Mapping[str, Any], lag: int, reservoir: int) -> None:
@@ -73,3 +92,21 @@ class LearnerMetrics:
         for tag, (acc, forgetting) in tags.items():
             self.tag_accuracy.labels(model=self.model, tag=tag).set(acc)
             self.tag_forgetting.labels(model=self.model, tag=tag).set(forgetting)
+
+    def observe_drift(self, drift: Mapping[str, Any], feature_psi: np.ndarray | None) -> None:
+        """The drift gauges from the stats "drift" dict (null → NaN) and the per-feature PSI."""
+        for gauge, name in ((self.psi_max, "psi_max"), (self.prediction_js, "prediction_js"),
+                            (self.label_js, "label_js")):
+            value = drift.get(name)
+            gauge.set(math.nan if value is None else value)
+        values: dict[str, float] = {}
+        if feature_psi is not None and len(feature_psi):
+            order = np.argsort(-feature_psi, kind="stable")
+            values = {str(int(j)): float(feature_psi[j]) for j in order[:TOP_FEATURES]}
+            if len(order) > TOP_FEATURES:
+                values["other"] = float(feature_psi[order[TOP_FEATURES:]].max())
+        for feature in self._psi_features - values.keys():  # left the top-k: drop the series
+            self.drift_psi.remove(self.model, feature)
+        for feature, value in values.items():
+            self.drift_psi.labels(model=self.model, feature=feature).set(value)
+        self._psi_features = set(values)

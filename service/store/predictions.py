@@ -4,6 +4,12 @@ later label can be joined to it by prediction id.
 A whole predict batch is one string key (a fixed header, then the float32 rows), so logging
 costs one command per batch; a server-made id ``<batch>-<row>`` locates its row with GETRANGE.
 A client-chosen id costs one more key holding that row alone.
+
+The same pipeline appends a few sampled rows of the batch, with their predicted class indices,
+to the drift sample stream (DESIGN §5): capped by MAXLEN ~ DRIFT_STREAM_MAXLEN here, and
+trimmed to the prediction TTL by the learner (XTRIM MINID now − TTL, in the same round trip as
+its read), so a raw input never outlives the prediction log's TTL there either. The entry's
+time is its stream id.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import re
 import secrets
 import struct
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +27,8 @@ from service.store.keys import Keys
 
 _HEADER = struct.Struct("<qIB64s")  # version, input dim, tag length, tag (padded)
 _SERVER_ID = re.compile(r"^([0-9a-f]{16})-(\d{1,6})$")
+DRIFT_SAMPLE_ROWS = 8  # rows of a batch sampled into the drift stream (one XADD per batch)
+DRIFT_STREAM_MAXLEN = 10_000
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class PredictionLog:
         self._input_dim = input_dim
         self._keys = keys
         self._ttl = ttl_seconds
+        self._rng = np.random.default_rng()
 
     def new_ids(self, rows: int) -> tuple[str, list[str]]:
         batch = secrets.token_hex(8)
@@ -58,9 +68,20 @@ class PredictionLog:
         version: int,
         tag: str,
         client_ids: list[str] | None = None,
+        predicted: np.ndarray | None = None,
     ) -> None:
-        """One pipelined round trip: the batch record plus one alias per client-chosen id."""
+        """One pipelined round trip: the batch record, one alias per client-chosen id and,
+        given the predicted class indices, the batch's drift sample."""
         pipe = self._redis.pipeline(transaction=False)
+        if predicted is not None:
+            take = min(len(rows), DRIFT_SAMPLE_ROWS)
+            picked = (np.arange(take) if take == len(rows)
+                      else np.sort(self._rng.choice(len(rows), take, replace=False)))
+            pipe.xadd(self._keys.drift_samples, {
+                "x": np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
+                "p": np.asarray(predicted, dtype="<i4")[picked].tobytes(),
+                "t": tag,
+            }, maxlen=DRIFT_STREAM_MAXLEN, approximate=True)
         pipe.set(self._keys.prediction_batch(batch), _record(version, tag, rows), ex=self._ttl)
         for row, client_id in enumerate(client_ids or ()):
             pipe.set(
@@ -96,7 +117,8 @@ class PredictionLog:
         return out
 
     async def purge(self, tag: str | None) -> int:
-        """Delete logged predictions made with this tag (None: all); how many keys."""
+        """Delete logged predictions and drift samples made with this tag (None: all); how
+        many prediction-log keys (the drift-sample entries are not counted)."""
         removed = 0
         for pattern in (self._keys.prediction_batch("*"), self._keys.prediction_alias("*")):
             async for key in self._redis.scan_iter(match=pattern, count=1000):
@@ -105,4 +127,49 @@ class PredictionLog:
                     if not header or _parse_header(header)[2] != tag:
                         continue
                 removed += await self._redis.delete(key)
+        await purge_drift_samples(self._redis, self._keys, tag)  # raw inputs too (§5)
         return removed
+
+
+async def purge_drift_samples(redis: Redis, keys: Keys, tag: str | None) -> int:
+    """Delete drift samples taken with this tag (None: all); how many entries."""
+    if tag is None:
+        count = int(await redis.xlen(keys.drift_samples))
+        await redis.delete(keys.drift_samples)
+        return count
+    doomed = [sid for sid, fields in await redis.xrange(keys.drift_samples)
+              if fields.get(b"t", b"").decode() == tag]
+    return int(await redis.xdel(keys.drift_samples, *doomed)) if doomed else 0
+
+
+@dataclass(frozen=True)
+class DriftSamples:
+    last_id: str
+    x: np.ndarray  # float32 (rows, input_dim)
+    predicted: np.ndarray  # int64 (rows,)
+
+
+async def read_drift_samples(redis: Redis, keys: Keys, input_dim: int, after: str,
+                             ttl_seconds: int, count: int = 1000) -> DriftSamples:
+    """One round trip: trim the stream to the prediction TTL, then read up to `count`
+    entries after `after` (no blocking)."""
+    min_id = f"{max(0, int(time.time() * 1000) - ttl_seconds * 1000)}-0"
+    pipe = redis.pipeline(transaction=False)
+    # Exact (not ~): an approximate trim keeps a whole node, up to 100 entries past the TTL.
+    pipe.xtrim(keys.drift_samples, minid=min_id, approximate=False)
+    pipe.xread({keys.drift_samples: after}, count=count)
+    _, reply = await pipe.execute()
+    xs: list[np.ndarray] = []
+    ps: list[np.ndarray] = []
+    last = after
+    for _, entries in reply or ():
+        for sid, fields in entries:
+            last = sid.decode() if isinstance(sid, bytes) else sid
+            x = np.frombuffer(fields[b"x"], "<f4")
+            if x.size % input_dim:
+                continue  # written under another input dimension: not comparable
+            xs.append(x.reshape(-1, input_dim))
+            ps.append(np.frombuffer(fields[b"p"], "<i4").astype(np.int64))
+    if not xs:
+        return DriftSamples(last, np.empty((0, input_dim), np.float32), np.empty(0, np.int64))
+    return DriftSamples(last, np.concatenate(xs), np.concatenate(ps))

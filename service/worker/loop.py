@@ -24,6 +24,7 @@ from models.learner import IncrementalLearner
 from models.replay import make_buffer
 from models.strategies.base import SCALE_KEY
 from service.config import Settings
+from service.monitor.drift_monitor import DriftMonitor
 from service.monitor.learner_metrics import LearnerMetrics
 from service.monitor.tag_accuracy import TagAccuracy
 from service.store import buffers
@@ -32,6 +33,7 @@ from service.store.control import Control, PurgeRequest
 from service.store.golden import GoldenSet
 from service.store.ingest import HOLDOUT, IngestItem, ingest
 from service.store.keys import Keys
+from service.store.predictions import read_drift_samples
 from service.store.purge import matching_slots, purge_holdout, purge_stream
 from service.store.registry import Registry
 from service.store.scripts import Scripts
@@ -98,6 +100,9 @@ class LearnerService:
                          else make_detector(settings.drift_detector))
         self.recent: deque[tuple[np.ndarray, int]] = deque(maxlen=RECENT_WINDOW)
         self.drift_events = 0
+        # Drift statistics of served inputs; read from the oldest retained sample (module note).
+        self.drift = DriftMonitor(settings.input_dim)
+        self.drift_read_id = "0-0"
 
     # ---- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
@@ -132,6 +137,7 @@ class LearnerService:
             await self.control.finish_purge(purge, await self._purge(purge))
             purge = await self.control.next_purge()
         self.learning = "paused" if paused else "running"
+        await self._read_drift_samples()  # serving goes on while learning is paused
         if paused:  # feedback keeps being accepted; the learner catches up on resume
             if time.monotonic() - self.last_stats >= STATS_EVERY_SECONDS:
                 await self._write_stats()
@@ -225,6 +231,7 @@ class LearnerService:
         y = np.array([self.vocab[batch.labels[i]] for i in fresh], dtype=np.int64)
         self.learner.ensure_classes(len(self.vocab_order))
         self.tag_accuracy.observe(batch.tags[i] for i in fresh)
+        self.drift.add_labels(y)
 
         # Test-then-train: the served version answers each new label before any training.
         predicted = predict_classes(self.served, x)
@@ -316,6 +323,7 @@ class LearnerService:
         if scale >= 1.0:
             self.learner.relax(DRIFT_RELAX)
         self.since_consolidation = 0  # the next anchor is taken well after the change
+        self.drift.reset()  # the new concept's inputs and labels become the reference
         self.drift_events = int(await self.redis.hincrby(self.keys.counters,
                                                          "concept_drift_events", 1))
         self.metrics.drift_events.inc()
@@ -434,7 +442,7 @@ class LearnerService:
             "classes": {self.vocab_order[c]: {"recall": r} for c, r in recalls.items()
                         if c < len(self.vocab_order)} or None,
             "tags": self.tag_accuracy.as_json(),
-            "drift": {"concept_drift_events": self.drift_events},
+            "drift": {"concept_drift_events": self.drift_events, **self.drift.snapshot()},
             "learning": self.learning,
             "loss": self.last_loss,
             "penalty": self.last_penalty,
@@ -452,3 +460,12 @@ class LearnerService:
         (accepted, purged), reservoir = await pipe.execute()
         lag = max(0, int(accepted or 0) - int(purged or 0) - self.samples_seen)  # as /v1/stats
         self.metrics.observe_stats(stats, lag, int(reservoir))
+        self.metrics.observe_drift(stats["drift"], self.drift.feature_psi)
+
+    async def _read_drift_samples(self) -> None:
+        """New drift samples (one round trip, which also trims the stream to the TTL)."""
+        new = await read_drift_samples(self.redis, self.keys, self.settings.input_dim,
+                                       self.drift_read_id, self.settings.prediction_ttl_seconds)
+        if len(new.x):  # may calibrate (a bootstrap): off the event loop
+            await asyncio.to_thread(self.drift.add_samples, new.x, new.predicted)
+        self.drift_read_id = new.last_id

@@ -37,7 +37,8 @@ async def test_stats_before_any_learner(client: httpx.AsyncClient) -> None:
         # Nothing computes these until a learner runs: null, never invented.
         "prequential_accuracy": None, "balanced_accuracy": None, "classes": None, "tags": None,
         "drift": {"psi_max": None, "prediction_js": None, "label_js": None,
-                  "concept_drift_events": None},
+                  "concept_drift_events": None, "psi_threshold": None,
+                  "prediction_js_threshold": None, "label_js_threshold": None, "alarms": None},
         "learning": None,
     }
 

@@ -60,14 +60,14 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
 
     batch, server_ids = ctx.predictions.new_ids(rows)
     ids = body.ids or server_ids
-    try:
-        await ctx.predictions.log(batch, x, served.version, body.tag or "", body.ids)
+    best = np.argmax(probabilities, axis=1)
+    try:  # the same round trip also appends a few rows to the drift sample stream
+        await ctx.predictions.log(batch, x, served.version, body.tag or "", body.ids, best)
         logged = True
     except UNAVAILABLE as exc:
         log.warning("prediction log unavailable, answering unlogged: %s", exc)
         logged = False
 
-    best = np.argmax(probabilities, axis=1)
     labels = served.labels
     return PredictResponse(
         model_version=served.version,

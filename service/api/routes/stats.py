@@ -11,7 +11,10 @@ from service.api.deps import Ctx
 router = APIRouter()
 
 _LEARNER_FIELDS = ("prequential_accuracy", "balanced_accuracy", "classes", "tags")
-_DRIFT_FIELDS = ("psi_max", "prediction_js", "label_js", "concept_drift_events")
+_DRIFT_FIELDS = (
+    "psi_max", "prediction_js", "label_js", "concept_drift_events",
+    "psi_threshold", "prediction_js_threshold", "label_js_threshold", "alarms",
+)
 
 
 @router.get("/v1/stats")
