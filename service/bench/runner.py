@@ -177,8 +177,9 @@ def _relax_on_drift(s: StreamLearner, position: int) -> None:
 
 def _adapt_on_drift(s: StreamLearner, position: int) -> None:
     """The service's response (LearnerService._on_concept_drift): retire the buffered samples
-    the new concept contradicts near the recent data, relax the regulariser until the next
-    consolidation (consolidate() restores it)."""
+    the new concept contradicts near the recent data, consolidate (anchor what the other
+    domains taught), then relax the regulariser until the next scheduled consolidation
+    (consolidate() restores it)."""
     buffer_x, buffer_y = s.buffer.items()
     recent_x = torch.stack([x for x, _ in s.recent])
     recent_y = torch.stack([y for _, y in s.recent])
@@ -186,9 +187,8 @@ def _adapt_on_drift(s: StreamLearner, position: int) -> None:
                                 recent_x, recent_y)
     if response.retire.any():
         s.buffer.retire(response.retire)
-    if s.learner.strategy.scale >= 1.0:
-        s.learner.relax(DRIFT_RELAX)
-    s.since_consolidation = 0
+    consolidate(s, recent_x, recent_y)  # restores full strength if a relax was pending
+    s.learner.relax(DRIFT_RELAX)
 
 
 # Adaptations the --on-drift option can name; "adapt" is what the service does.

@@ -309,8 +309,8 @@ class LearnerService:
 
     async def _on_concept_drift(self) -> None:
         """Same inputs, new answers (DESIGN §6): retire the buffered samples the new concept
-        contradicts where the recent data lies, and relax the regulariser until the next
-        consolidation re-anchors it; the other domains' samples stay protected."""
+        contradicts where the recent data lies (other domains' samples stay), consolidate,
+        and relax the regulariser until the next consolidation re-anchors it."""
         buffer_x, buffer_y = self.replay.items()
         recent_x = torch.from_numpy(np.stack([x for x, _ in self.recent]))
         recent_y = torch.tensor([y for _, y in self.recent], dtype=torch.int64)
@@ -319,11 +319,11 @@ class LearnerService:
         slots = response.retire.nonzero().flatten().tolist()
         if slots:
             await self._retire_slots(slots)
-        scale = float(self.learner.strategy.state_dict().get(SCALE_KEY, torch.tensor(1.0)))
-        if scale >= 1.0:
-            self.learner.relax(DRIFT_RELAX)
-        self.since_consolidation = 0  # the next anchor is taken well after the change
-        self.drift.reset()  # the new concept's inputs and labels become the reference
+        # Anchor what the unchanged domains taught (DESIGN §6: consolidate when drift fires),
+        # then relax, so the changed concept can move; the next scheduled consolidation
+        # re-anchors on the post-drift state and restores full strength.
+        self._consolidate(recent_x, recent_y)
+        self.learner.relax(DRIFT_RELAX)
         self.drift_events = int(await self.redis.hincrby(self.keys.counters,
                                                          "concept_drift_events", 1))
         self.metrics.drift_events.inc()
