@@ -101,6 +101,16 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("init_checkpoint", "freeze")
+    @classmethod
+    def _not_yet(cls, value: object, info: object) -> object:
+        # Accepted names (DESIGN §4) whose feature has not landed: refuse rather than ignore.
+        if value:
+            name = getattr(info, "field_name", "")
+            raise ValueError(f"MNEMO_{name.upper()} is not supported yet (transfer learning "
+                             "is a later issue); unset it")
+        return value
+
     @field_validator("hidden")
     @classmethod
     def _positive_layers(cls, value: list[int]) -> list[int]:
