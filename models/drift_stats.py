@@ -16,6 +16,8 @@ it keeps the features' correlation).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 EPSILON = 1e-4  # added to every bin's proportion so an empty bin gives a finite log-ratio
@@ -93,6 +95,20 @@ def _quantile(values: np.ndarray, false_alarm: float) -> float:
     return float(np.quantile(values, 1.0 - false_alarm, method="higher"))
 
 
+def _bootstrap(data: np.ndarray, window: int, n_boot: int, seed: int | None,
+               statistic: Callable[[np.ndarray, np.ndarray], float]) -> np.ndarray:
+    """`statistic(pseudo_reference, pseudo_window)` over `n_boot` rounds, both resampled from
+    the reference itself: the spread includes the finite reference's noise, not only the
+    window's."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        pseudo_ref = data[rng.integers(0, len(data), len(data))]
+        pseudo_cur = data[rng.integers(0, len(data), window)]
+        out[b] = statistic(pseudo_ref, pseudo_cur)
+    return out
+
+
 def calibrate_psi_threshold(reference: np.ndarray, window: int, n_features: int | None = None,
                             false_alarm: float = 0.01, n_boot: int = 200,
                             seed: int | None = None, bins: int = DEFAULT_BINS) -> float:
@@ -103,12 +119,8 @@ def calibrate_psi_threshold(reference: np.ndarray, window: int, n_features: int 
         raise ValueError(f"reference has {ref.shape[1]} features, not {n_features}")
     if len(ref) < 2 or window < 1:
         raise ValueError("calibration needs a reference of 2+ rows and a window of 1+")
-    rng = np.random.default_rng(seed)
-    maxima = np.empty(n_boot)
-    for b in range(n_boot):
-        pseudo_ref = ref[rng.integers(0, len(ref), len(ref))]
-        pseudo_cur = ref[rng.integers(0, len(ref), window)]
-        maxima[b] = psi(pseudo_ref, pseudo_cur, bins).max()
+    maxima = _bootstrap(ref, window, n_boot, seed,
+                        lambda pseudo_ref, pseudo_cur: psi(pseudo_ref, pseudo_cur, bins).max())
     return _quantile(maxima, false_alarm)
 
 
@@ -120,11 +132,6 @@ def calibrate_js_threshold(reference: np.ndarray, window: int, n_classes: int,
     classes = np.asarray(reference, dtype=np.int64)
     if len(classes) < 1 or window < 1:
         raise ValueError("calibration needs a non-empty reference and a window of 1+")
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    for b in range(n_boot):
-        pseudo_ref = classes[rng.integers(0, len(classes), len(classes))]
-        pseudo_cur = classes[rng.integers(0, len(classes), window)]
-        values[b] = js_divergence(distribution(pseudo_ref, n_classes),
-                                  distribution(pseudo_cur, n_classes))
+    values = _bootstrap(classes, window, n_boot, seed, lambda pseudo_ref, pseudo_cur: js_divergence(
+        distribution(pseudo_ref, n_classes), distribution(pseudo_cur, n_classes)))
     return _quantile(values, false_alarm)
