@@ -30,7 +30,8 @@ from service.bench import memory
 from service.bench.datasets import Scenario
 from service.bench.metrics import accuracy_matrix_metrics, prequential_by_segment
 from service.config import Settings
-from service.worker.loop import CONSOLIDATION_SAMPLE, DRIFT_RELAX, RECENT_WINDOW, TRAIN_CHUNK
+from service.worker.loop import CONSOLIDATION_SAMPLE, RECENT_WINDOW, TRAIN_CHUNK
+from service.worker.removal import DRIFT_RELAX
 
 DEFAULTS = Settings()  # the service's defaults: strategy, buffer, consolidation, holdout
 BATCH = 16

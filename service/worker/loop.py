@@ -9,7 +9,6 @@ import logging
 import time
 import zlib
 from collections import deque
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +16,6 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from torch import nn
 
-from models.adaptation import respond_to_drift
 from models.checkpoint import model_to_bytes, tensors_to_bytes
 from models.drift import make_detector
 from models.learner import IncrementalLearner
@@ -29,18 +27,18 @@ from service.monitor.learner_metrics import LearnerMetrics
 from service.monitor.tag_accuracy import TagAccuracy
 from service.store import buffers
 from service.store.codec import decode_entry, encode_entry, label_from_text
-from service.store.control import Control, PurgeRequest
+from service.store.control import Control
 from service.store.golden import GoldenSet
 from service.store.ingest import HOLDOUT, IngestItem, ingest
 from service.store.keys import Keys
-from service.store.predictions import read_drift_samples
-from service.store.purge import matching_slots, purge_holdout, purge_stream
 from service.store.registry import Registry
 from service.store.scripts import Scripts
 from service.versioning import version_meta
 from service.worker.feed import FeedbackBatch, FeedbackReader, stream_id_key
 from service.worker.fencing import Fenced, fenced, fenced_hset
 from service.worker.lease import Lease
+from service.worker.removal import SampleRemoval
+from service.worker.reporting import Reporting
 from service.worker.scoring import PrequentialWindow, as_arrays, gate, predict_classes
 from service.worker.state import restore
 
@@ -53,11 +51,10 @@ CONSOLIDATION_SAMPLE = 512
 # (~55 samples on a label swap), so the window is mostly post-change. 300 mixed in so much of
 # the old concept that the label-swap phase reached only 0.84 (48: 0.97; python -m service.bench).
 RECENT_WINDOW = 48
-DRIFT_RELAX = 0.1  # regulariser strength while the new concept settles, until re-anchored
 STATS_EVERY_SECONDS = 1.0
 
 
-class LearnerService:
+class LearnerService(SampleRemoval, Reporting):
     def __init__(self, settings: Settings, redis: Redis,
                  metrics: LearnerMetrics | None = None) -> None:
         self.settings = settings
@@ -307,54 +304,6 @@ class LearnerService:
         if scale < 1.0:
             self.learner.relax(1.0 / scale)
 
-    async def _on_concept_drift(self) -> None:
-        """Same inputs, new answers (DESIGN §6): retire the buffered samples the new concept
-        contradicts where the recent data lies (other domains' samples stay), consolidate,
-        and relax the regulariser until the next consolidation re-anchors it."""
-        buffer_x, buffer_y = self.replay.items()
-        recent_x = torch.from_numpy(np.stack([x for x, _ in self.recent]))
-        recent_y = torch.tensor([y for _, y in self.recent], dtype=torch.int64)
-        response = await asyncio.to_thread(respond_to_drift, self.learner.snapshot(),
-                                           buffer_x.clone(), buffer_y.clone(), recent_x, recent_y)
-        slots = response.retire.nonzero().flatten().tolist()
-        if slots:
-            await self._retire_slots(slots)
-        # Anchor what the unchanged domains taught (DESIGN §6: consolidate when drift fires),
-        # then relax, so the changed concept can move; the next scheduled consolidation
-        # re-anchors on the post-drift state and restores full strength.
-        self._consolidate(recent_x, recent_y)
-        self.learner.relax(DRIFT_RELAX)
-        self.drift_events = int(await self.redis.hincrby(self.keys.counters,
-                                                         "concept_drift_events", 1))
-        self.metrics.drift_events.inc()
-        log.info("concept drift", extra={"retired": len(slots), "events": self.drift_events,
-                                         "seconds": round(response.seconds, 3)})
-        await self._write_stats()  # operators see the event at once, not a second later
-
-    async def _retire_slots(self, slots: list[int]) -> None:
-        """Remove buffer slots in Redis (fenced, compacting) and the same way in the mirror."""
-        await fenced(buffers.retire(self.redis, self.keys, self.lease.token or 0, slots))
-        mask = torch.zeros(len(self.replay), dtype=torch.bool)
-        mask[slots] = True
-        self.replay.retire(mask)
-
-    # ---- purge ------------------------------------------------------------------------
-    async def _purge(self, request: PurgeRequest) -> dict[str, int]:
-        """Delete the request's raw inputs from the stream, the replay buffer and the holdout
-        (the API purges the prediction log and, when named, the golden set)."""
-        stream = await purge_stream(self.redis, self.keys, request.matches,
-                                    self.last_id or self.committed)
-        slots = matching_slots(await buffers.load(self.redis, self.keys), request.matches)
-        if slots:
-            await self._retire_slots(slots)
-        holdout, kept = await purge_holdout(self.redis, self.keys, request.matches)
-        if holdout:
-            self.holdout.clear()
-            self.holdout.extend(map(decode_entry, kept))
-        removed = {"stream": stream, "replay": len(slots), "holdout": holdout}
-        log.info("purged", extra={"purge_id": request.purge_id, "tag": request.tag, **removed})
-        return removed
-
     # ---- publishing -------------------------------------------------------------------
     async def _publish(self) -> None:
         try:
@@ -431,41 +380,3 @@ class LearnerService:
         items = await self.golden.items()
         return as_arrays([(x, self.vocab.get(label, -1)) for x, label, _ in items],
                          self.settings.input_dim)
-
-    # ---- statistics -------------------------------------------------------------------
-    async def _write_stats(self) -> None:
-        recalls = self.window.recall_by_class()
-        stats = {
-            "model_version": self.served_version,
-            "prequential_accuracy": self.window.accuracy(),
-            "balanced_accuracy": self.window.balanced_accuracy(),
-            "classes": {self.vocab_order[c]: {"recall": r} for c, r in recalls.items()
-                        if c < len(self.vocab_order)} or None,
-            "tags": self.tag_accuracy.as_json(),
-            "drift": {"concept_drift_events": self.drift_events, **self.drift.snapshot()},
-            "learning": self.learning,
-            "loss": self.last_loss,
-            "penalty": self.last_penalty,
-        }
-        # What StatsStore.write stores, behind the fence check.
-        await fenced_hset(self.redis, self.keys, self.lease.token, self.keys.learner_stats,
-                                {"stats": json.dumps(stats), "processed": self.samples_seen})
-        self.last_stats = time.monotonic()
-        await self._update_gauges(stats)
-
-    async def _update_gauges(self, stats: dict[str, Any]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(self.keys.counters, "accepted", "purged")
-        pipe.hlen(self.keys.reservoir)
-        (accepted, purged), reservoir = await pipe.execute()
-        lag = max(0, int(accepted or 0) - int(purged or 0) - self.samples_seen)  # as /v1/stats
-        self.metrics.observe_stats(stats, lag, int(reservoir))
-        self.metrics.observe_drift(stats["drift"], self.drift.feature_psi)
-
-    async def _read_drift_samples(self) -> None:
-        """New drift samples (one round trip, which also trims the stream to the TTL)."""
-        new = await read_drift_samples(self.redis, self.keys, self.settings.input_dim,
-                                       self.drift_read_id, self.settings.prediction_ttl_seconds)
-        if len(new.x):  # may calibrate (a bootstrap): off the event loop
-            await asyncio.to_thread(self.drift.add_samples, new.x, new.predicted)
-        self.drift_read_id = new.last_id
