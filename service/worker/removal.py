@@ -40,6 +40,9 @@ class SampleRemoval:
         # re-anchors on the post-drift state and restores full strength.
         self._consolidate(recent_x, recent_y)
         self.learner.relax(DRIFT_RELAX)
+        # The adapted model and the inputs it now serves are the new normal: the drift
+        # statistics rebuild their references (and recalibrate) from the samples that follow.
+        self.drift.reset()
         self.drift_events = int(await self.redis.hincrby(self.keys.counters,
                                                          "concept_drift_events", 1))
         self.metrics.drift_events.inc()

@@ -4,14 +4,13 @@ Clopper–Pearson upper bound under 2%), and a 0.5-std shift of one of 64 featur
 PSI-max alarm within two windows.
 
 Settings are the monitor's defaults: reference 1,000 samples, window 500, 10 quantile bins,
-false_alarm 0.01, n_boot 200. Stationary windows are independent fresh draws from the
-reference's distribution; PSI over them is vectorised but checked against the public
-functions on a few windows.
+false_alarm 0.01, n_boot 200 windows for each of 100 pseudo-references, confidence 0.99.
+Stationary windows are independent fresh draws from the reference's distribution; PSI over them
+is vectorised but checked against the public functions on a few windows.
 
-Caveat (measured 2026-11-28, not asserted here): the bootstrap covers the reference's own noise,
-so ~1% is the rate averaged over references. For one fixed reference the rate varies: over 12
-references, label/prediction JS gave 0.0–5.3% (mean 1.2%); over 6, PSI-max gave 0.2–2.1%. The
-fixed seeds below give one reference each, so these tests pass for those references only.
+The rate is asserted per reference, for several references: a fixed reference may lie far from
+the truth by chance, and a level that is right only on average over references (the previous
+calibration) gave 0–5.3% per reference. Each reference gets 1,000 windows.
 """
 
 from __future__ import annotations
@@ -33,7 +32,8 @@ from service.monitor.drift_monitor import DriftMonitor
 
 REFERENCE, WINDOW, FEATURES = 1000, 500, 64
 FALSE_ALARM, N_BOOT = 0.01, 200
-N_WINDOWS = 2000
+N_WINDOWS = 1000  # per reference
+PSI_REFERENCES, JS_REFERENCES = 4, 10
 CLASS_P = np.array([0.25, 0.18, 0.14, 0.11, 0.09, 0.07, 0.06, 0.05, 0.03, 0.02])
 
 
@@ -73,55 +73,55 @@ def psi_max_many(ref_shares: list[np.ndarray], edges: list[np.ndarray],
     return out
 
 
-def test_psi_max_alarm_rate_on_a_stationary_stream_is_at_most_one_percent() -> None:
-    rng = np.random.default_rng(20261128)
-    reference = draw(rng, REFERENCE)
-    edges = quantile_edges(reference, DEFAULT_BINS)
-    ref_shares = bin_proportions(reference, edges)
-    threshold = calibrate_psi_threshold(reference, WINDOW, FEATURES, FALSE_ALARM, N_BOOT,
-                                        seed=7, bins=DEFAULT_BINS)
-    values = np.concatenate([
-        psi_max_many(ref_shares, edges, draw(rng, 250 * WINDOW).reshape(250, WINDOW, -1))
-        for _ in range(N_WINDOWS // 250)])
-    # the vectorised PSI is the public one
-    for w in range(3):
-        window = draw(np.random.default_rng(w), WINDOW)
-        exact = psi_from_proportions(ref_shares, bin_proportions(window, edges)).max()
-        assert np.isclose(psi_max_many(ref_shares, edges, window[None])[0], exact)
-    alarms = int(np.sum(values > threshold))
+def assert_rate(name: str, alarms: int, threshold: float) -> None:
     rate, bound = alarms / N_WINDOWS, upper_bound(alarms, N_WINDOWS)
-    print(f"\nPSI-max: threshold {threshold:.4f}, alarms {alarms}/{N_WINDOWS} = {rate:.4%}, "
-          f"95% upper bound {bound:.4%}")
-    assert rate <= 0.01
-    assert bound < 0.02
+    print(f"\n{name}: threshold {threshold:.5f}, alarms {alarms}/{N_WINDOWS} = {rate:.2%}, "
+          f"95% upper bound {bound:.2%}")
+    assert rate <= FALSE_ALARM
+    assert bound < 2 * FALSE_ALARM
 
 
-def _js_alarm_rate(seed: int, name: str) -> None:
-    rng = np.random.default_rng(seed)
+def test_psi_max_alarm_rate_on_a_stationary_stream_is_at_most_one_percent_per_reference() -> None:
+    for seed in range(PSI_REFERENCES):
+        rng = np.random.default_rng(20261128 + seed)
+        reference = draw(rng, REFERENCE)
+        edges = quantile_edges(reference, DEFAULT_BINS)
+        ref_shares = bin_proportions(reference, edges)
+        threshold = calibrate_psi_threshold(reference, WINDOW, FEATURES, FALSE_ALARM, N_BOOT,
+                                            seed=seed, bins=DEFAULT_BINS)
+        values = np.concatenate([
+            psi_max_many(ref_shares, edges, draw(rng, 250 * WINDOW).reshape(250, WINDOW, -1))
+            for _ in range(N_WINDOWS // 250)])
+        if seed == 0:  # the vectorised PSI is the public one
+            for w in range(3):
+                window = draw(np.random.default_rng(w), WINDOW)
+                exact = psi_from_proportions(ref_shares, bin_proportions(window, edges)).max()
+                assert np.isclose(psi_max_many(ref_shares, edges, window[None])[0], exact)
+        assert_rate(f"PSI-max, reference {seed}", int(np.sum(values > threshold)), threshold)
+
+
+def _js_alarm_rates(seed: int, name: str) -> None:
     n_classes = len(CLASS_P)
-    reference = rng.choice(n_classes, p=CLASS_P, size=REFERENCE)
-    # as _ClassWindows: n_classes from the reference's max, seed shared with the monitor's
-    threshold = calibrate_js_threshold(reference, WINDOW, int(reference.max()) + 1,
-                                       FALSE_ALARM, N_BOOT, 7)
-    windows = rng.choice(n_classes, p=CLASS_P, size=(N_WINDOWS, WINDOW))
-    values = np.empty(N_WINDOWS)
-    for i, window in enumerate(windows):
-        n = max(int(reference.max()), int(window.max())) + 1
-        values[i] = js_divergence(distribution(reference, n), distribution(window, n))
-    alarms = int(np.sum(values > threshold))
-    rate, bound = alarms / N_WINDOWS, upper_bound(alarms, N_WINDOWS)
-    print(f"\n{name}: threshold {threshold:.5f}, alarms {alarms}/{N_WINDOWS} = {rate:.4%}, "
-          f"95% upper bound {bound:.4%}")
-    assert rate <= 0.01
-    assert bound < 0.02
+    for r in range(JS_REFERENCES):
+        rng = np.random.default_rng(seed + r)
+        reference = rng.choice(n_classes, p=CLASS_P, size=REFERENCE)
+        # as _ClassWindows: n_classes from the reference's max
+        threshold = calibrate_js_threshold(reference, WINDOW, int(reference.max()) + 1,
+                                           FALSE_ALARM, N_BOOT, seed=r)
+        windows = rng.choice(n_classes, p=CLASS_P, size=(N_WINDOWS, WINDOW))
+        values = np.empty(N_WINDOWS)
+        for i, window in enumerate(windows):
+            n = max(int(reference.max()), int(window.max())) + 1
+            values[i] = js_divergence(distribution(reference, n), distribution(window, n))
+        assert_rate(f"{name}, reference {r}", int(np.sum(values > threshold)), threshold)
 
 
-def test_prediction_js_alarm_rate_on_a_stationary_stream_is_at_most_one_percent() -> None:
-    _js_alarm_rate(101, "prediction JS")
+def test_prediction_js_alarm_rate_on_a_stationary_stream_is_at_most_one_percent_per_reference() -> None:
+    _js_alarm_rates(101, "prediction JS")
 
 
-def test_label_js_alarm_rate_on_a_stationary_stream_is_at_most_one_percent() -> None:
-    _js_alarm_rate(202, "label JS")
+def test_label_js_alarm_rate_on_a_stationary_stream_is_at_most_one_percent_per_reference() -> None:
+    _js_alarm_rates(202, "label JS")
 
 
 def test_half_std_shift_of_one_feature_alarms_within_two_windows() -> None:

@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 
 from models.drift_stats import (
+    DEFAULT_BINS,
+    _psi_max_of_windows,
+    _tolerance_level,
+    bin_proportions,
     calibrate_js_threshold,
     calibrate_psi_threshold,
     distribution,
     js_divergence,
+    js_divergence_rows,
     psi,
+    quantile_edges,
 )
 
 
@@ -90,3 +96,37 @@ def test_calibrated_js_threshold_holds_its_false_alarm_rate() -> None:
     assert alarms / trials <= 0.05 + 0.05
     swapped = distribution(rng.choice(3, 300, p=probs[::-1]), 3)
     assert js_divergence(ref_dist, swapped) > threshold
+
+
+def test_vectorised_js_rows_equal_the_scalar_divergence() -> None:
+    rng = np.random.default_rng(8)
+    p = distribution(rng.choice(4, size=200, p=[0.4, 0.3, 0.2, 0.1]), 4)
+    windows = rng.multinomial(50, [0.1, 0.2, 0.3, 0.4], size=30)
+    windows[0] = [50, 0, 0, 0]  # zero bins on one side only
+    expected = [js_divergence(p, w.astype(float)) for w in windows]
+    assert js_divergence_rows(p, windows) == pytest.approx(expected, abs=1e-12)
+
+
+def test_vectorised_psi_max_of_resampled_windows_equals_psi() -> None:
+    rng = np.random.default_rng(9)
+    sample = np.concatenate([rng.normal(size=(300, 3)), rng.choice([0.0, 1.0], size=(300, 1))], 1)
+    reference = rng.normal(size=(400, 4))
+    reference[:, 3] = rng.choice([0.0, 1.0], size=400)  # a feature with 2 bins, not 10
+    edges = quantile_edges(reference)
+    bin_of_row = np.stack([np.searchsorted(e, sample[:, j], side="left")
+                           for j, e in enumerate(edges)], axis=1)
+    rows = rng.integers(0, len(sample), (5, 120))
+    got = _psi_max_of_windows(bin_proportions(reference, edges), bin_of_row, rows, DEFAULT_BINS)
+    expected = [psi(reference, sample[r]).max() for r in rows]
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_tolerance_level_is_the_confidence_quantile_of_the_levels_each_reference_needs() -> None:
+    # row r: windows' statistic uniform on 0..100·(r+1); its 0.99 quantile is 99·(r+1)
+    draws = np.stack([np.arange(101) * (r + 1) for r in range(10)]).astype(float)
+    assert _tolerance_level(draws, 0.01, 0.5) == 99 * 6  # position 4.5 of 0..9, rounded up
+    assert _tolerance_level(draws, 0.01, 0.95) == 99 * 10
+    reference = np.random.default_rng(10).normal(size=(600, 3))
+    loose = calibrate_psi_threshold(reference, 200, 3, 0.01, n_boot=100, seed=1, confidence=0.5)
+    strict = calibrate_psi_threshold(reference, 200, 3, 0.01, n_boot=100, seed=1, confidence=0.99)
+    assert strict > loose

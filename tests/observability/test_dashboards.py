@@ -1,7 +1,10 @@
-"""The Grafana dashboards in deploy/ against a real Prometheus: `python -m service run` serves
-some predict and feedback traffic, a `prometheus` binary scrapes it through a copy of
-deploy/prometheus.yml pointed at the test's ports, and every panel query of every dashboard
-must answer with data. Also: the dashboards parse, carry the `model` variable, use the
+"""The Grafana dashboards in deploy/ against a real Prometheus. `python -m service run` gets a
+stream with a covariate shift (half the features move) and later a label swap, while a
+`prometheus` binary scrapes it through a copy of deploy/prometheus.yml pointed at the test's
+ports. Through Prometheus's HTTP API: PSI-max stays under its calibrated level before the shift
+and crosses it after; the concept-drift counter stays 0 until the swap and then rises; at the
+end every panel query of every dashboard answers with finite data, and the panels that show a
+/v1/stats figure agree with it. Also: the dashboards parse, carry the `model` variable, use the
 provisioned datasource and only DESIGN §7 metric names.
 
 `prometheus` (the Debian package) is installed by .ci/run; without it this test fails."""
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import re
@@ -48,10 +52,8 @@ GAUGES = {"mnemo_model_version", "mnemo_learner_loss", "mnemo_learner_penalty",
 HISTOGRAMS = {"mnemo_predict_latency_seconds", "mnemo_predict_batch_size",
               "mnemo_update_freshness_seconds"}
 SECTION_7 = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
-# Being added to the learner: a query over one of these may come back empty only while the
-# learner does not export it yet.
-DRIFT_GAUGES = ("mnemo_drift_psi", "mnemo_drift_psi_max", "mnemo_drift_prediction_js",
-                "mnemo_drift_label_js")
+DIM, SHIFTED = 8, slice(4, 8)  # the covariate shift moves half the features by 1 std
+ROWS = 8  # rows per predict request: the API samples up to 8 rows of each into the drift stream
 
 
 @dataclass(frozen=True)
@@ -188,110 +190,208 @@ def stop_group(popen: subprocess.Popen[bytes]) -> None:
     popen.wait()
 
 
-def drive_traffic(api: httpx.Client) -> int:
-    """Tagged predictions, then feedback by prediction id (a learnable rule: label a iff
-    x0 > 0), plus a few refused requests (client_error). Enough of it (> 1,500 labels and
-    sampled inputs) to fill the drift monitor's reference and current windows."""
-    rng = random.Random(7)
-    sent = 0
-    for round_ in range(16):
-        tag = TAGS[round_ % 2]
-        rows = [[rng.uniform(-1, 1) for _ in range(4)] for _ in range(100)]
-        answer = api.post("/v1/predict", json={"inputs": rows, "tag": tag})
-        assert answer.status_code == 200, answer.text
-        items = [{"prediction_id": p["id"], "label": "a" if row[0] > 0 else "b"}
-                 for p, row in zip(answer.json()["predictions"], rows, strict=True)]
-        fed = api.post("/v1/feedback", json={"items": items})
+class Prom:
+    """Instant queries against the test's Prometheus."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        body = self.client.get("/api/v1/query", params={"query": expr}).json()
+        assert body["status"] == "success", (expr, body)
+        return body["data"]["result"]
+
+    def value(self, expr: str) -> float:
+        result = self.query(expr)
+        assert len(result) == 1, (expr, result)
+        return float(result[0]["value"][1])
+
+    def by_label(self, expr: str, label: str) -> dict[str, float]:
+        return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr)}
+
+
+class Stream:
+    """Tagged predict requests of ROWS rows and feedback for each row by prediction id. The
+    label is "a" iff x0 > 0 (x0 never moves); `shift` moves features 4–7 by one std, `swap`
+    exchanges the labels. Feedback goes in batches of 64."""
+
+    def __init__(self, api: httpx.Client) -> None:
+        self.api, self.rng, self.sent, self.requests = api, random.Random(7), 0, 0
+
+    def send(self, requests: int, shift: bool = False, swap: bool = False) -> None:
+        items: list[dict[str, str]] = []
+        for _ in range(requests):
+            rows = [[self.rng.gauss(0.0, 1.0) + (1.0 if shift and SHIFTED.start <= j else 0.0)
+                     for j in range(DIM)] for _ in range(ROWS)]
+            tag = TAGS[self.requests % 2]
+            self.requests += 1
+            answer = self.api.post("/v1/predict", json={"inputs": rows, "tag": tag})
+            assert answer.status_code == 200, answer.text
+            for prediction, row in zip(answer.json()["predictions"], rows, strict=True):
+                items.append({"prediction_id": prediction["id"],
+                              "label": "a" if (row[0] > 0) != swap else "b"})
+            if len(items) >= 64:
+                self._feedback(items)
+                items = []
+        if items:
+            self._feedback(items)
+
+    def _feedback(self, items: list[dict[str, str]]) -> None:
+        fed = self.api.post("/v1/feedback", json={"items": items})
         assert fed.status_code == 202, fed.text
-        sent += len(items)
-        for i in range(12):  # small requests: latency samples, small batches, drift samples
-            small = api.post("/v1/predict", json={"inputs": rows[i * 8:(i + 1) * 8], "tag": tag})
-            assert small.status_code == 200, small.text
-        time.sleep(0.1)  # spread over a few scrapes; the learner publishes between rounds
-    for _ in range(3):
-        assert api.post("/v1/predict", json={"inputs": [[1.0, 2.0]]}).status_code == 422
-    return sent
+        self.sent += len(items)
 
 
-def test_every_dashboard_query_returns_data(tmp_path: Path, procs: Procs) -> None:
+# Panels that show a /v1/stats figure: (dashboard uid, panel title, refId) → how to read the
+# figure from the stats JSON, and the tolerance (0.01 for accuracies; the others are the
+# same number on both sides).
+def _tags(stats: dict[str, Any], field: str) -> dict[str, float]:
+    return {tag: entry[field] for tag, entry in (stats["tags"] or {}).items()}
+
+
+STATS_PANELS: dict[tuple[str, str, str], tuple[Any, float]] = {
+    ("mnemo-learning", "Prequential and balanced accuracy", "A"):
+        (lambda s: s["prequential_accuracy"], 0.01),
+    ("mnemo-learning", "Prequential and balanced accuracy", "B"):
+        (lambda s: s["balanced_accuracy"], 0.01),
+    ("mnemo-learning", "Holdout accuracy by tag", "A"): (lambda s: _tags(s, "accuracy"), 0.01),
+    ("mnemo-learning", "Forgetting by tag", "A"): (lambda s: _tags(s, "forgetting"), 0.01),
+    ("mnemo-learning", "Feedback lag", "A"): (lambda s: s["feedback_lag"], 0.0),
+    ("mnemo-learning", "Replay reservoir size", "A"): (lambda s: s["reservoir_size"], 0.0),
+    ("mnemo-drift", "PSI, max over features", "A"): (lambda s: s["drift"]["psi_max"], 1e-9),
+    ("mnemo-drift", "Prediction and label drift (JS divergence)", "A"):
+        (lambda s: s["drift"]["prediction_js"], 1e-9),
+    ("mnemo-drift", "Prediction and label drift (JS divergence)", "B"):
+        (lambda s: s["drift"]["label_js"], 1e-9),
+    ("mnemo-service", "Served version per process", "A"): (lambda s: s["model_version"], 0.0),
+}
+
+
+def panel_targets() -> dict[tuple[str, str, str], str]:
+    return {(d["uid"], panel["title"], t["refId"]): t["expr"]
+            for d in load_dashboards().values() for panel in d["panels"]
+            for t in panel.get("targets", [])}
+
+
+def test_dashboards_follow_a_covariate_shift_and_a_label_swap(tmp_path: Path, procs: Procs) -> None:
     prometheus_binary()  # before starting anything
     config, prom_port = tmp_path / "prometheus.yml", free_port()
     api_port, learner_port = free_port(), free_port()
     env = base_env(data_dir=tmp_path / "data", port=api_port, learner_metrics_port=learner_port,
-                   model_name=MODEL, input_dim=4, labels="a,b", publish_every_seconds=1,
+                   model_name=MODEL, input_dim=DIM, labels="a,b", publish_every_seconds=1,
                    holdout_fraction=0.5, log_level="WARNING")
     service = procs.start("run", ["run"], env)
     config.write_text(prometheus_config(api_port, learner_port))
-    prom = start_prometheus(config, prom_port, tmp_path)
-    prom_url = f"http://127.0.0.1:{prom_port}"
+    prom_proc = start_prometheus(config, prom_port, tmp_path)
+    targets = panel_targets()
+    assert set(STATS_PANELS) <= set(targets), set(STATS_PANELS) - set(targets)
 
     def diagnose() -> str:
         log = (tmp_path / "prometheus.log").read_text(errors="replace")[-3000:]
-        return f"{procs.logs()}\n--- prometheus (exit {prom.poll()}) ---\n{log}"
+        return f"{procs.logs()}\n--- prometheus (exit {prom_proc.poll()}) ---\n{log}"
 
     with contextlib.ExitStack() as stack:
-        stack.callback(stop_group, prom)
-        api = httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=10)
-        stack.callback(api.close)
+        stack.callback(stop_group, prom_proc)
+        api = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30))
+        prom = Prom(stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{prom_port}",
+                                                     timeout=10)))
         wait_for(lambda: service.popen.poll() is None
                  and api.get("/readyz").status_code == 200, 60, "the API ready", diagnose, 0.2)
 
-        with httpx.Client(base_url=prom_url, timeout=10) as client:
-            def targets_up() -> bool:
-                assert prom.poll() is None, "prometheus exited"
-                active = client.get("/api/v1/targets").json()["data"]["activeTargets"]
-                health = {t["labels"]["job"]: t["health"] for t in active}
-                return health == {"api": "up", "learner": "up"}
+        def targets_up() -> bool:
+            assert prom_proc.poll() is None, "prometheus exited"
+            active = prom.client.get("/api/v1/targets").json()["data"]["activeTargets"]
+            return {t["labels"]["job"]: t["health"] for t in active} == {"api": "up", "learner": "up"}
 
-            wait_for(targets_up, 30, "both Prometheus targets up", diagnose, 0.2)
-            # Traffic while Prometheus scrapes, so that rates and quantiles see it.
-            sent = drive_traffic(api)
-            wait_for(lambda: api.get("/v1/stats").json()["samples_seen"] >= sent, 30,
-                     "the learner to process the feedback", diagnose, 0.2)
+        wait_for(targets_up, 30, "both Prometheus targets up", diagnose, 0.2)
+        stream = Stream(api)
+        drift_events = f'mnemo_concept_drift_events_total{{model="{MODEL}"}}'
+        psi_panel = substitute(targets[("mnemo-drift", "PSI, max over features", "A")])
 
-            def query(expr: str) -> list[dict[str, Any]]:
-                body = client.get("/api/v1/query", params={"query": expr}).json()
-                assert body["status"] == "success", (expr, body)
-                return body["data"]["result"]
+        def settled() -> dict[str, Any]:
+            """/v1/stats once the learner has processed everything sent and its stats stopped
+            moving, after Prometheus has scraped the learner since."""
+            def stable() -> dict[str, Any] | None:
+                first = api.get("/v1/stats").json()
+                if first["samples_seen"] < stream.sent or first["feedback_lag"]:
+                    return None
+                time.sleep(2.5)  # > the learner's 1 s stats period
+                return first if api.get("/v1/stats").json() == first else None
 
-            # The per-tag gauges appear once the learner has evaluated a publish on the holdout.
-            wait_for(lambda: query(f'mnemo_accuracy{{model="{MODEL}"}}'), 30,
-                     "mnemo_accuracy scraped", diagnose, 0.2)
-            values = client.get("/api/v1/label/model/values",
-                                params={"match[]": "mnemo_model_version"}).json()
-            assert values["data"] == [MODEL], values  # the `model` variable's options
+            stats = wait_for(stable, 90, "the learner to settle", diagnose, 0.2)
+            since = time.time()
+            wait_for(lambda: prom.value(f"timestamp({drift_events})") > since + 0.1, 15,
+                     "a learner scrape after the learner settled", diagnose, 0.2)
+            return stats
 
-            learner_text = httpx.get(f"http://127.0.0.1:{learner_port}/metrics").text
-            missing_drift = {name for name in DRIFT_GAUGES  # not declared by the learner yet
-                             if not re.search(rf"^# TYPE {name} ", learner_text, re.MULTILINE)}
+        # 1. Stationary: 1,600 sampled inputs fill the reference (1,000) and the window (500).
+        stream.send(200)
+        before = settled()
+        level = before["drift"]["psi_threshold"]
+        assert level is not None and before["drift"]["psi_max"] is not None, before["drift"]
+        assert prom.value(psi_panel) == pytest.approx(before["drift"]["psi_max"], rel=1e-9)
+        assert prom.value(psi_panel) < level, (prom.value(psi_panel), level)
+        assert prom.value(drift_events) == 0 and before["drift"]["concept_drift_events"] == 0
 
-            dashboards = load_dashboards()
-            queries = [q for d in dashboards.values() for q in panel_queries(d)]
-            assert len(queries) >= 25, len(queries)
-            # Data: at least one series, and no NaN (a quantile or ratio over no traffic).
-            def has_data(expr: str) -> bool:
-                result = query(expr)
-                return bool(result) and all(r["value"][1] != "NaN" for r in result)
+        # 2. Covariate shift: 560 rows with half the features moved; the label rule is unchanged.
+        stream.send(70, shift=True)
+        shifted = settled()
+        assert shifted["drift"]["psi_threshold"] == level  # same reference, same level
+        assert prom.value(psi_panel) == pytest.approx(shifted["drift"]["psi_max"], rel=1e-9)
+        assert prom.value(psi_panel) > level, (prom.value(psi_panel), level)
+        top = prom.by_label(substitute(targets[("mnemo-drift", "PSI, top features", "A")]),
+                            "feature")
+        moved = {str(j) for j in range(SHIFTED.start, SHIFTED.stop)}
+        assert set(sorted(top, key=top.__getitem__, reverse=True)[:4]) == moved, top
+        assert prom.value(drift_events) == 0 and shifted["drift"]["concept_drift_events"] == 0
+        print(f"\nPSI-max level {level:.4f}: {before['drift']['psi_max']:.4f} before the shift, "
+              f"{shifted['drift']['psi_max']:.4f} after; top features {top}")
 
-            empty: dict[str, str] = {}
-            deadline = time.monotonic() + 20  # rate() over fresh series needs a few scrapes
-            pending = list(queries)
-            while pending:
-                still = []
-                for q in pending:
-                    if not has_data(substitute(q.expr)):
-                        still.append(q)
-                pending = [q for q in still if not metric_names(q.expr) & missing_drift]
-                empty = {q.where: q.expr for q in pending}
-                if not pending or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
-            assert not empty, f"panel queries without data (empty or NaN): {json.dumps(empty, indent=1)}"
+        # 3. Label swap (still shifted): the concept-drift detector fires.
+        for _ in range(20):
+            stream.send(10, shift=True, swap=True)
+            if api.get("/v1/stats").json()["drift"]["concept_drift_events"]:
+                break
+        wait_for(lambda: prom.value(drift_events) > 0, 30, "the drift counter scraped", diagnose,
+                 0.2)
+        # ...and goes on until the drift monitor's rebuilt reference (1,000 sampled inputs) and
+        # window (500) are full again.
+        stream.send(200, shift=True, swap=True)
+        for _ in range(3):
+            assert api.post("/v1/predict", json={"inputs": [[1.0, 2.0]]}).status_code == 422
+        final = settled()
+        assert final["drift"]["concept_drift_events"] >= 1
+        assert prom.value(drift_events) == final["drift"]["concept_drift_events"]
+        # The learner rebuilt the drift references after the event, from shifted inputs: a
+        # new level, and the shift is the new normal.
+        assert final["drift"]["psi_max"] is not None, final["drift"]
+        assert final["drift"]["psi_threshold"] != level
+        assert final["drift"]["psi_max"] < final["drift"]["psi_threshold"], final["drift"]
+        print(f"after the swap ({stream.sent} labels): {final['drift']}; "
+              f"prequential {final['prequential_accuracy']}, tags {final['tags']}")
 
-            # The concept-drift annotation: valid PromQL; its series exists (no event yet, so
-            # the `> 0` filter itself may leave nothing).
-            for d in dashboards.values():
-                for q in annotation_queries(d):
-                    query(substitute(q.expr))
-                    inner = re.sub(r"\s*>\s*0\s*$", "", q.expr)
-                    assert query(substitute(inner)), f"{q.where}: no series for {inner}"
+        # Every panel query answers with finite data of a mnemo_* metric...
+        for (uid, title, ref), expr in targets.items():
+            result = prom.query(substitute(expr))
+            assert result, f"{uid} / {title} / {ref}: no series for {expr}"
+            values = [float(r["value"][1]) for r in result]
+            assert all(math.isfinite(v) for v in values), (uid, title, ref, values)
+        # ...the panels that show a /v1/stats figure agree with it...
+        for key, (read, tolerance) in STATS_PANELS.items():
+            expected = read(final)
+            expr = substitute(targets[key])
+            if isinstance(expected, dict):
+                got = prom.by_label(expr, "tag")
+                assert set(got) == set(expected), (key, got, expected)
+                for tag, value in expected.items():
+                    assert got[tag] == pytest.approx(value, abs=tolerance), (key, tag, got, expected)
+            else:
+                assert expected is not None, key
+                assert prom.value(expr) == pytest.approx(expected, abs=tolerance), (key, expected)
+        # ...the `model` variable lists the model, and the concept-drift annotation fires.
+        values = prom.client.get("/api/v1/label/model/values",
+                                 params={"match[]": "mnemo_model_version"}).json()
+        assert values["data"] == [MODEL], values
+        drift = next(d for d in load_dashboards().values() if d["uid"] == "mnemo-drift")
+        (annotation,) = annotation_queries(drift)
+        assert prom.query(substitute(annotation.expr).replace(f"[{RATE_INTERVAL}]", "[10m]"))
