@@ -28,6 +28,7 @@ V1_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/versions/0", None),
     ("GET", "/v1/versions/0/weights", None),
     ("GET", "/v1/stats", None),
+    ("GET", "/v1/stats/history", None),
 ]
 OPEN_ROUTES = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
 ADMIN_ROUTES: list[tuple[str, dict[str, Any] | None]] = [
