@@ -13,7 +13,7 @@ from redis.asyncio.client import Pipeline
 from service.store.keys import Keys
 
 MAX_ENTRIES = 5000  # a publish every 5 s fills it in ~7 h; a minute tick alone in ~3.5 days
-MAX_READ = 2000  # most entries one read returns (GET /v1/stats/history?limit=)
+MAX_READ = 2000  # most entries one GET /v1/stats/history returns (?limit=)
 
 
 def queue_append(pipe: Pipeline, keys: Keys, entry: dict[str, Any]) -> None:
@@ -23,9 +23,9 @@ def queue_append(pipe: Pipeline, keys: Keys, entry: dict[str, Any]) -> None:
 
 
 async def read_history(redis: Redis, keys: Keys, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` entries (at most MAX_READ), oldest first, each with its `time`
-    in Unix milliseconds (from the stream id)."""
-    raw = await redis.xrevrange(keys.stats_history, count=min(limit, MAX_READ))
+    """The newest `limit` entries, oldest first, each with its `time` in Unix milliseconds
+    (from the stream id)."""
+    raw = await redis.xrevrange(keys.stats_history, count=limit)
     return [_decode(sid, fields) for sid, fields in reversed(raw)]
 
 

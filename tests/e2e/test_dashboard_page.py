@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from service.report import chart_series
 from tests.conftest import free_port
 from tests.e2e.browser import Browser
 from tests.e2e.procs import Procs, base_env, wait_for
@@ -161,3 +164,13 @@ def test_live_page_plots_what_the_api_says(tmp_path: Path, procs: Procs, token: 
             assert fed.status_code == 202, fed.text
             wait_for(lambda: page.evaluate("window.__mnemo.stats.samples_seen") == before + 2,
                      60, "the page to refresh itself", procs.logs, 0.3)
+
+        # The PNG report reads the same history from the running API (token from the env).
+        out, data = tmp_path / "report.png", tmp_path / "report.json"
+        done = subprocess.run([sys.executable, "-m", "service", "report", "--url", url, "--out",
+                               str(out), "--data", str(data)], env=base_env(**settings),
+                              capture_output=True, text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stderr
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        history = api.get("/v1/stats/history", params={"limit": 2000}).json()["entries"]
+        assert json.loads(data.read_text())["series"] == chart_series(history)
