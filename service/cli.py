@@ -1,4 +1,5 @@
-"""`python -m service` / `mnemo`: run (everything), serve (API), learn (learner), replay (CSV)."""
+"""`python -m service` / `mnemo`: run (everything), serve (API), learn (learner), replay (CSV),
+report (PNG charts)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
 
     replay = sub.add_parser("replay", help="stream a CSV through predict, then feedback")
     replay_client.add_arguments(replay)
+    from service import report
+
+    report.add_arguments(sub.add_parser("report", help="the live page's charts as a PNG, "
+                                        "from the learner's history stream"))
     sub.add_parser("bench", add_help=False,
                    help="continual-learning benchmark (`mnemo bench --help` for its options)")
     return parser
@@ -113,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mnemo: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, args.command)
+    if args.command == "report":
+        from service import report
+
+        return report.main(args, settings)
     if args.command in ("serve", "learn") and settings.redis_url is None:
         print(f"mnemo {args.command}: MNEMO_REDIS_URL is required (two processes cannot share "
               "a private embedded server; use `run`)", file=sys.stderr)

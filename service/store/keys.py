@@ -117,6 +117,10 @@ class Keys:
         return f"{self.base}:learner:stats"
 
     @property
+    def stats_history(self) -> str:  # capped stream of learner statistics over time (JSON)
+        return f"{self.base}:learner:history"
+
+    @property
     def control(self) -> str:  # hash: learning paused/running
         return f"{self.base}:learner:control"
 

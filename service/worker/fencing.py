@@ -3,10 +3,11 @@ change anything another learner now owns."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError, WatchError
 
 from service.store.keys import Keys
@@ -32,12 +33,19 @@ async def fenced_hset(redis: Redis, keys: Keys, token: int | None, key: str,
                       mapping: dict[str, Any]) -> None:
     """HSET only while `token` is still the fencing token, atomically (WATCH): e.g. a stale
     learner must not overwrite the live one's `processed`, which drives lag and shedding."""
+    await fenced_write(redis, keys, token, lambda pipe: pipe.hset(key, mapping=mapping))
+
+
+async def fenced_write(redis: Redis, keys: Keys, token: int | None,
+                       queue: Callable[[Pipeline], object]) -> None:
+    """Run the commands `queue` puts on the transaction only while `token` is still the
+    fencing token, atomically (WATCH)."""
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.fence)
         if await pipe.get(keys.fence) != str(token).encode():
             raise Fenced("this learner no longer holds the lease")
         pipe.multi()
-        pipe.hset(key, mapping=mapping)
+        queue(pipe)
         try:
             await pipe.execute()
         except WatchError:  # the fence moved between the check and the write

@@ -89,6 +89,7 @@ class LearnerService(SampleRemoval, Reporting):
         self.since_consolidation = 0
         self.last_publish = time.monotonic()
         self.last_stats = 0.0
+        self.last_history: float | None = None
         self.last_loss: float | None = None
         self.last_penalty: float | None = None
         self.learning = "running"
@@ -313,7 +314,7 @@ class LearnerService(SampleRemoval, Reporting):
             raise
         self.metrics.publish[outcome].inc()
         self._evaluate_tags()
-        await self._write_stats()
+        await self._write_stats(published=True)
 
     async def _publish_candidate(self) -> str:
         """Gate, publish and commit a candidate; returns the publish metric's outcome."""

@@ -1,6 +1,6 @@
-"""What the learner reports: the stats JSON behind /v1/stats (fenced, with `processed`),
-the Prometheus gauges, and the drift-sample reads that feed the drift statistics. Mixed into
-LearnerService, whose state it uses."""
+"""What the learner reports: the stats JSON behind /v1/stats (fenced, with `processed`), its
+history stream, the Prometheus gauges, and the drift-sample reads that feed the drift
+statistics. Mixed into LearnerService, whose state it uses."""
 
 from __future__ import annotations
 
@@ -9,12 +9,37 @@ import json
 import time
 from typing import Any
 
+from redis.asyncio.client import Pipeline
+
+from service.store.history import queue_append
 from service.store.predictions import read_drift_samples
-from service.worker.fencing import fenced_hset
+from service.worker.fencing import fenced_write
+
+HISTORY_EVERY_SECONDS = 60.0  # besides an entry per publish (DESIGN §5)
+
+
+def history_entry(stats: dict[str, Any], samples_seen: int, lag: int, event: str) -> dict[str, Any]:
+    """One history-stream entry: what the live page and the PNG report plot, in the names
+    and shape of /v1/stats."""
+    drift = stats["drift"]
+    return {
+        "event": event,
+        "model_version": stats["model_version"],
+        "samples_seen": samples_seen,
+        "feedback_lag": lag,
+        "prequential_accuracy": stats["prequential_accuracy"],
+        "balanced_accuracy": stats["balanced_accuracy"],
+        "tags": stats["tags"],
+        "drift": {name: drift.get(name) for name in
+                  ("psi_max", "prediction_js", "label_js", "concept_drift_events")},
+        "loss": stats["loss"],
+    }
 
 
 class Reporting:
-    async def _write_stats(self) -> None:
+    async def _write_stats(self, published: bool = False) -> None:
+        """The stats hash (every call), a history entry (after a publish, and once a minute),
+        then the gauges."""
         recalls = self.window.recall_by_class()
         stats = {
             "model_version": self.served_version,
@@ -28,18 +53,25 @@ class Reporting:
             "loss": self.last_loss,
             "penalty": self.last_penalty,
         }
-        # What StatsStore.write stores, behind the fence check.
-        await fenced_hset(self.redis, self.keys, self.lease.token, self.keys.learner_stats,
-                                {"stats": json.dumps(stats), "processed": self.samples_seen})
-        self.last_stats = time.monotonic()
-        await self._update_gauges(stats)
-
-    async def _update_gauges(self, stats: dict[str, Any]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(self.keys.counters, "accepted", "purged")
         pipe.hlen(self.keys.reservoir)
         (accepted, purged), reservoir = await pipe.execute()
         lag = max(0, int(accepted or 0) - int(purged or 0) - self.samples_seen)  # as /v1/stats
+        now = time.monotonic()
+        entry = None
+        if published or self.last_history is None or now - self.last_history >= HISTORY_EVERY_SECONDS:
+            entry = history_entry(stats, self.samples_seen, lag, "publish" if published else "tick")
+            self.last_history = now
+
+        def queue(tx: Pipeline) -> None:  # what StatsStore.write stores, + history, fenced
+            tx.hset(self.keys.learner_stats,
+                    mapping={"stats": json.dumps(stats), "processed": self.samples_seen})
+            if entry is not None:
+                queue_append(tx, self.keys, entry)
+
+        await fenced_write(self.redis, self.keys, self.lease.token, queue)
+        self.last_stats = now
         self.metrics.observe_stats(stats, lag, int(reservoir))
         self.metrics.observe_drift(stats["drift"], self.drift.feature_psi)
 

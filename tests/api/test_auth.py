@@ -28,8 +28,9 @@ V1_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/versions/0", None),
     ("GET", "/v1/versions/0/weights", None),
     ("GET", "/v1/stats", None),
+    ("GET", "/v1/stats/history", None),
 ]
-OPEN_ROUTES = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"]
+OPEN_ROUTES = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/dashboard"]
 ADMIN_ROUTES: list[tuple[str, dict[str, Any] | None]] = [
     ("/v1/versions/0/activate", None),
     ("/v1/golden", {"items": [{"inputs": ROW, "label": "setosa"}]}),

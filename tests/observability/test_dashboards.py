@@ -15,7 +15,6 @@ import contextlib
 import json
 import math
 import os
-import random
 import re
 import shutil
 import signal
@@ -28,16 +27,17 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import free_port
 from tests.e2e.procs import Procs, base_env, wait_for
+from tests.e2e.traffic import DIM, SHIFTED, Stream
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 MODEL = "obs-test"
-TAGS = ("t1", "t2")
 RATE_INTERVAL, INTERVAL = "1m", "5s"  # what Grafana would pick at a 1 s scrape, with margin
 
 # DESIGN §7, fixed names; histograms expand to their series below.
@@ -52,8 +52,6 @@ GAUGES = {"mnemo_model_version", "mnemo_learner_loss", "mnemo_learner_penalty",
 HISTOGRAMS = {"mnemo_predict_latency_seconds", "mnemo_predict_batch_size",
               "mnemo_update_freshness_seconds"}
 SECTION_7 = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
-DIM, SHIFTED = 8, slice(4, 8)  # the covariate shift moves half the features by 1 std
-ROWS = 8  # rows per predict request: the API samples up to 8 rows of each into the drift stream
 
 
 @dataclass(frozen=True)
@@ -141,15 +139,17 @@ def test_prometheus_config_is_valid() -> None:
 # ---- against a real Prometheus ---------------------------------------------------------------
 
 def prometheus_config(api_port: int, learner_port: int) -> str:
-    text = (DEPLOY / "prometheus.yml").read_text()
-    for old, new in (('"api:8000"', f'"127.0.0.1:{api_port}"'),
-                     ('"learner:9101"', f'"127.0.0.1:{learner_port}"'),
-                     ("scrape_interval: 5s", "scrape_interval: 1s"),
-                     ("evaluation_interval: 5s", "evaluation_interval: 1s"),
-                     ("scrape_timeout: 4s", "scrape_timeout: 1s")):
-        assert text.count(old) == 1, f"deploy/prometheus.yml: expected one {old!r} to rewrite"
-        text = text.replace(old, new)
-    return text
+    """deploy/prometheus.yml with each job's targets replaced by the test's ports (the `api`
+    job discovers compose replicas by DNS there) and a 1 s scrape."""
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"api", "learner"}, set(jobs)
+    for name, port in (("api", api_port), ("learner", learner_port)):
+        for discovery in [k for k in jobs[name] if k.endswith("_sd_configs") or k == "static_configs"]:
+            del jobs[name][discovery]
+        jobs[name]["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
+    return yaml.safe_dump(config)
 
 
 @pytest.fixture
@@ -208,38 +208,6 @@ class Prom:
 
     def by_label(self, expr: str, label: str) -> dict[str, float]:
         return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr)}
-
-
-class Stream:
-    """Tagged predict requests of ROWS rows and feedback for each row by prediction id. The
-    label is "a" iff x0 > 0 (x0 never moves); `shift` moves features 4–7 by one std, `swap`
-    exchanges the labels. Feedback goes in batches of 64."""
-
-    def __init__(self, api: httpx.Client) -> None:
-        self.api, self.rng, self.sent, self.requests = api, random.Random(7), 0, 0
-
-    def send(self, requests: int, shift: bool = False, swap: bool = False) -> None:
-        items: list[dict[str, str]] = []
-        for _ in range(requests):
-            rows = [[self.rng.gauss(0.0, 1.0) + (1.0 if shift and SHIFTED.start <= j else 0.0)
-                     for j in range(DIM)] for _ in range(ROWS)]
-            tag = TAGS[self.requests % 2]
-            self.requests += 1
-            answer = self.api.post("/v1/predict", json={"inputs": rows, "tag": tag})
-            assert answer.status_code == 200, answer.text
-            for prediction, row in zip(answer.json()["predictions"], rows, strict=True):
-                items.append({"prediction_id": prediction["id"],
-                              "label": "a" if (row[0] > 0) != swap else "b"})
-            if len(items) >= 64:
-                self._feedback(items)
-                items = []
-        if items:
-            self._feedback(items)
-
-    def _feedback(self, items: list[dict[str, str]]) -> None:
-        fed = self.api.post("/v1/feedback", json={"items": items})
-        assert fed.status_code == 202, fed.text
-        self.sent += len(items)
 
 
 # Panels that show a /v1/stats figure: (dashboard uid, panel title, refId) → how to read the

@@ -1,12 +1,14 @@
-"""GET /v1/stats: the learner's state; fields nothing computes yet are null, never invented."""
+"""GET /v1/stats: the learner's state; fields nothing computes yet are null, never invented.
+GET /v1/stats/history: the same statistics over time (the live page's and report's data)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from service.api.deps import Ctx
+from service.store.history import MAX_READ, read_history
 
 router = APIRouter()
 
@@ -33,3 +35,11 @@ async def stats(ctx: Ctx) -> dict[str, Any]:
         # The operator's switch is the truth even before the learner has noticed it.
         "learning": "paused" if snapshot.paused else learner.get("learning"),
     }
+
+
+@router.get("/v1/stats/history")
+async def stats_history(
+    ctx: Ctx, limit: Annotated[int, Query(ge=1, le=MAX_READ, description="newest entries")] = 500,
+) -> dict[str, Any]:
+    """The learner's history stream, oldest first: an entry per publish and per minute."""
+    return {"entries": await read_history(ctx.redis, ctx.keys, limit)}

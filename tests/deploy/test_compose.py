@@ -1,0 +1,272 @@
+"""docker-compose.yml, the Dockerfile and .dockerignore, checked against the repository (no
+Docker engine here): every command they run is a CLI subcommand (run the same way the tests
+start the service), every port is a configuration default, every path they copy or mount
+exists, every MNEMO_* name is a setting, every health endpoint is a route, Prometheus and
+Grafana find what compose names, secrets have no defaults, and the image installs the
+dependencies the tests run with."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from functools import cache
+from importlib.metadata import version
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+from packaging.requirements import Requirement
+from starlette.routing import Match
+
+from service.api import create_app
+from service.config import Settings, known_env_names
+from tests.e2e.procs import ROOT
+
+DEPLOY = ROOT / "deploy"
+MNEMO_SERVICES = ("api", "learner")  # built from the Dockerfile
+DEFAULTS = Settings()
+# A secret is given by the environment or compose refuses to start: ${NAME:?message}.
+REQUIRED = re.compile(r"^\$\{([A-Z_]+):\?[^}]+\}$")
+
+
+@cache
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def services() -> dict[str, Any]:
+    return compose()["services"]
+
+
+@cache
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+            for line in lines if line and not line.startswith("#")]
+
+
+def instructions(name: str) -> list[str]:
+    return [args for kind, args in dockerfile() if kind == name]
+
+
+def index_of(kind: str, needle: str) -> int:
+    return next(i for i, (k, args) in enumerate(dockerfile()) if k == kind and needle in args)
+
+
+def is_route(path: str) -> bool:
+    """Whether the app (built with the default settings) has a GET route for `path`."""
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "headers": []}
+    return any(route.matches(scope)[0] == Match.FULL for route in create_app(DEFAULTS).routes)
+
+
+def health_url(test: list[str]) -> str:
+    """The URL a ["CMD", "python", "-c", "…urlopen('…')…"] (or wget) health check fetches."""
+    found = re.search(r"https?://[^'\" ]+", " ".join(test))
+    assert found, test
+    return found.group(0)
+
+
+# ---- commands --------------------------------------------------------------------------------
+
+def cli_help(subcommand: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "service", subcommand, "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_every_command_is_a_cli_subcommand_started_as_the_tests_start_it() -> None:
+    procs_source = (ROOT / "tests" / "e2e" / "procs.py").read_text()
+    assert '[sys.executable, "-m", "service", *args]' in procs_source  # how e2e tests start it
+    commands = {name: services()[name]["command"] for name in MNEMO_SERVICES}
+    commands["Dockerfile CMD"] = json.loads(instructions("CMD")[-1])
+    assert commands == {"api": ["python", "-m", "service", "serve"],
+                        "learner": ["python", "-m", "service", "learn"],
+                        "Dockerfile CMD": ["python", "-m", "service", "run"]}
+    for name, command in commands.items():
+        assert cli_help(command[-1]).returncode == 0, (name, command)
+    assert cli_help("no-such-role").returncode == 2  # the check can fail
+
+
+# ---- ports, environment, health ---------------------------------------------------------------
+
+def test_ports_are_the_configuration_defaults() -> None:
+    assert (DEFAULTS.port, DEFAULTS.learner_metrics_port) == (8000, 9101)
+    assert instructions("EXPOSE") == [f"{DEFAULTS.port} {DEFAULTS.learner_metrics_port}"]
+    api = services()["api"]
+    replicas = api["deploy"]["replicas"]
+    assert replicas == 2
+    (mapping,) = api["ports"]
+    host, container = mapping.rsplit(":", 1)
+    assert int(container) == DEFAULTS.port
+    first, last = (int(p) for p in host.split("-"))
+    assert last - first + 1 == replicas  # one host port per replica: no collision
+    assert "ports" not in services()["learner"]  # scraped on the compose network only
+    for name, port, path in (("api", DEFAULTS.port, "/readyz"),
+                             ("learner", DEFAULTS.learner_metrics_port, "/metrics")):
+        url = urlparse(health_url(services()[name]["healthcheck"]["test"]))
+        assert (url.port, url.path) == (port, path), name
+
+
+def test_health_endpoints_are_routes_of_the_app() -> None:
+    checked = [urlparse(health_url(services()["api"]["healthcheck"]["test"])).path,
+               urlparse(health_url([instructions("HEALTHCHECK")[-1]])).path]
+    assert checked == ["/readyz", "/healthz"]
+    assert urlparse(health_url([instructions("HEALTHCHECK")[-1]])).port == DEFAULTS.port
+    assert all(is_route(path) for path in checked)
+    assert not is_route("/nowhere")
+    # The learner serves prometheus_client's /metrics, the path Prometheus scrapes too.
+    assert yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"][1][
+        "metrics_path"] == "/metrics"
+
+
+def test_environment_names_are_settings_and_secrets_have_no_defaults() -> None:
+    known = known_env_names()
+    env: dict[str, str] = dict(services()["api"]["environment"])
+    assert env == services()["learner"]["environment"]
+    dockerfile_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(instructions("ENV"))))
+    names = {n for n in [*env, *dockerfile_env] if n.startswith("MNEMO_")}
+    assert names - known == set(), names - known
+    assert {"MNEMO_REDIS_URL", "MNEMO_HOST", "MNEMO_API_TOKEN", "MNEMO_ADMIN_TOKEN"} <= names
+    assert dockerfile_env["MNEMO_HOST"] == "0.0.0.0"  # reachable from other containers
+    assert env["MNEMO_REDIS_URL"] == "redis://redis:6379/0" and "redis" in services()
+    secrets = {"MNEMO_API_TOKEN": env["MNEMO_API_TOKEN"], "MNEMO_ADMIN_TOKEN": env["MNEMO_ADMIN_TOKEN"],
+               "GRAFANA_ADMIN_PASSWORD": services()["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]}
+    for name, value in secrets.items():
+        required = REQUIRED.match(value)
+        assert required and required.group(1) == name, (name, value)
+    every_value = json.dumps(compose())
+    assert not re.search(r"(TOKEN|PASSWORD)[A-Z_]*:-", every_value), "a secret with a default"
+
+
+def test_services_wait_for_healthy_dependencies() -> None:
+    redis = services()["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    for name, service in services().items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert rule == {"condition": "service_healthy"}, (name, dependency)
+            assert "healthcheck" in services()[dependency], dependency
+    assert set(services()["api"]["depends_on"]) == {"redis"}
+    assert set(services()["grafana"]["depends_on"]) == {"prometheus"}
+
+
+# ---- paths, Prometheus, Grafana -------------------------------------------------------------
+
+def mounts(service: str) -> dict[str, str]:
+    """Bind mounts of a service: container path -> repository path."""
+    out = {}
+    for volume in services()[service].get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            out[target] = source
+    return out
+
+
+def test_every_path_copied_or_mounted_exists_and_is_not_ignored() -> None:
+    ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")]
+    copied = [src for args in instructions("COPY") for src in shlex.split(args)[:-1]
+              if not src.startswith("--")]
+    assert copied == ["pyproject.toml", "deploy/requirements.py", "README.md", "models", "service"]
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
+    # Package data the page needs travels with `service/` (pyproject package-data).
+    assert (ROOT / "service" / "api" / "static" / "dashboard.js").exists()
+    bound = [source for name in services() for source in mounts(name).values()]
+    assert len(bound) == 3
+    for source in bound:
+        assert (ROOT / source).exists(), source
+    assert compose()["services"]["api"]["build"]["context"] == "."
+
+
+def test_prometheus_scrapes_every_replica_and_the_learner() -> None:
+    mounted = mounts("prometheus")
+    assert mounted == {"/etc/prometheus/prometheus.yml": "./deploy/prometheus.yml"}
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services()["prometheus"]["command"]
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    (dns,) = jobs["api"]["dns_sd_configs"]
+    assert (dns["names"], dns["type"], dns["port"]) == (["api"], "A", DEFAULTS.port)
+    (learner,) = jobs["learner"]["static_configs"]
+    assert learner["targets"] == [f"learner:{DEFAULTS.learner_metrics_port}"]
+    assert set(jobs) <= set(services())  # job names are compose service names
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: install the Debian package `prometheus` (.ci/run does)"
+    check = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus.yml")],
+                           capture_output=True, text=True, timeout=30, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_grafana_mounts_are_where_its_provisioning_looks() -> None:
+    mounted = mounts("grafana")
+    assert mounted["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/mnemo.yml").read_text())
+    (path,) = [p["options"]["path"] for p in provider["providers"]]
+    assert mounted[path] == "./deploy/grafana/dashboards"
+    assert len(list((ROOT / mounted[path]).glob("*.json"))) == 3
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    url = urlparse(datasource["datasources"][0]["url"])
+    assert url.hostname == "prometheus" and url.port == 9090
+    assert "9090:9090" in services()["prometheus"]["ports"]
+
+
+# ---- the image ------------------------------------------------------------------------------
+
+def test_dockerfile_is_slim_non_root_and_installs_dependencies_before_the_source() -> None:
+    assert instructions("FROM") == ["python:3.11-slim"]
+    assert instructions("ARG") == ["TORCH_VARIANT=cpu"]
+    (user,) = instructions("USER")
+    assert user not in ("root", "0") and index_of("USER", user) < index_of("CMD", "service")
+    deps = index_of("RUN", "requirements.txt")
+    assert index_of("COPY", "pyproject.toml") < deps < index_of("COPY", "service")
+    assert "https://download.pytorch.org/whl/${TORCH_VARIANT}" in dockerfile()[deps][1]
+    assert index_of("RUN", "--no-deps .") > index_of("COPY", "service")
+    assert services()["api"]["build"]["args"]["TORCH_VARIANT"] == "${TORCH_VARIANT:-cpu}"
+
+
+def image_requirements() -> list[str]:
+    """The Dockerfile's own requirements command, run here."""
+    run = next(args for args in instructions("RUN") if "requirements.py" in args)
+    command = shlex.split(run.split("&&")[0].split(">")[0])
+    assert command[:2] == ["python", "requirements.py"]
+    done = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"),
+                           *[str(ROOT / a) if a.endswith(".toml") else a for a in command[2:]]],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.split()
+
+
+def test_the_image_installs_what_the_tests_run_with() -> None:
+    import tomllib
+
+    requirements = image_requirements()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert requirements == [*project["dependencies"], *extras["report"]]
+    # `make install` (what `make test` runs on) installs `.[dev]`, which has the report
+    # extra's packages; this very environment satisfies every line the image installs.
+    assert "'.[dev]'" in (ROOT / "Makefile").read_text()
+    assert {Requirement(r).name for r in extras["report"]} <= {Requirement(r).name for r in extras["dev"]}
+    for line in requirements:
+        requirement = Requirement(line)
+        assert requirement.specifier.contains(version(requirement.name), prereleases=True), line
+    # The Dockerfile's grep picks exactly the torch line, to install it from PyTorch's index.
+    pattern = re.search(r"grep -E '([^']+)' requirements.txt", " ".join(instructions("RUN")))
+    assert pattern
+    assert [r for r in requirements if re.search(pattern.group(1), r)] == [
+        r for r in requirements if Requirement(r).name == "torch"]
+
+
+def test_requirements_script_refuses_an_unknown_extra() -> None:
+    done = subprocess.run([sys.executable, str(DEPLOY / "requirements.py"),
+                           str(ROOT / "pyproject.toml"), "nope"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0 and "unknown extra" in done.stderr

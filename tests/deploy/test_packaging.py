@@ -1,0 +1,35 @@
+"""A non-editable install (the Docker image's `pip install --no-deps .`) carries what the
+package reads at run time: the live page's files and the Lua scripts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from tests.e2e.procs import ROOT
+
+
+def test_the_wheel_ships_the_page_and_the_lua_scripts(tmp_path: Path) -> None:
+    # What the Dockerfile copies, built outside the worktree (setuptools writes build/ there).
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("models", "service"):
+        shutil.copytree(ROOT / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "dist").glob("mnemo-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("dashboard.html", "dashboard.js", "dashboard.css"):
+        assert f"service/api/static/{name}" in names, name
+    assert any(n.startswith("service/store/lua/") and n.endswith(".lua") for n in names)
+    assert "service/report.py" in names and not any(n.startswith("tests/") for n in names)
+
