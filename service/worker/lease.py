@@ -18,6 +18,11 @@ from service.store.scripts import Scripts
 log = logging.getLogger(__name__)
 
 
+# A standby retries this often (or every half TTL, if shorter): a SET NX is cheap, and takeover
+# then follows the lapse of a dead holder's lease within this, not within half a 10 s TTL.
+STANDBY_POLL_SECONDS = 0.25
+
+
 class LeaseLost(RuntimeError):
     pass
 
@@ -48,7 +53,7 @@ class Lease:
                 log.info("learner lease acquired (token %s)", self.token)
                 return True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._ttl_ms / 2000)
+                await asyncio.wait_for(stop.wait(), min(self._ttl_ms / 2000, STANDBY_POLL_SECONDS))
         return False
 
     async def renew(self) -> bool:

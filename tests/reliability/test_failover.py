@@ -1,0 +1,111 @@
+"""Failover: two learners on one Redis. Only the lease holder reads, trains and publishes;
+SIGKILL it and the standby takes the lease within the lease TTL plus 2 seconds and publishes;
+no accepted item is lost. A learner whose lease was taken over is refused by the fencing
+token on every write (buffer insert, stats, version number, publish) and changes nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+import redis
+
+from service.config import Settings
+from service.store.connection import connect
+from service.store.keys import Keys
+from service.store.scripts import Scripts
+from service.worker.fencing import Fenced, fenced, fenced_hset
+from service.worker.lease import Lease
+from service.worker.loop import LearnerService
+from tests.conftest import REDIS_URL, running_app, snapshot
+from tests.e2e.procs import Procs, wait_for
+from tests.reliability.cluster import FAST, Cluster, Feeder, blobs, items, wait_caught_up
+
+TTL = float(FAST["lease_ttl_seconds"])  # type: ignore[arg-type]
+
+
+def test_standby_takes_over_when_the_holder_is_killed(
+    procs: Procs, model_name: str, redis_client: redis.Redis
+) -> None:
+    cluster = Cluster(procs, REDIS_URL, model_name)
+    api_node = cluster.serve()
+    learners = [cluster.learn(), cluster.learn()]
+    feeder = Feeder([api_node.url], "failover").start()
+    api = httpx.Client(base_url=api_node.url, timeout=10)
+    try:
+        holder_pid = wait_for(lambda: cluster.lease_holder(redis_client), 30, "a lease holder")
+        holder, standby = sorted(learners, key=lambda n: n.proc.pid != holder_pid)
+        wait_for(lambda: holder.metric("mnemo_model_publish_total", outcome="published") >= 3,
+                 60, "the holder to publish", procs.logs)
+        # Only the holder wrote: the standby has read, trained and published nothing.
+        assert holder.metric("mnemo_learner_samples_total") > 0
+        assert standby.metric("mnemo_learner_samples_total") == 0
+        for outcome in ("published", "rejected", "failed"):
+            assert standby.metric("mnemo_model_publish_total", outcome=outcome) == 0
+        before = max(int(v) for v in redis_client.zrange(Keys(model_name).versions, 0, -1))
+
+        os.kill(holder.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        holder.proc.popen.wait(10)
+        wait_for(lambda: cluster.lease_holder(redis_client) == standby.proc.pid, TTL + 2,
+                 "the standby to take the lease within TTL + 2 s", procs.logs, interval=0.02)
+        took_over = time.monotonic() - killed
+        wait_for(lambda: standby.metric("mnemo_model_publish_total", outcome="published") >= 1,
+                 30, "the standby to publish", procs.logs, interval=0.02)
+        published = time.monotonic() - killed
+        print(f"lease TTL {TTL} s: standby held the lease {took_over:.2f} s and published "
+              f"{published:.2f} s after the SIGKILL")
+        assert api.get("/v1/versions/current").json()["version"] > before
+        feeder.stop()
+        assert feeder.transport_errors == {} and set(feeder.statuses) == {(api_node.url, 202)}
+        wait_caught_up(api, len(feeder.accepted), procs)
+    finally:
+        feeder.stop()
+        api.close()
+
+
+async def test_a_learner_whose_lease_was_taken_over_writes_nothing(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, model_name: str
+) -> None:
+    labels = FAST["labels"].split(",")  # type: ignore[union-attr]
+    settings = make_settings(input_dim=FAST["input_dim"], labels=labels, publish_every_samples=10_000,
+                             max_batch=64)
+    keys = Keys(model_name)
+    async with running_app(settings) as client:
+        aredis = connect(REDIS_URL, 2)
+        try:
+            stale = LearnerService(settings, aredis)
+            assert await stale.lease.try_acquire()
+            await stale.prepare()
+            x, y = blobs(60, seed=1)
+            response = await client.post("/v1/feedback", json={"items": items(x[:40], y[:40], "s")})
+            assert response.status_code == 202
+            assert await stale.step() == 40
+            # Its lease lapses (as after a long GC pause) and another learner takes it.
+            redis_client.delete(keys.lease)
+            successor = Lease(aredis, keys, Scripts(aredis), 30)
+            assert await successor.try_acquire() and successor.token == stale.lease.token + 1
+            response = await client.post("/v1/feedback", json={"items": items(x[40:], y[40:], "t")})
+            assert response.status_code == 202
+            before = snapshot(redis_client, model_name)
+
+            with pytest.raises(Fenced):  # reads the 20 new items, refused at the buffer insert
+                await stale.step()
+            with pytest.raises(Fenced):
+                await stale._publish()
+            assert stale.metrics.publish["failed"]._value.get() == 1  # counted
+            with pytest.raises(Fenced):
+                await fenced_hset(aredis, keys, stale.lease.token, keys.learner_stats,
+                                  {"processed": 999})
+            with pytest.raises(Fenced):
+                await fenced(stale.registry.allocate_version(stale.lease.token))
+            assert not await stale.lease.renew()
+            assert snapshot(redis_client, model_name) == before  # nothing written
+            # The successor's own writes still go through.
+            assert await fenced(stale.registry.allocate_version(successor.token)) == 1
+        finally:
+            await aredis.aclose()
