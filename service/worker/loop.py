@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from torch import nn
 
-from models.checkpoint import model_to_bytes, tensors_to_bytes
+from models.checkpoint import CheckpointError, model_to_bytes, tensors_to_bytes
 from models.drift import make_detector
 from models.learner import IncrementalLearner
 from models.replay import make_buffer
@@ -160,7 +160,7 @@ class LearnerService(SampleRemoval, Reporting):
         pointer = await self.registry.current()
         if pointer is None:
             raise RuntimeError("no current version: the deployment was not initialised")
-        await self._load_version(pointer.version)
+        await self._load_loadable(pointer.version)
         self.epoch = pointer.epoch
         self.committed, self.samples_seen = await self.registry.cursor()
         await self._refresh_vocab()
@@ -189,6 +189,21 @@ class LearnerService(SampleRemoval, Reporting):
             x, y, _ = decode_entry(blob)
             self.replay.put(slot, torch.from_numpy(x.copy()), y)
 
+    async def _load_loadable(self, version: int) -> None:
+        """Load `version`, or, if its blobs are corrupt, the nearest ancestor that loads (a
+        restart must not crash-loop on one bad blob)."""
+        while True:
+            try:
+                await self._load_version(version)
+                return
+            except CheckpointError as exc:
+                parent = (await self.registry.meta(version)).get("parent")
+                if parent is None:
+                    raise
+                log.error("version %s cannot be loaded (%s); trying its parent %s",
+                          version, exc, parent)
+                version = parent
+
     async def _load_version(self, version: int) -> None:
         weights = await self.registry.weights(version)
         state = await self.registry.state(version)
@@ -204,7 +219,13 @@ class LearnerService(SampleRemoval, Reporting):
             return
         if pointer.version != self.served_version:
             log.info("current moved to version %s: continuing from it", pointer.version)
-            await self._load_version(pointer.version)
+            try:
+                await self._load_version(pointer.version)
+            except CheckpointError as exc:
+                # A corrupt or foreign blob must not stop learning (nor crash-loop the learner):
+                # keep the version we have, like every API replica does.
+                log.error("version %s cannot be loaded (%s); continuing from version %s",
+                          pointer.version, exc, self.served_version)
             self.learner.ensure_classes(len(self.vocab_order))
         self.epoch = pointer.epoch
 
