@@ -77,20 +77,30 @@ class Cluster:
         self._names = itertools.count()
 
     def serve(self, **settings: object) -> Node:
-        port = free_port()
-        proc = self.procs.start(f"serve{next(self._names)}", ["serve"],
-                                base_env(port=port, **{**self.settings, **settings}))
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200,
-                 60, "an API process to be ready", self.procs.logs)
-        return Node(proc, port)
+        """An API process, once /readyz answers 200."""
+        return self._start("serve", "port", "/readyz", settings)
 
     def learn(self, **settings: object) -> Node:
+        """A learner process (holder or standby), once its /metrics answers."""
+        return self._start("learn", "learner_metrics_port", "/metrics", settings)
+
+    def _start(self, role: str, port_setting: str, ready_path: str,
+               settings: dict[str, object]) -> Node:
         port = free_port()
-        proc = self.procs.start(f"learn{next(self._names)}", ["learn"],
-                                base_env(learner_metrics_port=port, **{**self.settings, **settings}))
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200,
-                 60, "a learner's metrics to be served", self.procs.logs)
+        env = base_env(**{**self.settings, **settings, port_setting: port})
+        proc = self.procs.start(f"{role}{next(self._names)}", [role], env)
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1)
+                 .status_code == 200, 60, f"the {role} process to be up", self.procs.logs)
         return Node(proc, port)
+
+    def holder_and_standby(self, learners: list[Node], r: redis.Redis) -> tuple[Node, Node]:
+        """Of two learners, the lease holder (once it has published three versions) and the
+        standby."""
+        holder_pid = wait_for(lambda: self.lease_holder(r), 30, "a lease holder")
+        holder, standby = sorted(learners, key=lambda n: n.proc.pid != holder_pid)
+        wait_for(lambda: holder.metric("mnemo_model_publish_total", outcome="published") >= 3,
+                 60, "the holder to publish", self.procs.logs)
+        return holder, standby
 
     def lease_holder(self, r: redis.Redis) -> int | None:
         """The pid of the learner holding the lease (its owner is host:pid:nonce)."""

@@ -37,10 +37,7 @@ def test_standby_takes_over_when_the_holder_is_killed(
     feeder = Feeder([api_node.url], "failover").start()
     api = httpx.Client(base_url=api_node.url, timeout=10)
     try:
-        holder_pid = wait_for(lambda: cluster.lease_holder(redis_client), 30, "a lease holder")
-        holder, standby = sorted(learners, key=lambda n: n.proc.pid != holder_pid)
-        wait_for(lambda: holder.metric("mnemo_model_publish_total", outcome="published") >= 3,
-                 60, "the holder to publish", procs.logs)
+        holder, standby = cluster.holder_and_standby(learners, redis_client)
         # Only the holder wrote: the standby has read, trained and published nothing.
         assert holder.metric("mnemo_learner_samples_total") > 0
         assert standby.metric("mnemo_learner_samples_total") == 0

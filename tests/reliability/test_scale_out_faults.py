@@ -35,10 +35,7 @@ def test_one_api_and_the_lease_holder_killed_under_load(
     steady = Feeder([survivor.url], "steady", seed=1).start()
     api = httpx.Client(base_url=survivor.url, timeout=10)
     try:
-        holder_pid = wait_for(lambda: cluster.lease_holder(redis_client), 30, "a lease holder")
-        holder, standby = sorted(learners, key=lambda n: n.proc.pid != holder_pid)
-        wait_for(lambda: holder.metric("mnemo_model_publish_total", outcome="published") >= 3,
-                 60, "the holder to publish", procs.logs)
+        holder, standby = cluster.holder_and_standby(learners, redis_client)
         os.kill(victim.proc.pid, signal.SIGKILL)
         os.kill(holder.proc.pid, signal.SIGKILL)
         victim.proc.popen.wait(10)
