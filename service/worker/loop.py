@@ -107,7 +107,7 @@ class LearnerService(SampleRemoval, Reporting):
 
     # ---- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
-        """0 on a clean stop, 1 when the lease was lost (the supervisor restarts us)."""
+        """0 on a clean stop, 1 when the lease was lost (the process starts over as a standby)."""
         if not await self.lease.acquire(stop):
             return 0
         keeper = asyncio.create_task(self.lease.keep(), name="lease-keeper")
