@@ -1,5 +1,6 @@
 """Learner crash: the learner process is SIGKILLed at six seeded random moments while
-feedback streams in and versions publish, and restarted each time. In the end every item
+feedback streams in and versions publish, and restarted each time (on the same host, so the
+restarted learner takes the dead one's lease at once, not after its 30 s TTL). In the end every item
 answered 202 is counted exactly once in samples_seen, and the version history has no gap
 (a version number allocated but never published) and no item committed twice."""
 
@@ -25,12 +26,13 @@ from tests.reliability.cluster import (
 )
 
 KILLS = 6
+TTL = 30.0  # far longer than a restart: the dead holder's lease is broken, not waited out
 
 
 def test_learner_sigkilled_six_times_counts_every_item_once(
     procs: Procs, model_name: str, redis_client: redis.Redis
 ) -> None:
-    cluster = Cluster(procs, REDIS_URL, model_name)
+    cluster = Cluster(procs, REDIS_URL, model_name, lease_ttl_seconds=TTL)
     api_node = cluster.serve()
     learner = cluster.learn()
     rng = random.Random(9)
@@ -49,6 +51,8 @@ def test_learner_sigkilled_six_times_counts_every_item_once(
             learner.proc.popen.wait(10)
             killed_at.append(api.get("/v1/stats").json()["samples_seen"])
             learner = cluster.learn()
+            wait_for(lambda: cluster.lease_holder(redis_client) == learner.proc.pid,  # noqa: B023
+                     TTL / 2, "the restarted learner to take the dead one's lease", procs.logs)
         feeder.stop()
         assert feeder.transport_errors == {} and set(feeder.statuses) == {(api_node.url, 202)}
         total = len(feeder.accepted)

@@ -83,7 +83,7 @@ def test_a_targeted_relabelling_burst_is_stopped_by_the_golden_set(procs: Procs,
           f"candidates {summary}")
     rejected = [c for c in candidates if c["status"] == "rejected"]
     assert rejected and all("golden" in c["eval"]["rejected_by"] for c in rejected)
-    assert after >= before - 0.02, (before, after, summary)
+    assert round(before - after, 6) <= 0.02, (before, after, summary)  # golden set: 300 items
     assert learner.metric("mnemo_model_publish_total", outcome="rejected") == len(rejected)
     api.close()
 
