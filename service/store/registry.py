@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 
 from service.store.connection import StoreError
 from service.store.keys import Keys
@@ -131,23 +131,16 @@ class Registry:
         return await self._redis.hget(self._keys.version(version), "state")
 
     async def allocate_version(self, token: int | None = None) -> int:
-        """The next version number. With the learner's fencing token, only while it is still
-        the current one (atomically, WATCH): raises ResponseError 'FENCED' otherwise, so a
-        learner that lost the lease writes nothing, not even the counter."""
+        """The next version number. With the learner's fencing token it is only reserved, not
+        taken: publish() advances the counter in the same atomic step that stores the version,
+        so a learner killed between the two leaves no gap in the version sequence (the next
+        lease holder gets the same number). Raises ResponseError 'FENCED' when `token` is no
+        longer the fencing token."""
         if token is None:
             return int(await self._redis.incr(self._keys.next_version))
-        fenced = "FENCED this learner no longer holds the lease"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            await pipe.watch(self._keys.fence)
-            if await pipe.get(self._keys.fence) != str(token).encode():
-                raise ResponseError(fenced)
-            pipe.multi()
-            pipe.incr(self._keys.next_version)
-            try:
-                (version,) = await pipe.execute()
-            except WatchError:
-                raise ResponseError(fenced) from None
-        return int(version)
+        if await self._redis.get(self._keys.fence) != str(token).encode():
+            raise ResponseError("FENCED this learner no longer holds the lease")
+        return int(await self._redis.get(self._keys.next_version) or 0) + 1
 
     async def publish(
         self,
@@ -170,7 +163,7 @@ class Registry:
         k = self._keys
         epoch = await self._scripts.publish(
             keys=[k.fence, k.version(version), k.versions, k.current, k.statuses, k.activated,
-                  k.events, k.cursor],
+                  k.events, k.cursor, k.next_version],
             args=[token, version, json.dumps(meta), weights, state, status, last_stream_id,
                   samples_seen, "" if parent is None else parent],
         )

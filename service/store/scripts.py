@@ -27,6 +27,7 @@ class Scripts:
             "prune",
             "lease_acquire",
             "lease_renew",
+            "lease_break",
         )
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(_source(name)) for name in names

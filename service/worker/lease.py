@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import uuid
+from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -16,6 +17,27 @@ from service.store.keys import Keys
 from service.store.scripts import Scripts
 
 log = logging.getLogger(__name__)
+
+
+# A standby retries this often (or every half TTL, if shorter): a SET NX is cheap, and takeover
+# then follows the lapse of a dead holder's lease within this, not within half a 10 s TTL.
+STANDBY_POLL_SECONDS = 0.25
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs on this host (a zombie, killed but not yet reaped, does not)."""
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    try:  # no /proc (not Linux): ask the kernel
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class LeaseLost(RuntimeError):
@@ -44,11 +66,29 @@ class Lease:
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait as a standby until the lease is ours (True) or we are told to stop (False)."""
         while not stop.is_set():
-            if await self.try_acquire():
+            if await self.try_acquire() or (await self._break_dead_holder()
+                                            and await self.try_acquire()):
                 log.info("learner lease acquired (token %s)", self.token)
                 return True
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._ttl_ms / 2000)
+                await asyncio.wait_for(stop.wait(), min(self._ttl_ms / 2000, STANDBY_POLL_SECONDS))
+        return False
+
+    async def _break_dead_holder(self) -> bool:
+        """A holder on this host whose process is gone (a crashed learner being restarted by
+        the supervisor) cannot renew: take over now instead of waiting out its TTL. Safe even
+        if wrong: the new fencing token refuses every write of the old holder."""
+        raw = await self._redis.get(self._keys.lease)
+        if raw is None:
+            return False
+        owner = raw.decode()
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host != socket.gethostname() or not pid.isdigit() or process_alive(int(pid)):
+            return False
+        if await self._scripts.lease_break(keys=[self._keys.lease], args=[owner]):
+            log.warning("lease holder %s is no longer running: taking over", owner)
+            return True
         return False
 
     async def renew(self) -> bool:

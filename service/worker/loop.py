@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from torch import nn
 
-from models.checkpoint import model_to_bytes, tensors_to_bytes
+from models.checkpoint import CheckpointError, model_to_bytes, tensors_to_bytes
 from models.drift import make_detector
 from models.learner import IncrementalLearner
 from models.replay import make_buffer
@@ -36,6 +36,7 @@ from service.store.scripts import Scripts
 from service.versioning import version_meta
 from service.worker.feed import FeedbackBatch, FeedbackReader, stream_id_key
 from service.worker.fencing import Fenced, fenced, fenced_hset
+from service.worker.golden_baseline import GoldenBaseline, advance, fingerprint
 from service.worker.lease import Lease
 from service.worker.removal import SampleRemoval
 from service.worker.reporting import Reporting
@@ -97,6 +98,9 @@ class LearnerService(SampleRemoval, Reporting):
         self.detector = (None if settings.drift_detector == "none"
                          else make_detector(settings.drift_detector))
         self.recent: deque[tuple[np.ndarray, int]] = deque(maxlen=RECENT_WINDOW)
+        self.golden_baseline: GoldenBaseline | None = None  # set with the loaded version
+        # Replay entries inserted since the last publish: retired if that candidate is rejected.
+        self.inserted: set[bytes] = set()
         self.drift_events = 0
         # Drift statistics of served inputs; read from the oldest retained sample (module note).
         self.drift = DriftMonitor(settings.input_dim)
@@ -104,7 +108,7 @@ class LearnerService(SampleRemoval, Reporting):
 
     # ---- life cycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
-        """0 on a clean stop, 1 when the lease was lost (the supervisor restarts us)."""
+        """0 on a clean stop, 1 when the lease was lost (the process starts over as a standby)."""
         if not await self.lease.acquire(stop):
             return 0
         keeper = asyncio.create_task(self.lease.keep(), name="lease-keeper")
@@ -161,7 +165,7 @@ class LearnerService(SampleRemoval, Reporting):
         pointer = await self.registry.current()
         if pointer is None:
             raise RuntimeError("no current version: the deployment was not initialised")
-        await self._load_version(pointer.version)
+        await self._load_loadable(pointer.version)
         self.epoch = pointer.epoch
         self.committed, self.samples_seen = await self.registry.cursor()
         await self._refresh_vocab()
@@ -190,10 +194,26 @@ class LearnerService(SampleRemoval, Reporting):
             x, y, _ = decode_entry(blob)
             self.replay.put(slot, torch.from_numpy(x.copy()), y)
 
+    async def _load_loadable(self, version: int) -> None:
+        """Load `version`, or, if its blobs are corrupt, the nearest ancestor that loads (a
+        restart must not crash-loop on one bad blob)."""
+        while True:
+            try:
+                await self._load_version(version)
+                return
+            except CheckpointError as exc:
+                parent = (await self.registry.meta(version)).get("parent")
+                if parent is None:
+                    raise
+                log.error("version %s cannot be loaded (%s); trying its parent %s",
+                          version, exc, parent)
+                version = parent
+
     async def _load_version(self, version: int) -> None:
         weights = await self.registry.weights(version)
         state = await self.registry.state(version)
         self.learner, self.served = await asyncio.to_thread(restore, self.settings, weights, state)
+        self.golden_baseline = GoldenBaseline.from_meta(await self.registry.meta(version))
         self.served_version = version
         self.since_consolidation = 0
 
@@ -205,7 +225,13 @@ class LearnerService(SampleRemoval, Reporting):
             return
         if pointer.version != self.served_version:
             log.info("current moved to version %s: continuing from it", pointer.version)
-            await self._load_version(pointer.version)
+            try:
+                await self._load_version(pointer.version)
+            except CheckpointError as exc:
+                # A corrupt or foreign blob must not stop learning (nor crash-loop the learner):
+                # keep the version we have, like every API replica does.
+                log.error("version %s cannot be loaded (%s); continuing from version %s",
+                          pointer.version, exc, self.served_version)
             self.learner.ensure_classes(len(self.vocab_order))
         self.epoch = pointer.epoch
 
@@ -286,6 +312,7 @@ class LearnerService(SampleRemoval, Reporting):
         for i, slot in enumerate(slots):
             if slot >= 0:  # mirror the script's decision: replay samples without a round trip
                 self.replay.put(slot, torch.from_numpy(x[i].copy()), int(y[i]))
+                self.inserted.add(items[i].entry)
             elif slot == HOLDOUT:
                 self.holdout.appendleft((x[i].copy(), int(y[i]), tags[i]))
 
@@ -320,9 +347,16 @@ class LearnerService(SampleRemoval, Reporting):
         """Gate, publish and commit a candidate; returns the publish metric's outcome."""
         assert self.last_id is not None
         candidate = self.learner.snapshot()
-        checks = {"holdout": self._holdout_arrays(), "golden": await self._golden_arrays()}
+        golden = await self._golden_arrays()
+        golden_fp = fingerprint(*golden)
+        floor = self.golden_baseline.floor_for(golden_fp) if self.golden_baseline else None
+        checks = {"holdout": self._holdout_arrays(), "golden": golden}
         result = await asyncio.to_thread(gate, candidate, self.served, checks,
-                                         self.settings.gate_tolerance)
+                                         self.settings.gate_tolerance,
+                                         floors=None if floor is None else {"golden": floor})
+        baseline = advance(self.golden_baseline, golden_fp, result.evaluation, result.passed)
+        if baseline is not None:
+            baseline.record(result.evaluation)
         version = await fenced(self.registry.allocate_version(self.lease.token))
         labels = [label_from_text(t, self.settings.label_type)
                   for t in self.vocab_order[: candidate.config.num_classes]]
@@ -343,6 +377,7 @@ class LearnerService(SampleRemoval, Reporting):
         self.committed, self.unacked = self.last_id, []
         self.unpublished, self.oldest_unpublished_ms = 0, None
         self.last_publish = time.monotonic()
+        inserted, self.inserted = self.inserted, set()
         if epoch < 0:
             # An operator activated another version while this candidate was evaluated: their
             # choice stands (the candidate is kept, archived); continue from it.
@@ -352,6 +387,7 @@ class LearnerService(SampleRemoval, Reporting):
             return "failed"
         if result.passed:
             self.served, self.served_version, self.epoch = candidate, version, epoch
+            self.golden_baseline = baseline
             self.learner.on_publish()  # LwF: the published version is the new teacher
             log.info("published", extra={"version": version, "parent": meta["parent"],
                                           "samples_seen": self.samples_seen,
@@ -363,6 +399,12 @@ class LearnerService(SampleRemoval, Reporting):
         log.warning("rejected", extra={"version": version, "eval": result.evaluation})
         await self._load_version(self.served_version)
         self.learner.ensure_classes(len(self.vocab_order))
+        # ...and do not replay it into the next candidate (a poisoning burst would otherwise
+        # keep failing, or slowly steering, every candidate after it).
+        slots = [slot for slot, entry in (await buffers.load(self.redis, self.keys)).items()
+                 if entry in inserted]
+        if slots:
+            await self._retire_slots(slots)
         return "rejected"
 
     def _holdout_arrays(self) -> tuple[np.ndarray, np.ndarray]:

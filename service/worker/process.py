@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
 import torch
 from prometheus_client import CollectorRegistry, start_http_server
+from redis.asyncio import Redis
 
 from service.config import Settings
 from service.monitor.learner_metrics import LearnerMetrics
-from service.store.connection import check_noeviction, connect, wait_until_reachable
+from service.store.connection import UNAVAILABLE, check_noeviction, connect, wait_until_reachable
 from service.store.keys import Keys
 from service.store.registry import DeploymentIdentity, Registry
 from service.store.scripts import Scripts
@@ -19,6 +21,8 @@ from service.versioning import initial_version
 from service.worker.loop import LearnerService
 
 log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 0.5
 
 
 def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
@@ -56,9 +60,35 @@ async def _main(settings: Settings) -> int:
         await Registry(redis, Keys(settings.model_name), Scripts(redis)).init_deployment(
             identity, settings.labels, meta, weights
         )
-        return await LearnerService(settings, redis, metrics).run(stop)
+        return await _learn_until_stopped(settings, redis, metrics, stop)
     finally:
         await redis.aclose()
+
+
+async def _learn_until_stopped(settings: Settings, redis: Redis, metrics: LearnerMetrics,
+                               stop: asyncio.Event) -> int:
+    """Run a learner; when Redis goes away or the lease is lost, drop everything in memory and
+    start over from the last published version once Redis answers (what a restarted process
+    would do, and proven by the crash tests), instead of exiting. Returns 0 once stopped."""
+    while True:
+        service = LearnerService(settings, redis, metrics)
+        try:
+            await service.run(stop)
+        except UNAVAILABLE as exc:
+            # A write may or may not have been applied: only the registry knows, so re-read it.
+            log.warning("Redis unavailable (%s): restarting from the last published version "
+                        "once it answers", exc)
+            with contextlib.suppress(*UNAVAILABLE):
+                await service.lease.release()
+        if stop.is_set():
+            return 0
+        log.info("learner restarting as a standby")
+        while not stop.is_set():
+            try:
+                await redis.ping()
+                break
+            except UNAVAILABLE:
+                await asyncio.sleep(RECONNECT_SECONDS)
 
 
 def run_learner(settings: Settings) -> int:

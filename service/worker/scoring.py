@@ -74,9 +74,11 @@ def gate(
     checks: dict[str, tuple[np.ndarray, np.ndarray]],
     tolerance: float,
     min_items: int = 20,
+    floors: dict[str, float] | None = None,
 ) -> GateResult:
     """Pass only if, on every check set with enough items (recent holdout, golden set), the
-    candidate is not worse than the served version by more than `tolerance`."""
+    candidate is not worse than the served version by more than `tolerance` — nor than a
+    check's floor (e.g. the lineage's best golden accuracy), where one is given."""
     evaluation: dict[str, Any] = {"tolerance": tolerance}
     passed = True
     for name, (x, y) in checks.items():
@@ -86,6 +88,10 @@ def gate(
         evaluation[f"{name}_accuracy"] = round(cand, 4)
         evaluation[f"{name}_served_accuracy"] = round(base, 4)
         evaluation[f"{name}_items"] = len(y)
+        floor = (floors or {}).get(name)
+        if floor is not None and floor > base:
+            evaluation[f"{name}_floor"] = round(floor, 4)
+            base = floor
         if cand < base - tolerance:
             passed = False
             evaluation.setdefault("rejected_by", []).append(name)

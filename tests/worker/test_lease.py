@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from service.store.connection import connect
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 from service.worker.lease import Lease
+from tests.conftest import REDIS_URL
 
 TTL = 1.5  # renewed every 0.5 s
 
@@ -50,3 +53,30 @@ async def test_keeper_survives_a_redis_stall_and_keeps_the_lease(tmp_path: Path)
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             await aredis.aclose()
+
+
+async def test_a_dead_holder_on_this_host_is_taken_over_without_waiting_for_its_ttl(
+    redis_client: redis.Redis, model_name: str
+) -> None:
+    keys = Keys(model_name)
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    host = socket.gethostname()
+    aredis = connect(REDIS_URL, 2)
+    try:
+        stop = asyncio.Event()
+        for owner, breakable in ((f"{host}:{os.getpid()}:alive", False),  # alive: kept
+                                 (f"other-host:{dead.pid}:x", False),  # another host: kept
+                                 (f"{host}:{dead.pid}:dead", True)):
+            redis_client.set(keys.lease, owner, px=60_000)
+            redis_client.set(keys.fence, 7)
+            lease = Lease(aredis, keys, Scripts(aredis), 60)
+            if breakable:
+                assert await asyncio.wait_for(lease.acquire(stop), 5)
+                assert lease.token == 8 and redis_client.get(keys.lease) == lease.owner.encode()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lease.acquire(stop), 1)
+                assert lease.token is None and redis_client.get(keys.lease) == owner.encode()
+    finally:
+        await aredis.aclose()

@@ -1,6 +1,7 @@
 -- Publish (or record as rejected) one version and commit the learner's stream position, in
 -- one atomic step guarded by the learner's fencing token.
--- KEYS: fence, version key, versions zset, current, statuses, activated set, events, cursor
+-- KEYS: fence, version key, versions zset, current, statuses, activated set, events, cursor,
+--       next version counter (advanced here, so a crash before publishing leaves no gap)
 -- ARGV: token, version, meta json, weights, state, status, last_stream_id, samples_seen,
 --       parent ("" = unchecked): the version the candidate was trained from
 -- Returns the new epoch; 0 when the version was rejected; -1 when `current` is no longer the
@@ -10,6 +11,9 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('FENCED this learner no longer holds the lease')
 end
 local v = ARGV[2]
+if tonumber(redis.call('GET', KEYS[9]) or '0') < tonumber(v) then
+  redis.call('SET', KEYS[9], v)
+end
 redis.call('HSET', KEYS[2], 'meta', ARGV[3], 'weights', ARGV[4], 'state', ARGV[5])
 redis.call('ZADD', KEYS[3], v, v)
 redis.call('HSET', KEYS[8], 'last_stream_id', ARGV[7], 'samples_seen', ARGV[8])
