@@ -16,6 +16,7 @@ from models.nets import MLP, MLPConfig, build_model
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
 from models.tensor_utils import grow_zeros
+from models.transfer import STANDARDIZER, freeze_layers, resolve_freeze
 
 # Defaults measured with `python -m models.bench_digits` (one pass over digits, batches of 16).
 DEFAULT_LR = 2e-3
@@ -23,6 +24,7 @@ DEFAULT_REPLAY_SIZE = 64
 DEFAULT_STEPS_PER_BATCH = 2
 
 _PREFIXES = ("model.", "optim.", "strategy.")
+_TEACHER = "teacher."
 _HPARAMS = {"lr": float, "replay_size": int, "steps_per_batch": int, "seed": int}
 
 
@@ -53,6 +55,24 @@ class IncrementalLearner:
         self._opt = torch.optim.Adam(self._model.parameters(), lr=lr, fused=True)
         self.samples_seen = 0
         self.steps_done = 0
+        self.frozen: tuple[str, ...] = ()
+
+    def freeze(self, layers: list[str] | tuple[str, ...]) -> None:
+        """Stop training the named layers (models/transfer.py: names and aliases); a frozen
+        standardiser stops updating its input statistics. Frozen parameters get no gradient,
+        so the optimizer and the strategies (trainable parameters only) leave them alone."""
+        self.frozen = resolve_freeze(self.config, layers)
+        trainable = {k for k, p in self._model.named_parameters() if p.requires_grad}
+        freeze_layers(self._model, self.frozen)
+        now_frozen = trainable - {k for k, p in self._model.named_parameters() if p.requires_grad}
+        if now_frozen:
+            # Per-parameter strategy state (importance, anchors, omega: `<kind>.<param>`) covers
+            # trainable parameters only; a state saved under another MNEMO_FREEZE loses the
+            # entries of the layers frozen now. LwF's teacher is a whole-model snapshot: kept.
+            state = self.strategy.state_dict()
+            self.strategy.load_state_dict({
+                k: v for k, v in state.items()
+                if k.startswith(_TEACHER) or k.partition(".")[2] not in now_frozen})
 
     @property
     def model(self) -> MLP:
@@ -110,7 +130,8 @@ class IncrementalLearner:
         if x.shape[0] == 0:
             return StepStats(0.0, 0.0, 0, 0)
         # The standardiser sees each new sample once; replayed samples were already counted.
-        self._model.standardizer.update(x)
+        if STANDARDIZER not in self.frozen:
+            self._model.standardizer.update(x)
         self._model.train()
         x, y = x.to(self.device), y.to(self.device)
         replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
@@ -200,6 +221,7 @@ class IncrementalLearner:
         """String metadata for the state blob: model config, strategy name, hyperparameters."""
         out = {"config": json.dumps(self.config.to_dict()), "strategy": self.strategy.name}
         out.update({k: repr(getattr(self, k)) for k in _HPARAMS})
+        out["frozen"] = json.dumps(list(self.frozen))  # a record: MNEMO_FREEZE decides each start
         return out
 
     @classmethod

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from torch import nn
 
-from models.checkpoint import model_to_bytes, tensors_to_bytes
+from models.checkpoint import labels_metadata, model_to_bytes, tensors_to_bytes
 from models.drift import make_detector
 from models.learner import IncrementalLearner
 from models.replay import make_buffer
@@ -331,7 +331,8 @@ class LearnerService(SampleRemoval, Reporting):
             samples_seen=self.samples_seen, last_stream_id=self.last_id, labels=labels,
             evaluation=result.evaluation, oldest_new_accepted_ms=self.oldest_unpublished_ms,
         )
-        weights = model_to_bytes(candidate)
+        weights = model_to_bytes(candidate, labels_metadata(
+            self.vocab_order[: candidate.config.num_classes]))
         state = tensors_to_bytes(self.learner.state_dict(), self.learner.meta())
         epoch = await fenced(self.registry.publish(
             token=self.lease.token or 0, version=version, meta=meta, weights=weights,

@@ -19,10 +19,12 @@ def resolve_device(setting: str) -> str:
 
 
 def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
-    return IncrementalLearner(
+    learner = IncrementalLearner(
         config, make_strategy(settings.penalty),
         device=resolve_device(settings.device),
     )
+    learner.freeze(settings.freeze)
+    return learner
 
 
 def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[IncrementalLearner, nn.Module]:
@@ -36,6 +38,7 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
             served.config, make_strategy(settings.penalty), tensors, meta,
             device=resolve_device(settings.device),
         )
+        learner.freeze(settings.freeze)  # MNEMO_FREEZE of this start, not of the saved one
     else:
         learner = new_learner(settings, served.config)
         learner.model.load_state_dict(served.state_dict())
