@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from models.nets import MLP, MLPConfig, build_model
+from models.nets import MLP, GrowableHead, MLPConfig, MultiHeadMLP, build_model
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
 from models.tensor_utils import grow_zeros
@@ -96,12 +97,38 @@ class IncrementalLearner:
             return
         old = dict(self._model.named_parameters())
         self._model.grow_head(n, self._gen)
+        self._follow_parameters(old)
+
+    def ensure_tags(self, tags: Sequence[str], y: Tensor, max_tags: int) -> None:
+        """Per-tag heads: give each tag (up to max_tags heads; "" is no tag) rows for the
+        classes it comes with. Tags beyond the cap, like absent ones, use the default head."""
+        model = self._model
+        if not isinstance(model, MultiHeadMLP):
+            raise TypeError("ensure_tags needs a per-tag model (MLPConfig.tag_heads)")
+        wanted: dict[str, list[int]] = {}
+        for tag, c in zip(tags, y.tolist(), strict=True):
+            known = model.tag_classes(tag)
+            if tag and (known is not None or len(model.tags) + len(wanted) < max_tags
+                        or tag in wanted) and (known is None or c not in known):
+                wanted.setdefault(tag, []).append(int(c))
+        if not wanted:
+            return
+        old = dict(model.named_parameters())
+        for tag, classes in wanted.items():
+            model.add_tag_classes(tag, classes, self._gen)
+        self._follow_parameters(old)
+
+    def _follow_parameters(self, old: dict[str, nn.Parameter]) -> None:
+        """After heads grew or appeared: optimizer moments and strategy state follow the new
+        Parameters (old entries kept, new ones zero); frozen layers stay frozen."""
         new = dict(self._model.named_parameters())
         for name, p in new.items():
-            q = old[name]
+            q = old.get(name)
             if p is q:
                 continue
-            state = self._opt.state.pop(q, None)
+            if q is not None:
+                p.requires_grad_(q.requires_grad)
+            state = self._opt.state.pop(q, None) if q is not None else None
             if state:
                 self._opt.state[p] = {k: grow_zeros(v, p.shape) if v.shape == q.shape else v
                                       for k, v in state.items()}
@@ -125,8 +152,13 @@ class IncrementalLearner:
                              "call ensure_classes first")
         return x, y
 
-    def learn_many(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None = None) -> StepStats:
+    def learn_many(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None = None,
+                   tags: Sequence[str] | None = None) -> StepStats:
+        """Train on a batch (plus a replay sample). With per-tag heads and `tags` (one per
+        row, "" for none), each tagged row also trains its tag's head (ensure_tags first);
+        replayed rows carry no tag and train the trunk and the default head."""
         x, y = self._check_batch(x, y)
+        tagged = self._tag_targets(tags, y)
         if x.shape[0] == 0:
             return StepStats(0.0, 0.0, 0, 0)
         # The standardiser sees each new sample once; replayed samples were already counted.
@@ -145,8 +177,13 @@ class IncrementalLearner:
                 by = torch.cat([y, ry.to(self.device)])
             # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
             strategy.before_step(model)
-            logits = model(bx)
-            loss = F.cross_entropy(logits, by)
+            if tagged:
+                h = model.features(bx)
+                logits = model.head(h)
+                loss = F.cross_entropy(logits, by) + self._tag_loss(h, tagged, x.shape[0])
+            else:
+                logits = model(bx)
+                loss = F.cross_entropy(logits, by)
             term = strategy.loss_term(model, bx, logits)
             self._opt.zero_grad()
             (loss if term is None else loss + term).backward()
@@ -165,6 +202,36 @@ class IncrementalLearner:
             penalty = penalty + torch.stack(terms).mean()
         return StepStats(loss=torch.stack(losses).mean().item(), penalty=float(penalty),
                          samples=x.shape[0], steps=self.steps_per_batch)
+
+    def _tag_targets(self, tags: Sequence[str] | None,
+                     y: Tensor) -> list[tuple[GrowableHead, Tensor, Tensor]]:
+        """(head, rows, row targets in that head) per tag that has a head."""
+        model = self._model
+        if tags is None or not isinstance(model, MultiHeadMLP):
+            return []
+        if len(tags) != y.shape[0]:
+            raise ValueError(f"expected one tag per row ({y.shape[0]}), got {len(tags)}")
+        out = []
+        for tag in dict.fromkeys(tags):
+            classes = model.tag_classes(tag)
+            if not tag or classes is None:
+                continue
+            rows = [i for i, t in enumerate(tags) if t == tag]
+            where = {c: j for j, c in enumerate(classes)}
+            try:
+                local = [where[int(y[i])] for i in rows]
+            except KeyError:
+                raise ValueError(f"tag {tag!r}: a label has no row in its head; "
+                                 "call ensure_tags first") from None
+            out.append((model.tag_head(tag), torch.tensor(rows, device=self.device),
+                        torch.tensor(local, device=self.device)))
+        return out
+
+    @staticmethod
+    def _tag_loss(h: Tensor, tagged: list[tuple[GrowableHead, Tensor, Tensor]], n: int) -> Tensor:
+        """Cross-entropy of each tagged new row in its tag's head, averaged over the n new rows."""
+        return sum(F.cross_entropy(head(h[rows]), local, reduction="sum")
+                   for head, rows, local in tagged) / n  # type: ignore[return-value]
 
     def consolidate(self, x: Tensor, y: Tensor) -> float:
         """Let the strategy anchor the current parameters; returns the seconds it took."""

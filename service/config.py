@@ -81,7 +81,7 @@ class Settings(BaseSettings):
 
     init_checkpoint: Path | None = None
     freeze: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    heads: Literal["shared"] = "shared"
+    heads: Literal["shared", "per-tag"] = "shared"
 
     _csv_fields = field_validator("labels", "hidden", "cors_origins", "freeze", mode="before")(
         _split_csv
@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     def _transfer_fits(self) -> Settings:
         # Checked here, not when version 0 is made, so a wrong checkpoint or layer name stops
         # every role at start-up (exit 2) naming the setting, before anything is written.
-        config = MLPConfig(self.input_dim, tuple(self.hidden), len(self.labels))
+        config = self.network(len(self.labels))
         try:
             resolve_freeze(config, self.freeze)
         except ValueError as exc:
@@ -148,6 +148,11 @@ class Settings(BaseSettings):
         if self.init_checkpoint is not None:
             initial_model(self)  # raises naming MNEMO_INIT_CHECKPOINT
         return self
+
+    def network(self, num_classes: int) -> MLPConfig:
+        """The network these settings describe, over num_classes classes (no tag heads yet)."""
+        return MLPConfig(self.input_dim, tuple(self.hidden), num_classes,
+                         () if self.heads == "per-tag" else None)
 
     def typed_labels(self) -> list[str | int]:
         """The declared vocabulary as JSON values of the deployment's label type."""
@@ -165,7 +170,7 @@ class Settings(BaseSettings):
 
 def initial_model(settings: Settings) -> MLP:
     """Version 0's network over the declared labels: untrained, or from MNEMO_INIT_CHECKPOINT."""
-    config = MLPConfig(settings.input_dim, tuple(settings.hidden), len(settings.labels))
+    config = settings.network(len(settings.labels))
     path = settings.init_checkpoint
     if path is None:
         return build_model(config, seed=0)

@@ -41,7 +41,7 @@ def version_meta(
 
 
 def model_config(settings: Settings, num_classes: int) -> MLPConfig:
-    return MLPConfig(settings.input_dim, tuple(settings.hidden), num_classes)
+    return settings.network(num_classes)
 
 
 def initial_version(settings: Settings) -> tuple[dict[str, Any], bytes]:

@@ -20,6 +20,9 @@ from typing import Any
 
 import torch
 
+# scenario -> the BENCHMARKS.md heading of its table
+OWN_TABLES = {"transfer": "## Transfer (`python -m service bench --scenarios transfer`)",
+              "heads": "## Per-tag heads (`python -m service bench --scenarios heads`)"}
 ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "permuted",
            "split-digits": "split", "drifting": "drift"}
 
@@ -27,7 +30,8 @@ ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "pe
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnemo bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", nargs="+", default=["permuted", "split", "drift"],
-                   help="permuted, split (class- and task-incremental), drift, transfer")
+                   help="permuted, split (class- and task-incremental), drift; transfer, heads "
+                   "(own tables)")
     p.add_argument("--strategies", nargs="+", default=None,
                    help="default: every name from models.strategies, alone and with +replay")
     p.add_argument("--buffers", nargs="+", type=int, default=[200, 1000], help="buffer sizes")
@@ -79,11 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta.setdefault("capacities", args.buffers)
         return _write(args, meta, results)
     scenarios = list(dict.fromkeys(ALIASES.get(s, s) for s in args.scenarios))
-    if "transfer" in scenarios:  # its own protocol (offline checkpoint, then a stream): own table
-        scenarios.remove("transfer")
-        _transfer(args, argv)
-        if not scenarios:
-            return 0
+    # Scenarios with their own protocol and table (an offline checkpoint; per-tag heads).
+    for name in [s for s in scenarios if s in OWN_TABLES]:
+        scenarios.remove(name)
+        _own_table(name, args, argv)
+    if not scenarios:
+        return 0
     plan = suite.Plan(
         scenarios=scenarios, strategies=strategies, capacities=args.buffers,
         seeds=args.seeds[:1] if args.quick else args.seeds,
@@ -105,18 +110,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _write(args, meta, results)
 
 
-def _transfer(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
-    from service.bench import report, transfer
+def _own_table(name: str, args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    import importlib
 
-    results = transfer.run(args.seeds[:1] if args.quick else args.seeds)
+    from service.bench import report
+
+    module = importlib.import_module(f"service.bench.{name}")
+    results = module.run(args.seeds[:1] if args.quick else args.seeds)
     command = "python -m service bench " + shlex.join(argv if argv is not None else sys.argv[1:])
-    table = transfer.markdown(results, command)
+    table = module.markdown(results, command)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transfer.md").write_text(table + "\n")
+    (args.out / f"{name}.md").write_text(table + "\n")
     print(table)
     if args.benchmarks is not None:
-        report.splice(args.benchmarks, table, transfer.START, transfer.END,
-                      "## Transfer (`python -m service bench --scenarios transfer`)")
+        report.splice(args.benchmarks, table, module.START, module.END, OWN_TABLES[name])
 
 
 def _write(args: argparse.Namespace, meta: dict[str, Any], results: list[dict[str, Any]]) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -32,15 +34,20 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
     Version 0 has no learner state: a fresh learner takes its weights."""
     served, _ = model_from_bytes(weights)
     served.eval()
+    config = served.config
+    if settings.heads == "per-tag" and config.tag_heads is None:
+        # A shared-head deployment switched to per-tag heads: same tensors, no tag heads yet.
+        # (Switched back, the tag heads stay in the versions but neither learn nor serve.)
+        config = replace(config, tag_heads=())
     if state is not None:
         tensors, meta = tensors_from_bytes(state)
         learner = IncrementalLearner.from_state(
-            served.config, make_strategy(settings.penalty), tensors, meta,
+            config, make_strategy(settings.penalty), tensors, meta,
             device=resolve_device(settings.device),
         )
         learner.freeze(settings.freeze)  # MNEMO_FREEZE of this start, not of the saved one
     else:
-        learner = new_learner(settings, served.config)
+        learner = new_learner(settings, config)
         learner.model.load_state_dict(served.state_dict())
     for p in served.parameters():
         p.requires_grad_(False)
