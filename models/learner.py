@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.nets import MLP, GrowableHead, MLPConfig, MultiHeadMLP, build_model
+from models.nets import MLP, MLPConfig, MultiHeadMLP, build_model
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
 from models.tensor_utils import grow_zeros
@@ -164,6 +164,8 @@ class IncrementalLearner:
         # The standardiser sees each new sample once; replayed samples were already counted.
         if STANDARDIZER not in self.frozen:
             self._model.standardizer.update(x)
+        if tagged:
+            self._model.observe_tags(x, list(tags or ()))  # progressive columns' own statistics
         self._model.train()
         x, y = x.to(self.device), y.to(self.device)
         replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
@@ -180,7 +182,7 @@ class IncrementalLearner:
             if tagged:
                 h = model.features(bx)
                 logits = model.head(h)
-                loss = F.cross_entropy(logits, by) + self._tag_loss(h, tagged, x.shape[0])
+                loss = F.cross_entropy(logits, by) + self._tag_loss(h, x, tagged)
             else:
                 logits = model(bx)
                 loss = F.cross_entropy(logits, by)
@@ -204,8 +206,8 @@ class IncrementalLearner:
                          samples=x.shape[0], steps=self.steps_per_batch)
 
     def _tag_targets(self, tags: Sequence[str] | None,
-                     y: Tensor) -> list[tuple[GrowableHead, Tensor, Tensor]]:
-        """(head, rows, row targets in that head) per tag that has a head."""
+                     y: Tensor) -> list[tuple[str, Tensor, Tensor]]:
+        """(tag, rows, row targets in its head) per tag whose head learns."""
         model = self._model
         if tags is None or not isinstance(model, MultiHeadMLP):
             return []
@@ -214,7 +216,7 @@ class IncrementalLearner:
         out = []
         for tag in dict.fromkeys(tags):
             classes = model.tag_classes(tag)
-            if not tag or classes is None:
+            if not tag or classes is None or not model.trainable_tag(tag):
                 continue
             rows = [i for i, t in enumerate(tags) if t == tag]
             where = {c: j for j, c in enumerate(classes)}
@@ -223,15 +225,17 @@ class IncrementalLearner:
             except KeyError:
                 raise ValueError(f"tag {tag!r}: a label has no row in its head; "
                                  "call ensure_tags first") from None
-            out.append((model.tag_head(tag), torch.tensor(rows, device=self.device),
+            out.append((tag, torch.tensor(rows, device=self.device),
                         torch.tensor(local, device=self.device)))
         return out
 
-    @staticmethod
-    def _tag_loss(h: Tensor, tagged: list[tuple[GrowableHead, Tensor, Tensor]], n: int) -> Tensor:
-        """Cross-entropy of each tagged new row in its tag's head, averaged over the n new rows."""
-        return sum(F.cross_entropy(head(h[rows]), local, reduction="sum")
-                   for head, rows, local in tagged) / n  # type: ignore[return-value]
+    def _tag_loss(self, h: Tensor, x: Tensor, tagged: list[tuple[str, Tensor, Tensor]]) -> Tensor:
+        """Cross-entropy of each tagged new row in its tag's head, averaged over the new rows."""
+        model = self._model
+        assert isinstance(model, MultiHeadMLP)
+        return sum(F.cross_entropy(model.tag_logits_from(h[rows], x[rows], tag), local,
+                                   reduction="sum")
+                   for tag, rows, local in tagged) / x.shape[0]  # type: ignore[return-value]
 
     def consolidate(self, x: Tensor, y: Tensor) -> float:
         """Let the strategy anchor the current parameters; returns the seconds it took."""

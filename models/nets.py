@@ -21,6 +21,8 @@ class MLPConfig:
     # None: one shared head. Otherwise per-tag heads (MNEMO_HEADS=per-tag): each tag, in the
     # order its head was made, with the (global) class of each of its head's rows.
     tag_heads: TagHeads | None = None
+    # MNEMO_STRATEGY=progressive: each tag head is a whole column (models/progressive.py).
+    progressive: bool = False
 
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) so equal configs compare and hash equal.
@@ -33,6 +35,8 @@ class MLPConfig:
             if bad or len({t for t, _ in heads}) != len(heads):
                 raise ValueError(f"invalid tag heads {bad or 'duplicate tags'} for "
                                  f"{self.num_classes} classes")
+        if self.progressive and self.tag_heads is None:
+            raise ValueError("progressive columns need tag_heads (possibly empty)")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if any(h < 1 for h in self.hidden):
@@ -45,17 +49,20 @@ class MLPConfig:
                                "num_classes": self.num_classes}
         if self.tag_heads is not None:  # absent in shared mode: those blobs stay as they were
             out["tag_heads"] = [[t, list(cs)] for t, cs in self.tag_heads]
+        if self.progressive:
+            out["progressive"] = True
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
-        unknown = set(d) - {"input_dim", "hidden", "num_classes", "tag_heads"}
+        unknown = set(d) - {"input_dim", "hidden", "num_classes", "tag_heads", "progressive"}
         if unknown:
             raise ValueError(f"unknown MLPConfig keys: {sorted(unknown)}")
         heads = d.get("tag_heads")
         return cls(input_dim=int(d["input_dim"]), hidden=tuple(d.get("hidden", (128, 128))),
                    num_classes=int(d.get("num_classes", 0)),
-                   tag_heads=None if heads is None else tuple((t, tuple(cs)) for t, cs in heads))
+                   tag_heads=None if heads is None else tuple((t, tuple(cs)) for t, cs in heads),
+                   progressive=bool(d.get("progressive", False)))
 
 
 class Standardizer(nn.Module):
@@ -242,18 +249,25 @@ class MultiHeadMLP(MLP):
     seen with that tag, in first-seen order. Adding a tag or a class to one head leaves every
     other output bit-identical."""
 
+    PROGRESSIVE = False
+
     def __init__(self, config: MLPConfig) -> None:
         super().__init__(config)
         self.tag_heads = nn.ModuleDict()  # keys "t0", "t1", ...: tags may hold "." and ":"
         self._classes: dict[str, list[int]] = {}
+        self._init_tag_modules()
         for tag, classes in config.tag_heads or ():
             self._head_for(tag).grow(len(classes))
             self._classes[tag] = list(classes)
 
+    def _init_tag_modules(self) -> None:
+        """Modules a subclass keeps per tag besides the heads, made before the tags replay."""
+        return None
+
     @property
     def config(self) -> MLPConfig:
         heads = tuple((t, tuple(cs)) for t, cs in self._classes.items())
-        return MLPConfig(self.input_dim, self.hidden, self.num_classes, heads)
+        return MLPConfig(self.input_dim, self.hidden, self.num_classes, heads, self.PROGRESSIVE)
 
     @property
     def tags(self) -> list[str]:
@@ -269,6 +283,14 @@ class MultiHeadMLP(MLP):
             self.tag_heads[f"t{len(self.tag_heads)}"] = GrowableHead(self.head.in_features).to(
                 self.head.weight)
         return self.tag_heads[f"t{list(self._classes).index(tag)}"]  # type: ignore[return-value]
+
+    def trainable_tag(self, tag: str) -> bool:
+        """Whether the tag's head still learns (progressive columns freeze older ones)."""
+        return tag in self._classes and self.tag_head(tag).weight.requires_grad
+
+    def observe_tags(self, x: Tensor, tags: list[str]) -> None:
+        """New (not replayed) inputs with their tags; per-tag heads share the standardiser."""
+        return None
 
     def tag_head(self, tag: str) -> GrowableHead:
         if tag not in self._classes:
@@ -291,9 +313,17 @@ class MultiHeadMLP(MLP):
         """Logits of the tag's head (its classes, see tag_classes)."""
         return self.tag_head(tag)(self.features(x))
 
+    def tag_logits_from(self, h: Tensor, x: Tensor, tag: str) -> Tensor:
+        """forward_tag given the trunk's features h of x, computed once for every head."""
+        return self.tag_head(tag)(h)
+
 
 def build_model(config: MLPConfig, seed: int | None = None) -> MLP:
-    cls = MLP if config.tag_heads is None else MultiHeadMLP
+    cls: type[MLP] = MLP if config.tag_heads is None else MultiHeadMLP
+    if config.progressive:
+        from models.progressive import ProgressiveMLP  # it builds on this module
+
+        cls = ProgressiveMLP
     if seed is None:
         return cls(config)
     # A private RNG stream: seeding must not disturb the caller's global random state.

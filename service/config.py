@@ -149,10 +149,15 @@ class Settings(BaseSettings):
             initial_model(self)  # raises naming MNEMO_INIT_CHECKPOINT
         return self
 
+    @property
+    def routes_by_tag(self) -> bool:
+        """Tags select a head (MNEMO_HEADS=per-tag) or a column (MNEMO_STRATEGY=progressive)."""
+        return self.heads == "per-tag" or self.penalty == "progressive"
+
     def network(self, num_classes: int) -> MLPConfig:
         """The network these settings describe, over num_classes classes (no tag heads yet)."""
         return MLPConfig(self.input_dim, tuple(self.hidden), num_classes,
-                         () if self.heads == "per-tag" else None)
+                         () if self.routes_by_tag else None, self.penalty == "progressive")
 
     def typed_labels(self) -> list[str | int]:
         """The declared vocabulary as JSON values of the deployment's label type."""

@@ -1,6 +1,7 @@
-"""Per-tag heads at predict time (MNEMO_HEADS=per-tag, DESIGN §3): a known tag answers from its
-own head over its own classes; an absent or unknown tag, or the shared mode, from the default
-head over every class."""
+"""Per-tag heads and progressive columns at predict time (MNEMO_HEADS=per-tag,
+MNEMO_STRATEGY=progressive; DESIGN §3): a known tag answers from its own head or column over
+its own classes; an absent or unknown tag, or the shared mode, from the default head over every
+class."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from service.serving.holder import ServedModel
 
 
 def predict_for_tag(served: ServedModel, x: np.ndarray, tag: str | None,
-                    heads: str) -> tuple[np.ndarray, list[str | int], np.ndarray]:
+                    routes_by_tag: bool) -> tuple[np.ndarray, list[str | int], np.ndarray]:
     """Probabilities, the labels they are over, and those labels' global class indices."""
     module = served.module
     classes = (module.tag_classes(tag)
-               if heads == "per-tag" and isinstance(module, MultiHeadMLP) else None)
+               if routes_by_tag and isinstance(module, MultiHeadMLP) else None)
     if not classes:
         return served.predict_proba(x), served.labels, np.arange(len(served.labels))
     with torch.inference_mode():

@@ -250,8 +250,9 @@ class RunSpec:
 
 def new_stream_learner(spec: RunSpec, input_dim: int) -> StreamLearner:
     penalty, use_replay = parse_strategy(spec.strategy)
-    tag_heads = () if spec.heads == "per-tag" else None
-    learner = IncrementalLearner(MLPConfig(input_dim, tuple(DEFAULTS.hidden), 0, tag_heads),
+    tag_heads = () if spec.heads == "per-tag" or penalty == "progressive" else None
+    learner = IncrementalLearner(MLPConfig(input_dim, tuple(DEFAULTS.hidden), 0, tag_heads,
+                                           penalty == "progressive"),
                                  make_strategy(penalty, **spec.strategy_kw), seed=spec.seed)
     # Version 0, the untrained model, is what the service serves before its first publish.
     return StreamLearner(
@@ -265,8 +266,11 @@ def new_stream_learner(spec: RunSpec, input_dim: int) -> StreamLearner:
 def run_stream(scenario: Scenario, spec: RunSpec, keep_flags: bool = False) -> dict[str, Any]:
     """One pass over the stream; metrics per evaluation setting, cost, prequential accuracy."""
     s = new_stream_learner(spec, scenario.input_dim)
-    per_tag = spec.heads == "per-tag"
-    settings = ("tag",) if per_tag else scenario.settings
+    progressive = parse_strategy(spec.strategy)[0] == "progressive"
+    per_tag = spec.heads == "per-tag" or progressive
+    # Progressive columns in the main benchmark: the default column read as usual, plus by tag.
+    settings = (("tag",) if spec.heads == "per-tag"
+                else (*scenario.settings, "tag") if progressive else scenario.settings)
     flags = np.zeros(len(scenario.y), dtype=bool)
     rows: dict[str, list[list[float]]] = {k: [] for k in settings}
     curves: dict[str, list[list[float]]] = {k: [] for k in settings}

@@ -244,7 +244,7 @@ class LearnerService(SampleRemoval, Reporting):
         train_x, train_y = torch.from_numpy(x[~holdout]), torch.from_numpy(y[~holdout])
         buffer = self.replay if self.settings.use_replay else None
         tags = None
-        if self.settings.heads == "per-tag":  # each tag's head learns its tag's labels
+        if self.settings.routes_by_tag:  # each tag's head or column learns its tag's labels
             tags = [batch.tags[i] for i, held in zip(fresh, holdout, strict=True) if not held]
             self.learner.ensure_tags(tags, train_y, self.settings.max_tags)
         for start in range(0, len(train_y), TRAIN_CHUNK):

@@ -35,10 +35,11 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
     served, _ = model_from_bytes(weights)
     served.eval()
     config = served.config
-    if settings.heads == "per-tag" and config.tag_heads is None:
-        # A shared-head deployment switched to per-tag heads: same tensors, no tag heads yet.
-        # (Switched back, the tag heads stay in the versions but neither learn nor serve.)
-        config = replace(config, tag_heads=())
+    if settings.routes_by_tag and config.tag_heads is None:
+        # A shared-head deployment switched to per-tag heads or progressive columns: same
+        # tensors, no tag heads or columns yet. (Switched back, they stay in the versions but
+        # neither learn nor serve; per-tag heads and columns do not convert into each other.)
+        config = replace(config, tag_heads=(), progressive=settings.penalty == "progressive")
     if state is not None:
         tensors, meta = tensors_from_bytes(state)
         learner = IncrementalLearner.from_state(

@@ -28,12 +28,13 @@ TASKS = {"north": (0, ("n-", "n+")), "south": (1, ("s-", "s+"))}
 ROWS = [[2.0, -2.0, 0.0, 0.0], [-2.0, 2.0, 0.0, 0.0], [2.0, 2.0, 0.0, 0.0]]
 
 
-async def _append_tagged(aredis: Redis, settings: Settings, n: int, seed: int) -> None:
+async def _append_tagged(aredis: Redis, settings: Settings, n: int, seed: int,
+                         only: str | None = None) -> None:
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, 1.0, (n, 4)).astype(np.float32)
     records = []
     for i, row in enumerate(x):
-        tag = "north" if i % 2 == 0 else "south"
+        tag = only or ("north" if i % 2 == 0 else "south")
         feature, names = TASKS[tag]
         records.append(FeedbackRecord("", names[int(row[feature] > 0)], vector_to_bytes(row),
                                       tag, None))
@@ -113,3 +114,34 @@ def test_an_unknown_heads_mode_is_refused_by_name() -> None:
         load_settings({"MNEMO_HEADS": "per-task"})
     assert load_settings({"MNEMO_HEADS": "per-tag"}).network(3).tag_heads == ()
     assert load_settings({}).network(3).tag_heads is None
+
+
+async def test_progressive_columns_route_by_tag_and_keep_old_tags_exact(
+    settings_for: Callable[..., Settings], aredis: Redis
+) -> None:
+    """MNEMO_STRATEGY=progressive: tags one after the other (a column freezes when the next tag
+    arrives), then predict answers each tag from its column; the older column is unchanged."""
+    settings = settings_for(strategy="progressive", labels=[], publish_every_samples=600,
+                            holdout_fraction=0.0)
+    registry = await init_deployment(settings, aredis)
+    service = await started(settings, aredis)
+    for seed in range(3):
+        await _append_tagged(aredis, settings, 200, seed, only="north")
+        await service.step()
+    v1, _ = model_from_bytes(await registry.weights(1))
+    for seed in range(3, 6):
+        await _append_tagged(aredis, settings, 200, seed, only="south")
+        await service.step()
+    v2, _ = model_from_bytes(await registry.weights(2))
+    assert v2.tags == ["north", "south"] and len(v2.columns) == 2
+    x = torch.tensor(ROWS)
+    with torch.no_grad():
+        assert torch.equal(v2.forward_tag(x, "north"), v1.forward_tag(x, "north"))
+    async with running_app(settings) as c:
+        north = (await c.post("/v1/predict", json={"inputs": ROWS, "tag": "north"})).json()
+        assert north["model_version"] == 2 and sorted(north["labels"]) == ["n+", "n-"]
+        assert [p["label"] for p in north["predictions"]] == ["n+", "n-", "n+"]
+        south = (await c.post("/v1/predict", json={"inputs": ROWS, "tag": "south"})).json()
+        assert [p["label"] for p in south["predictions"]] == ["s-", "s+", "s+"]
+        unknown = (await c.post("/v1/predict", json={"inputs": ROWS})).json()
+        assert unknown["labels"] == await registry.labels()

@@ -56,8 +56,8 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
         raise HTTPException(503, "no model version is loaded yet", headers={"Retry-After": "1"})
     if not served.labels:
         raise HTTPException(409, "no class exists yet: send feedback with labels first")
-    # Per-tag heads (issue 5): the tag's head and its labels; otherwise every label.
-    probabilities, labels, classes = predict_for_tag(served, x, body.tag, settings.heads)
+    # Per-tag heads / progressive columns (issue 5): the tag's head and its labels.
+    probabilities, labels, classes = predict_for_tag(served, x, body.tag, settings.routes_by_tag)
     ctx.metrics.batch_size.observe(rows)
 
     batch, server_ids = ctx.predictions.new_ids(rows)
