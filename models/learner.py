@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.expand import widen
 from models.nets import MLP, MLPConfig, MultiHeadMLP, build_model
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
@@ -242,9 +243,20 @@ class IncrementalLearner:
         x, y = self._check_batch(x, y)
         start = time.perf_counter()
         self.strategy.consolidate(self._model, x.to(self.device), y.to(self.device))
+        self._maybe_widen()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+    def _maybe_widen(self) -> None:
+        """An expandable strategy (models/expand.py) may ask for hidden units after it
+        consolidated; the network widens and every per-parameter state follows."""
+        wanted = getattr(self.strategy, "units_wanted", None)
+        units = wanted() if wanted is not None else 0
+        if units:
+            old = dict(self._model.named_parameters())
+            widen(self._model, units, self._gen)
+            self._follow_parameters(old)
 
     def on_publish(self) -> None:
         """Call when the current model was published or activated as the served version."""

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     def _transfer_fits(self) -> Settings:
         # Checked here, not when version 0 is made, so a wrong checkpoint or layer name stops
         # every role at start-up (exit 2) naming the setting, before anything is written.
+        if self.penalty == "expand" and self.heads == "per-tag":
+            raise ValueError("MNEMO_STRATEGY: expand widens the shared trunk, which per-tag "
+                             "heads read at a fixed width; use MNEMO_HEADS=shared with it")
         config = self.network(len(self.labels))
         try:
             resolve_freeze(config, self.freeze)

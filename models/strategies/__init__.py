@@ -14,9 +14,16 @@ from models.strategies.naive import Naive
 from models.strategies.progressive import Progressive
 from models.strategies.si import SI
 
+
+def _expand(**kw: Any) -> Strategy:
+    from models.expand import Expand  # it needs the network module, which needs nothing here
+
+    return Expand(**kw)
+
+
 _FACTORIES: dict[str, Callable[..., Strategy]] = {
     "naive": Naive, "ewc": EWC, "online-ewc": OnlineEWC, "si": SI, "mas": MAS, "lwf": LwF,
-    "progressive": Progressive,
+    "progressive": Progressive, "expand": _expand,
 }
 # Strategies that add no regulariser (their protection, if any, is architectural).
 UNREGULARISED = ("naive", "progressive")

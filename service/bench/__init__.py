@@ -22,7 +22,8 @@ import torch
 
 # scenario -> the BENCHMARKS.md heading of its table
 OWN_TABLES = {"transfer": "## Transfer (`python -m service bench --scenarios transfer`)",
-              "heads": "## Per-tag heads (`python -m service bench --scenarios heads`)"}
+              "heads": "## Per-tag heads (`python -m service bench --scenarios heads`)",
+              "expand": "## Expandable network (`python -m service bench --scenarios expand`)"}
 ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "permuted",
            "split-digits": "split", "drifting": "drift"}
 
@@ -30,7 +31,7 @@ ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "pe
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnemo bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", nargs="+", default=["permuted", "split", "drift"],
-                   help="permuted, split (class- and task-incremental), drift; transfer, heads "
+                   help="permuted, split (class- and task-incremental), drift; transfer, heads, expand "
                    "(own tables)")
     p.add_argument("--strategies", nargs="+", default=None,
                    help="default: every name from models.strategies, alone and with +replay")

@@ -110,7 +110,8 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
             for reading in readings if runs else ():
                 acc = [r["settings"][reading] for r in runs]
                 rows.append("| " + " | ".join([
-                    "columns" if strategy.startswith(PROGRESSIVE) else heads, strategy, reading, fmt([a["final_acc"] for a in acc]),
+                    "columns" if strategy.startswith(PROGRESSIVE) else heads, strategy, reading,
+                    fmt([a["final_acc"] for a in acc]),
                     fmt([a["forgetting"] for a in acc]), fmt([r["preq_acc"] for r in runs]),
                     fmt([r["samples_per_s"] for r in runs], 0), fmt([r["state_mib"] for r in runs], 2),
                     fmt([r["peak_rss_mib"] for r in runs], 0)]) + " |")

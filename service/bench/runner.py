@@ -290,6 +290,7 @@ def run_stream(scenario: Scenario, spec: RunSpec, keep_flags: bool = False) -> d
     result: dict[str, Any] = {
         "scenario": scenario.name, "strategy": spec.strategy, "buffer": spec.buffer,
         "capacity": spec.capacity, "seed": spec.seed, "heads": spec.heads,
+        "hidden": list(s.learner.config.hidden),
         "settings": {k: {**accuracy_matrix_metrics(rows[k]), "matrix": rows[k], "curve": curves[k]}
                      for k in settings},
         **prequential_by_segment(flags, scenario.ends),

@@ -309,6 +309,13 @@ class LearnerService(SampleRemoval, Reporting):
         if scale < 1.0:
             self.learner.relax(1.0 / scale)
 
+    def _growth(self, candidate: nn.Module) -> dict[str, object]:
+        """MNEMO_STRATEGY=expand: the widths this version has and the growths behind them."""
+        record = getattr(self.learner.strategy, "growth_record", None)
+        if record is None:
+            return {}
+        return {"growth": {"hidden": list(candidate.config.hidden), **record()}}
+
     # ---- publishing -------------------------------------------------------------------
     async def _publish(self) -> None:
         try:
@@ -335,6 +342,7 @@ class LearnerService(SampleRemoval, Reporting):
             self.settings, version=version, parent=self.served_version,
             samples_seen=self.samples_seen, last_stream_id=self.last_id, labels=labels,
             evaluation=result.evaluation, oldest_new_accepted_ms=self.oldest_unpublished_ms,
+            **self._growth(candidate),
         )
         weights = model_to_bytes(candidate, labels_metadata(
             self.vocab_order[: candidate.config.num_classes]))
