@@ -109,9 +109,12 @@ class IncrementalLearner:
         wanted: dict[str, list[int]] = {}
         for tag, c in zip(tags, y.tolist(), strict=True):
             known = model.tag_classes(tag)
-            if tag and (known is not None or len(model.tags) + len(wanted) < max_tags
-                        or tag in wanted) and (known is None or c not in known):
-                wanted.setdefault(tag, []).append(int(c))
+            if not tag or (known is not None and c in known):
+                continue
+            new_tag = known is None and tag not in wanted
+            if new_tag and len(model.tags) + len(wanted) >= max_tags:
+                continue  # over the cap: this tag stays on the default head
+            wanted.setdefault(tag, []).append(int(c))
         if not wanted:
             return
         old = dict(model.named_parameters())

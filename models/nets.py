@@ -313,6 +313,13 @@ class MultiHeadMLP(MLP):
         """Logits of the tag's head (its classes, see tag_classes)."""
         return self.tag_head(tag)(self.features(x))
 
+    def classify(self, x: Tensor, tag: str | None) -> Tensor:
+        """Global class indices: the tag's head where it has one, else the default head."""
+        classes = self.tag_classes(tag)
+        if not classes:
+            return self(x).argmax(1)
+        return torch.tensor(classes, device=x.device)[self.forward_tag(x, tag).argmax(1)]  # type: ignore[arg-type]
+
     def tag_logits_from(self, h: Tensor, x: Tensor, tag: str) -> Tensor:
         """forward_tag given the trunk's features h of x, computed once for every head."""
         return self.tag_head(tag)(h)

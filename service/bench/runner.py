@@ -105,18 +105,16 @@ def predict(model: nn.Module, x: np.ndarray, mask: list[int] | None = None) -> n
 
 
 def predict_tagged(model: nn.Module, x: np.ndarray, tag: str | None) -> np.ndarray:
-    """Class indices from the tag's head where the model has one (per-tag heads), else from
-    the default head, as /v1/predict answers."""
-    classes = model.tag_classes(tag) if isinstance(model, MultiHeadMLP) else None
-    if not classes or len(x) == 0:
+    """Class indices from the tag's head where the model has one (per-tag heads, progressive
+    columns), else from the default head, as /v1/predict answers."""
+    if not isinstance(model, MultiHeadMLP) or model.tag_classes(tag) is None or len(x) == 0:
         return predict(model, x)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        local = model.forward_tag(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                                  tag).argmax(1).numpy()
+        out = model.classify(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), tag)
     model.train(was_training)
-    return np.asarray(classes)[local]
+    return out.numpy()
 
 
 def consolidate(s: StreamLearner, recent_x: torch.Tensor, recent_y: torch.Tensor) -> None:

@@ -231,7 +231,7 @@ class LearnerService(SampleRemoval, Reporting):
         self.drift.add_labels(y)
 
         # Test-then-train: the served version answers each new label before any training.
-        predicted = predict_classes(self.served, x)
+        predicted = predict_classes(self.served, x, self._routing([batch.tags[i] for i in fresh]))
         self.window.add(y.tolist(), predicted.tolist())
         drifted = False
         if self.detector is not None:
@@ -378,6 +378,10 @@ class LearnerService(SampleRemoval, Reporting):
         self.learner.ensure_classes(len(self.vocab_order))
         return "rejected"
 
+    def _routing(self, tags: list[str]) -> list[str] | None:
+        """Tags that select heads or columns when the deployment routes by tag (else None)."""
+        return tags if self.settings.routes_by_tag else None
+
     def _holdout_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return as_arrays([(x, y) for x, y, _ in self.holdout], self.settings.input_dim)
 
@@ -385,8 +389,9 @@ class LearnerService(SampleRemoval, Reporting):
         """The served version on the holdout, per tag (DESIGN §6 forgetting)."""
         if self.holdout:
             x, y = self._holdout_arrays()
-            correct = (predict_classes(self.served, x) == y).tolist()
-            self.tag_accuracy.evaluate([tag for _, _, tag in self.holdout], correct)
+            tags = [tag for _, _, tag in self.holdout]
+            correct = (predict_classes(self.served, x, self._routing(tags)) == y).tolist()
+            self.tag_accuracy.evaluate(tags, correct)
         self.metrics.set_tags(self.tag_accuracy.report())
 
     async def _golden_arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from service.store.feedback import FeedbackRecord, FeedbackStore
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 from service.versioning import initial_version
+from service.worker.scoring import predict_classes
 from service.worker.state import restore
 from tests.conftest import running_app
 from tests.worker.test_loop import init_deployment, started
@@ -56,6 +57,12 @@ async def test_tagged_feedback_builds_a_head_per_tag_that_predict_routes_to(
     published, _ = model_from_bytes(await registry.weights(1))
     assert isinstance(published, MultiHeadMLP) and published.tags == ["north", "south"]
     vocab = await registry.labels()
+
+    # The learner scores (test-then-train, holdout per tag) the way predict answers: by tag.
+    rows = np.array(ROWS, dtype=np.float32)
+    by_tag = predict_classes(published, rows, ["north", "south", "elsewhere"])
+    assert [vocab[i] for i in by_tag[:2]] == ["n+", "s+"]
+    assert by_tag[2] == predict_classes(published, rows[2:])[0]  # unknown: the default head
 
     async with running_app(settings) as c:
         north = (await c.post("/v1/predict", json={"inputs": ROWS, "tag": "north"})).json()
