@@ -145,9 +145,12 @@ class Settings(BaseSettings):
                              "heads read at a fixed width; use MNEMO_HEADS=shared with it")
         config = self.network(len(self.labels))
         try:
-            resolve_freeze(config, self.freeze)
+            frozen = resolve_freeze(config, self.freeze)
         except ValueError as exc:
             raise ValueError(f"MNEMO_FREEZE: {exc}") from None
+        if self.penalty == "expand" and any(n.startswith("body.") for n in frozen):
+            raise ValueError("MNEMO_FREEZE: expand (MNEMO_STRATEGY) grows the hidden layers, "
+                             "so they cannot be frozen; freeze only standardizer or head")
         if self.init_checkpoint is not None:
             initial_model(self)  # raises naming MNEMO_INIT_CHECKPOINT
         return self

@@ -93,7 +93,8 @@ def test_freeze_names_and_aliases() -> None:
         resolve_freeze(CONFIG, ["body.1"])
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES)
+# expand widens the hidden layers: the settings refuse it with a frozen trunk (tests/test_transfer.py)
+@pytest.mark.parametrize("strategy", [s for s in STRATEGY_NAMES if s != "expand"])
 def test_frozen_layers_do_not_move_while_the_rest_learns(strategy: str) -> None:
     learner = _trained(strategy=strategy)
     learner.freeze(["trunk"])
