@@ -126,7 +126,7 @@ def test_misfits_are_refused_naming_the_setting(tmp_path: Path) -> None:
         load_settings({"MNEMO_FREEZE": "body.1"})
     with pytest.raises(SettingsError, match="MNEMO_FREEZE: 'none' cannot be combined"):
         load_settings({"MNEMO_FREEZE": "none,head"})
-    with pytest.raises(SettingsError, match="MNEMO_FREEZE: expand .* cannot be frozen"):
+    with pytest.raises(SettingsError, match=r"MNEMO_FREEZE: expand .* cannot be frozen"):
         load_settings({"MNEMO_FREEZE": "trunk", "MNEMO_STRATEGY": "expand"})
     fits = load_settings({"MNEMO_INPUT_DIM": "6", "MNEMO_INIT_CHECKPOINT": str(wrong),
                           "MNEMO_FREEZE": "none"})
