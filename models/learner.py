@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.expand import widen
+from models.generative import GenerativeReplay
 from models.nets import MLP, MLPConfig, MultiHeadMLP, build_model
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
@@ -25,7 +26,7 @@ DEFAULT_LR = 2e-3
 DEFAULT_REPLAY_SIZE = 64
 DEFAULT_STEPS_PER_BATCH = 2
 
-_PREFIXES = ("model.", "optim.", "strategy.")
+_PREFIXES = ("model.", "optim.", "strategy.", "generator.")
 _TEACHER = "teacher."
 _HPARAMS = {"lr": float, "replay_size": int, "steps_per_batch": int, "seed": int}
 
@@ -42,7 +43,7 @@ class IncrementalLearner:
     def __init__(self, config: MLPConfig, strategy: Strategy, *, lr: float = DEFAULT_LR,
                  replay_size: int = DEFAULT_REPLAY_SIZE,
                  steps_per_batch: int = DEFAULT_STEPS_PER_BATCH, device: str = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int = 0, generator: GenerativeReplay | None = None) -> None:
         if steps_per_batch < 1 or replay_size < 0 or lr <= 0:
             raise ValueError("need steps_per_batch >= 1, replay_size >= 0 and lr > 0")
         self.strategy = strategy
@@ -58,6 +59,8 @@ class IncrementalLearner:
         self.samples_seen = 0
         self.steps_done = 0
         self.frozen: tuple[str, ...] = ()
+        # MNEMO_BUFFER=generative: the replay source is a model, so it is learner state.
+        self.generator = generator
 
     def freeze(self, layers: list[str] | tuple[str, ...]) -> None:
         """Stop training the named layers (models/transfer.py: names and aliases); a frozen
@@ -279,6 +282,8 @@ class IncrementalLearner:
             for k, v in self._opt.state.get(p, {}).items():
                 out[f"optim.{name}.{k}"] = v
         out.update({f"strategy.{k}": v for k, v in self.strategy.state_dict().items()})
+        if self.generator is not None:
+            out.update({f"generator.{k}": v for k, v in self.generator.state_dict().items()})
         out["rng"] = self._gen.get_state()
         out["counters"] = torch.tensor([self.samples_seen, self.steps_done])
         return {k: v.detach().cpu().clone() for k, v in out.items()}
@@ -300,6 +305,8 @@ class IncrementalLearner:
         # Own copies, so nothing the learner keeps aliases the caller's tensors.
         self.strategy.load_state_dict({k: v.to(self.device).clone()
                                        for k, v in part["strategy."].items()})
+        if part["generator."] and self.generator is not None:  # else: switched to a buffer
+            self.generator.load_state_dict(part["generator."])
         self._gen.set_state(d["rng"])
         self.samples_seen, self.steps_done = (int(v) for v in d["counters"])
 

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     model: Literal["mlp"] = "mlp"
     hidden: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [128, 128])
     strategy: str = "online-ewc+replay"
-    buffer: Literal["reservoir", "class-balanced", "recent"] = "reservoir"
+    buffer: Literal["reservoir", "class-balanced", "recent", "generative"] = "reservoir"
     buffer_size: int = Field(1000, ge=1, le=10_000_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     drift_detector: Literal["adwin", "page-hinkley", "none"] = "adwin"

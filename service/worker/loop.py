@@ -19,7 +19,7 @@ from torch import nn
 from models.checkpoint import labels_metadata, model_to_bytes, tensors_to_bytes
 from models.drift import make_detector
 from models.learner import IncrementalLearner
-from models.replay import make_buffer
+from models.replay import GENERATIVE, make_buffer
 from models.strategies.base import SCALE_KEY
 from service.config import Settings
 from service.monitor.drift_monitor import DriftMonitor
@@ -178,7 +178,11 @@ class LearnerService(SampleRemoval, Reporting):
 
     async def _load_buffer(self) -> None:
         """Mirror the Redis replay buffer (a reservoir written by an older learner gets its
-        class index rebuilt first, which the buffer scripts need)."""
+        class index rebuilt first, which the buffer scripts need). Generative replay keeps
+        nothing in Redis: its generator is part of the learner state."""
+        if self.settings.buffer == GENERATIVE:
+            self.replay = self.learner.generator
+            return
         if await self.redis.zcard(buffers.class_index_key(self.keys)) != await self.redis.hlen(
             self.keys.reservoir
         ):
@@ -193,6 +197,8 @@ class LearnerService(SampleRemoval, Reporting):
         weights = await self.registry.weights(version)
         state = await self.registry.state(version)
         self.learner, self.served = await asyncio.to_thread(restore, self.settings, weights, state)
+        if self.settings.buffer == GENERATIVE:  # an activated version brings its generator
+            self.replay = self.learner.generator
         self.served_version = version
         self.since_consolidation = 0
 
@@ -279,15 +285,22 @@ class LearnerService(SampleRemoval, Reporting):
     async def _ingest(self, ids: list[str], x: np.ndarray, y: np.ndarray, holdout: np.ndarray,
                       tags: list[str]) -> None:
         u = self.rng.random(len(ids))
-        items = [IngestItem(sid, bool(holdout[i]), float(u[i]), int(y[i]),
+        # Generative replay: raw inputs never enter the reservoir; the generator learns from
+        # them in memory instead (they reach Redis only as holdout).
+        kept = (np.flatnonzero(holdout) if self.settings.buffer == GENERATIVE
+                else np.arange(len(ids)))
+        items = [IngestItem(ids[i], bool(holdout[i]), float(u[i]), int(y[i]),
                             encode_entry(x[i], int(y[i]), tags[i]))
-                 for i, sid in enumerate(ids)]
+                 for i in kept]
+        if self.settings.buffer == GENERATIVE:
+            for i in np.flatnonzero(~holdout):
+                self.replay.insert(torch.from_numpy(x[i].copy()), int(y[i]))
         slots = await fenced(ingest(
             self.redis, self.keys, self.scripts, token=self.lease.token or 0,
             policy=self.settings.buffer, capacity=self.settings.buffer_size,
             holdout_capacity=self.settings.holdout_size, items=items,
         ))
-        for i, slot in enumerate(slots):
+        for i, slot in zip(kept, slots, strict=True):
             if slot >= 0:  # mirror the script's decision: replay samples without a round trip
                 self.replay.put(slot, torch.from_numpy(x[i].copy()), int(y[i]))
             elif slot == HOLDOUT:
@@ -352,7 +365,10 @@ class LearnerService(SampleRemoval, Reporting):
             state=state, status=status, last_stream_id=self.last_id,
             samples_seen=self.samples_seen, parent=self.served_version,
         ))
-        await self.reader.ack_and_trim(self.unacked, self.last_id)
+        if self.settings.buffer == GENERATIVE:  # raw inputs no longer than needed: all of them
+            await self.reader.ack_and_trim(self.unacked, self.last_id, inclusive=True)
+        else:
+            await self.reader.ack_and_trim(self.unacked, self.last_id)
         self.committed, self.unacked = self.last_id, []
         self.unpublished, self.oldest_unpublished_ms = 0, None
         self.last_publish = time.monotonic()

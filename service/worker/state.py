@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from models.checkpoint import model_from_bytes, tensors_from_bytes
+from models.generative import GenerativeReplay
 from models.learner import IncrementalLearner
 from models.nets import MLPConfig
+from models.replay import GENERATIVE
 from models.strategies import make_strategy
 from service.config import Settings
 
@@ -20,10 +22,17 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
+def _generator(settings: Settings) -> GenerativeReplay | None:
+    """MNEMO_BUFFER=generative: the replay model, learner state like the network."""
+    if settings.buffer != GENERATIVE:
+        return None
+    return GenerativeReplay(settings.input_dim, settings.max_classes)
+
+
 def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
     learner = IncrementalLearner(
         config, make_strategy(settings.penalty),
-        device=resolve_device(settings.device),
+        device=resolve_device(settings.device), generator=_generator(settings),
     )
     learner.freeze(settings.freeze)
     return learner
@@ -44,7 +53,7 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
         tensors, meta = tensors_from_bytes(state)
         learner = IncrementalLearner.from_state(
             config, make_strategy(settings.penalty), tensors, meta,
-            device=resolve_device(settings.device),
+            device=resolve_device(settings.device), generator=_generator(settings),
         )
         learner.freeze(settings.freeze)  # MNEMO_FREEZE of this start, not of the saved one
     else:
