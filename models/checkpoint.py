@@ -14,6 +14,9 @@ from torch import Tensor
 from models.nets import MLP, MLPConfig, build_model
 
 CONFIG_KEY = "config"
+# Weights blobs name their head's rows (a JSON list of label texts), so a checkpoint used to
+# start another deployment (MNEMO_INIT_CHECKPOINT) maps its rows to labels by name.
+LABELS_KEY = "labels"
 # safetensors has no checksum of its own: without one, flipped data bytes load silently.
 CHECKSUM_KEY = "blake2b"
 
@@ -59,6 +62,11 @@ def _read_metadata(blob: bytes) -> dict[str, str]:
     return dict(md) if isinstance(md, dict) else {}
 
 
+def has_checksum(blob: bytes) -> bool:
+    """Whether the blob was written by tensors_to_bytes (it carries our checksum)."""
+    return CHECKSUM_KEY in _read_metadata(blob)
+
+
 def tensors_from_bytes(blob: bytes) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and the caller's metadata; raises CheckpointError unless the checksum matches."""
     metadata = _read_metadata(blob)
@@ -80,6 +88,10 @@ def model_to_bytes(model: MLP, metadata: dict[str, str] | None = None) -> bytes:
         raise ValueError(f"metadata key {CONFIG_KEY!r} is reserved for the model config")
     md[CONFIG_KEY] = json.dumps(model.config.to_dict())
     return tensors_to_bytes(model.state_dict(), md)
+
+
+def labels_metadata(labels: list[str]) -> dict[str, str]:
+    return {LABELS_KEY: json.dumps([str(label) for label in labels])}
 
 
 def model_from_bytes(blob: bytes) -> tuple[MLP, dict[str, str]]:

@@ -5,24 +5,29 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from models.nets import MLP, MLPConfig, build_model
+from models.expand import widen
+from models.generative import GenerativeReplay
+from models.nets import MLP, MLPConfig, MultiHeadMLP, build_model
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
 from models.tensor_utils import grow_zeros
+from models.transfer import STANDARDIZER, freeze_layers, resolve_freeze
 
 # Defaults measured with `python -m models.bench_digits` (one pass over digits, batches of 16).
 DEFAULT_LR = 2e-3
 DEFAULT_REPLAY_SIZE = 64
 DEFAULT_STEPS_PER_BATCH = 2
 
-_PREFIXES = ("model.", "optim.", "strategy.")
+_PREFIXES = ("model.", "optim.", "strategy.", "generator.")
+_TEACHER = "teacher."
 _HPARAMS = {"lr": float, "replay_size": int, "steps_per_batch": int, "seed": int}
 
 
@@ -38,7 +43,7 @@ class IncrementalLearner:
     def __init__(self, config: MLPConfig, strategy: Strategy, *, lr: float = DEFAULT_LR,
                  replay_size: int = DEFAULT_REPLAY_SIZE,
                  steps_per_batch: int = DEFAULT_STEPS_PER_BATCH, device: str = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int = 0, generator: GenerativeReplay | None = None) -> None:
         if steps_per_batch < 1 or replay_size < 0 or lr <= 0:
             raise ValueError("need steps_per_batch >= 1, replay_size >= 0 and lr > 0")
         self.strategy = strategy
@@ -53,6 +58,26 @@ class IncrementalLearner:
         self._opt = torch.optim.Adam(self._model.parameters(), lr=lr, fused=True)
         self.samples_seen = 0
         self.steps_done = 0
+        self.frozen: tuple[str, ...] = ()
+        # MNEMO_BUFFER=generative: the replay source is a model, so it is learner state.
+        self.generator = generator
+
+    def freeze(self, layers: list[str] | tuple[str, ...]) -> None:
+        """Stop training the named layers (models/transfer.py: names and aliases); a frozen
+        standardiser stops updating its input statistics. Frozen parameters get no gradient,
+        so the optimizer and the strategies (trainable parameters only) leave them alone."""
+        self.frozen = resolve_freeze(self.config, layers)
+        trainable = {k for k, p in self._model.named_parameters() if p.requires_grad}
+        freeze_layers(self._model, self.frozen)
+        now_frozen = trainable - {k for k, p in self._model.named_parameters() if p.requires_grad}
+        if now_frozen:
+            # Per-parameter strategy state (importance, anchors, omega: `<kind>.<param>`) covers
+            # trainable parameters only; a state saved under another MNEMO_FREEZE loses the
+            # entries of the layers frozen now. LwF's teacher is a whole-model snapshot: kept.
+            state = self.strategy.state_dict()
+            self.strategy.load_state_dict({
+                k: v for k, v in state.items()
+                if k.startswith(_TEACHER) or k.partition(".")[2] not in now_frozen})
 
     @property
     def model(self) -> MLP:
@@ -76,12 +101,41 @@ class IncrementalLearner:
             return
         old = dict(self._model.named_parameters())
         self._model.grow_head(n, self._gen)
+        self._follow_parameters(old)
+
+    def ensure_tags(self, tags: Sequence[str], y: Tensor, max_tags: int) -> None:
+        """Per-tag heads: give each tag (up to max_tags heads; "" is no tag) rows for the
+        classes it comes with. Tags beyond the cap, like absent ones, use the default head."""
+        model = self._model
+        if not isinstance(model, MultiHeadMLP):
+            raise TypeError("ensure_tags needs a per-tag model (MLPConfig.tag_heads)")
+        wanted: dict[str, list[int]] = {}
+        for tag, c in zip(tags, y.tolist(), strict=True):
+            known = model.tag_classes(tag)
+            if not tag or (known is not None and c in known):
+                continue
+            new_tag = known is None and tag not in wanted
+            if new_tag and len(model.tags) + len(wanted) >= max_tags:
+                continue  # over the cap: this tag stays on the default head
+            wanted.setdefault(tag, []).append(int(c))
+        if not wanted:
+            return
+        old = dict(model.named_parameters())
+        for tag, classes in wanted.items():
+            model.add_tag_classes(tag, classes, self._gen)
+        self._follow_parameters(old)
+
+    def _follow_parameters(self, old: dict[str, nn.Parameter]) -> None:
+        """After heads grew or appeared: optimizer moments and strategy state follow the new
+        Parameters (old entries kept, new ones zero); frozen layers stay frozen."""
         new = dict(self._model.named_parameters())
         for name, p in new.items():
-            q = old[name]
+            q = old.get(name)
             if p is q:
                 continue
-            state = self._opt.state.pop(q, None)
+            if q is not None:
+                p.requires_grad_(q.requires_grad)
+            state = self._opt.state.pop(q, None) if q is not None else None
             if state:
                 self._opt.state[p] = {k: grow_zeros(v, p.shape) if v.shape == q.shape else v
                                       for k, v in state.items()}
@@ -105,12 +159,20 @@ class IncrementalLearner:
                              "call ensure_classes first")
         return x, y
 
-    def learn_many(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None = None) -> StepStats:
+    def learn_many(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None = None,
+                   tags: Sequence[str] | None = None) -> StepStats:
+        """Train on a batch (plus a replay sample). With per-tag heads and `tags` (one per
+        row, "" for none), each tagged row also trains its tag's head (ensure_tags first);
+        replayed rows carry no tag and train the trunk and the default head."""
         x, y = self._check_batch(x, y)
+        tagged = self._tag_targets(tags, y)
         if x.shape[0] == 0:
             return StepStats(0.0, 0.0, 0, 0)
         # The standardiser sees each new sample once; replayed samples were already counted.
-        self._model.standardizer.update(x)
+        if STANDARDIZER not in self.frozen:
+            self._model.standardizer.update(x)
+        if tagged:
+            self._model.observe_tags(x, list(tags or ()))  # progressive columns' own statistics
         self._model.train()
         x, y = x.to(self.device), y.to(self.device)
         replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
@@ -124,8 +186,13 @@ class IncrementalLearner:
                 by = torch.cat([y, ry.to(self.device)])
             # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
             strategy.before_step(model)
-            logits = model(bx)
-            loss = F.cross_entropy(logits, by)
+            if tagged:
+                h = model.features(bx)
+                logits = model.head(h)
+                loss = F.cross_entropy(logits, by) + self._tag_loss(h, x, tagged)
+            else:
+                logits = model(bx)
+                loss = F.cross_entropy(logits, by)
             term = strategy.loss_term(model, bx, logits)
             self._opt.zero_grad()
             (loss if term is None else loss + term).backward()
@@ -145,14 +212,57 @@ class IncrementalLearner:
         return StepStats(loss=torch.stack(losses).mean().item(), penalty=float(penalty),
                          samples=x.shape[0], steps=self.steps_per_batch)
 
+    def _tag_targets(self, tags: Sequence[str] | None,
+                     y: Tensor) -> list[tuple[str, Tensor, Tensor]]:
+        """(tag, rows, row targets in its head) per tag whose head learns."""
+        model = self._model
+        if tags is None or not isinstance(model, MultiHeadMLP):
+            return []
+        if len(tags) != y.shape[0]:
+            raise ValueError(f"expected one tag per row ({y.shape[0]}), got {len(tags)}")
+        out = []
+        for tag in dict.fromkeys(tags):
+            classes = model.tag_classes(tag)
+            if not tag or classes is None or not model.trainable_tag(tag):
+                continue
+            rows = [i for i, t in enumerate(tags) if t == tag]
+            where = {c: j for j, c in enumerate(classes)}
+            try:
+                local = [where[int(y[i])] for i in rows]
+            except KeyError:
+                raise ValueError(f"tag {tag!r}: a label has no row in its head; "
+                                 "call ensure_tags first") from None
+            out.append((tag, torch.tensor(rows, device=self.device),
+                        torch.tensor(local, device=self.device)))
+        return out
+
+    def _tag_loss(self, h: Tensor, x: Tensor, tagged: list[tuple[str, Tensor, Tensor]]) -> Tensor:
+        """Cross-entropy of each tagged new row in its tag's head, averaged over the new rows."""
+        model = self._model
+        assert isinstance(model, MultiHeadMLP)
+        return sum(F.cross_entropy(model.tag_logits_from(h[rows], x[rows], tag), local,
+                                   reduction="sum")
+                   for tag, rows, local in tagged) / x.shape[0]  # type: ignore[return-value]
+
     def consolidate(self, x: Tensor, y: Tensor) -> float:
         """Let the strategy anchor the current parameters; returns the seconds it took."""
         x, y = self._check_batch(x, y)
         start = time.perf_counter()
         self.strategy.consolidate(self._model, x.to(self.device), y.to(self.device))
+        self._maybe_widen()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter() - start
+
+    def _maybe_widen(self) -> None:
+        """An expandable strategy (models/expand.py) may ask for hidden units after it
+        consolidated; the network widens and every per-parameter state follows."""
+        wanted = getattr(self.strategy, "units_wanted", None)
+        units = wanted() if wanted is not None else 0
+        if units:
+            old = dict(self._model.named_parameters())
+            widen(self._model, units, self._gen)
+            self._follow_parameters(old)
 
     def on_publish(self) -> None:
         """Call when the current model was published or activated as the served version."""
@@ -172,6 +282,8 @@ class IncrementalLearner:
             for k, v in self._opt.state.get(p, {}).items():
                 out[f"optim.{name}.{k}"] = v
         out.update({f"strategy.{k}": v for k, v in self.strategy.state_dict().items()})
+        if self.generator is not None:
+            out.update({f"generator.{k}": v for k, v in self.generator.state_dict().items()})
         out["rng"] = self._gen.get_state()
         out["counters"] = torch.tensor([self.samples_seen, self.steps_done])
         return {k: v.detach().cpu().clone() for k, v in out.items()}
@@ -193,6 +305,8 @@ class IncrementalLearner:
         # Own copies, so nothing the learner keeps aliases the caller's tensors.
         self.strategy.load_state_dict({k: v.to(self.device).clone()
                                        for k, v in part["strategy."].items()})
+        if part["generator."] and self.generator is not None:  # else: switched to a buffer
+            self.generator.load_state_dict(part["generator."])
         self._gen.set_state(d["rng"])
         self.samples_seen, self.steps_done = (int(v) for v in d["counters"])
 
@@ -200,6 +314,7 @@ class IncrementalLearner:
         """String metadata for the state blob: model config, strategy name, hyperparameters."""
         out = {"config": json.dumps(self.config.to_dict()), "strategy": self.strategy.name}
         out.update({k: repr(getattr(self, k)) for k in _HPARAMS})
+        out["frozen"] = json.dumps(list(self.frozen))  # a record: MNEMO_FREEZE decides each start
         return out
 
     @classmethod

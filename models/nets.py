@@ -10,16 +10,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+TagHeads = tuple[tuple[str, tuple[int, ...]], ...]
+
 
 @dataclass(frozen=True)
 class MLPConfig:
     input_dim: int
     hidden: tuple[int, ...] = (128, 128)
     num_classes: int = 0
+    # None: one shared head. Otherwise per-tag heads (MNEMO_HEADS=per-tag): each tag, in the
+    # order its head was made, with the (global) class of each of its head's rows.
+    tag_heads: TagHeads | None = None
+    # MNEMO_STRATEGY=progressive: each tag head is a whole column (models/progressive.py).
+    progressive: bool = False
 
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) so equal configs compare and hash equal.
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.tag_heads is not None:
+            heads = tuple((str(t), tuple(int(c) for c in cs)) for t, cs in self.tag_heads)
+            object.__setattr__(self, "tag_heads", heads)
+            bad = [t for t, cs in heads if any(not 0 <= c < self.num_classes for c in cs)
+                   or len(set(cs)) != len(cs)]
+            if bad or len({t for t, _ in heads}) != len(heads):
+                raise ValueError(f"invalid tag heads {bad or 'duplicate tags'} for "
+                                 f"{self.num_classes} classes")
+        if self.progressive and self.tag_heads is None:
+            raise ValueError("progressive columns need tag_heads (possibly empty)")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if any(h < 1 for h in self.hidden):
@@ -28,16 +45,24 @@ class MLPConfig:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_dim": self.input_dim, "hidden": list(self.hidden),
-                "num_classes": self.num_classes}
+        out: dict[str, Any] = {"input_dim": self.input_dim, "hidden": list(self.hidden),
+                               "num_classes": self.num_classes}
+        if self.tag_heads is not None:  # absent in shared mode: those blobs stay as they were
+            out["tag_heads"] = [[t, list(cs)] for t, cs in self.tag_heads]
+        if self.progressive:
+            out["progressive"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
-        unknown = set(d) - {"input_dim", "hidden", "num_classes"}
+        unknown = set(d) - {"input_dim", "hidden", "num_classes", "tag_heads", "progressive"}
         if unknown:
             raise ValueError(f"unknown MLPConfig keys: {sorted(unknown)}")
+        heads = d.get("tag_heads")
         return cls(input_dim=int(d["input_dim"]), hidden=tuple(d.get("hidden", (128, 128))),
-                   num_classes=int(d.get("num_classes", 0)))
+                   num_classes=int(d.get("num_classes", 0)),
+                   tag_heads=None if heads is None else tuple((t, tuple(cs)) for t, cs in heads),
+                   progressive=bool(d.get("progressive", False)))
 
 
 class Standardizer(nn.Module):
@@ -209,15 +234,106 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(self.standardizer(x)))
 
+    def features(self, x: Tensor) -> Tensor:
+        """The trunk's output: what every head reads."""
+        return self.body(self.standardizer(x))
+
     def grow_head(self, new_num_classes: int, generator: torch.Generator | None = None) -> None:
         """Add output classes; every old logit stays bit-identical (see GrowableHead)."""
         self.head.grow(new_num_classes, generator)
 
 
+class MultiHeadMLP(MLP):
+    """MNEMO_HEADS=per-tag: the shared trunk, the default head over every class (what
+    `forward` answers, for an absent or unknown tag), and one head per tag over the classes
+    seen with that tag, in first-seen order. Adding a tag or a class to one head leaves every
+    other output bit-identical."""
+
+    PROGRESSIVE = False
+
+    def __init__(self, config: MLPConfig) -> None:
+        super().__init__(config)
+        self.tag_heads = nn.ModuleDict()  # keys "t0", "t1", ...: tags may hold "." and ":"
+        self._classes: dict[str, list[int]] = {}
+        self._init_tag_modules()
+        for tag, classes in config.tag_heads or ():
+            self._head_for(tag).grow(len(classes))
+            self._classes[tag] = list(classes)
+
+    def _init_tag_modules(self) -> None:
+        """Modules a subclass keeps per tag besides the heads, made before the tags replay."""
+        return None
+
+    @property
+    def config(self) -> MLPConfig:
+        heads = tuple((t, tuple(cs)) for t, cs in self._classes.items())
+        return MLPConfig(self.input_dim, self.hidden, self.num_classes, heads, self.PROGRESSIVE)
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._classes)
+
+    def tag_classes(self, tag: str | None) -> list[int] | None:
+        """The classes of the tag's head, row by row; None when it has none (default head)."""
+        return None if tag is None else self._classes.get(tag)
+
+    def _head_for(self, tag: str) -> GrowableHead:
+        if tag not in self._classes:
+            self._classes[tag] = []
+            self.tag_heads[f"t{len(self.tag_heads)}"] = GrowableHead(self.head.in_features).to(
+                self.head.weight)
+        return self.tag_heads[f"t{list(self._classes).index(tag)}"]  # type: ignore[return-value]
+
+    def trainable_tag(self, tag: str) -> bool:
+        """Whether the tag's head still learns (progressive columns freeze older ones)."""
+        return tag in self._classes and self.tag_head(tag).weight.requires_grad
+
+    def observe_tags(self, x: Tensor, tags: list[str]) -> None:
+        """New (not replayed) inputs with their tags; per-tag heads share the standardiser."""
+        return None
+
+    def tag_head(self, tag: str) -> GrowableHead:
+        if tag not in self._classes:
+            raise KeyError(tag)
+        return self._head_for(tag)
+
+    def add_tag_classes(self, tag: str, classes: list[int],
+                        generator: torch.Generator | None = None) -> None:
+        """Make the tag's head if new and append rows for the classes it does not have yet."""
+        if any(not 0 <= c < self.num_classes for c in classes):
+            raise ValueError(f"classes {classes} outside [0, {self.num_classes})")
+        head = self._head_for(tag)
+        known = self._classes[tag]
+        new = [c for c in dict.fromkeys(classes) if c not in known]
+        if new:
+            head.grow(len(known) + len(new), generator)
+            known.extend(new)
+
+    def forward_tag(self, x: Tensor, tag: str) -> Tensor:
+        """Logits of the tag's head (its classes, see tag_classes)."""
+        return self.tag_head(tag)(self.features(x))
+
+    def classify(self, x: Tensor, tag: str | None) -> Tensor:
+        """Global class indices: the tag's head where it has one, else the default head."""
+        classes = self.tag_classes(tag)
+        if not classes:
+            return self(x).argmax(1)
+        return torch.tensor(classes, device=x.device)[self.forward_tag(x, tag).argmax(1)]  # type: ignore[arg-type]
+
+    def tag_logits_from(self, h: Tensor, x: Tensor, tag: str) -> Tensor:
+        """forward_tag given the trunk's features h of x, computed once for every head."""
+        return self.tag_head(tag)(h)
+
+
 def build_model(config: MLPConfig, seed: int | None = None) -> MLP:
+    cls: type[MLP] = MLP if config.tag_heads is None else MultiHeadMLP
+    if config.progressive:
+        from models.progressive import ProgressiveMLP  # it builds on this module
+
+        cls = ProgressiveMLP
     if seed is None:
-        return MLP(config)
+        return cls(config)
     # A private RNG stream: seeding must not disturb the caller's global random state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MLP(config)
+        return cls(config)

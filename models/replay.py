@@ -272,9 +272,17 @@ _FACTORIES: dict[str, Callable[[int, int], _SlotBuffer]] = {
 }
 
 
+GENERATIVE = "generative"  # not a buffer of samples: models/generative.py
+
+
 def make_buffer(name: str, capacity: int, input_dim: int, *,
-                horizon: int | None = None) -> ReplayBuffer:
-    """The buffer MNEMO_BUFFER names; `horizon` applies to "recent" only."""
+                horizon: int | None = None, max_classes: int = 100) -> ReplayBuffer:
+    """The buffer MNEMO_BUFFER names; `horizon` applies to "recent" only, `max_classes` to
+    "generative" (the classes its generator can be conditioned on)."""
+    if name == GENERATIVE:
+        from models.generative import GenerativeReplay  # it needs the network module
+
+        return GenerativeReplay(input_dim, max_classes)  # type: ignore[return-value]
     if name not in _FACTORIES:
         raise ValueError(f"unknown buffer {name!r}; choose one of {', '.join(BUFFER_NAMES)}")
     if name == "recent":

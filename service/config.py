@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.nets import MLP, MLPConfig, build_model
 from models.strategies import parse_strategy
+from models.transfer import model_from_checkpoint, resolve_freeze
 
 ENV_PREFIX = "MNEMO_"
 FLOAT32_MAX = 3.4028234663852886e38
@@ -47,7 +49,7 @@ class Settings(BaseSettings):
     model: Literal["mlp"] = "mlp"
     hidden: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [128, 128])
     strategy: str = "online-ewc+replay"
-    buffer: Literal["reservoir", "class-balanced", "recent"] = "reservoir"
+    buffer: Literal["reservoir", "class-balanced", "recent", "generative"] = "reservoir"
     buffer_size: int = Field(1000, ge=1, le=10_000_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     drift_detector: Literal["adwin", "page-hinkley", "none"] = "adwin"
@@ -79,7 +81,7 @@ class Settings(BaseSettings):
 
     init_checkpoint: Path | None = None
     freeze: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    heads: Literal["shared"] = "shared"
+    heads: Literal["shared", "per-tag"] = "shared"
 
     _csv_fields = field_validator("labels", "hidden", "cors_origins", "freeze", mode="before")(
         _split_csv
@@ -101,15 +103,12 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("init_checkpoint", "freeze")
+    @field_validator("freeze")
     @classmethod
-    def _not_yet(cls, value: object, info: object) -> object:
-        # Accepted names (DESIGN §4) whose feature has not landed: refuse rather than ignore.
-        if value:
-            name = getattr(info, "field_name", "")
-            raise ValueError(f"MNEMO_{name.upper()} is not supported yet (transfer learning "
-                             "is a later issue); unset it")
-        return value
+    def _none_freezes_nothing(cls, value: list[str]) -> list[str]:
+        if "none" in value and len(value) > 1:
+            raise ValueError("'none' cannot be combined with layer names")
+        return [] if value == ["none"] else value
 
     @field_validator("hidden")
     @classmethod
@@ -137,6 +136,35 @@ class Settings(BaseSettings):
                 raise ValueError(f"MNEMO_LABELS: {label!r} is not an integer (MNEMO_LABEL_TYPE=int)")
         return self
 
+    @model_validator(mode="after")
+    def _transfer_fits(self) -> Settings:
+        # Checked here, not when version 0 is made, so a wrong checkpoint or layer name stops
+        # every role at start-up (exit 2) naming the setting, before anything is written.
+        if self.penalty == "expand" and self.heads == "per-tag":
+            raise ValueError("MNEMO_STRATEGY: expand widens the shared trunk, which per-tag "
+                             "heads read at a fixed width; use MNEMO_HEADS=shared with it")
+        config = self.network(len(self.labels))
+        try:
+            frozen = resolve_freeze(config, self.freeze)
+        except ValueError as exc:
+            raise ValueError(f"MNEMO_FREEZE: {exc}") from None
+        if self.penalty == "expand" and any(n.startswith("body.") for n in frozen):
+            raise ValueError("MNEMO_FREEZE: expand (MNEMO_STRATEGY) grows the hidden layers, "
+                             "so they cannot be frozen; freeze only standardizer or head")
+        if self.init_checkpoint is not None:
+            initial_model(self)  # raises naming MNEMO_INIT_CHECKPOINT
+        return self
+
+    @property
+    def routes_by_tag(self) -> bool:
+        """Tags select a head (MNEMO_HEADS=per-tag) or a column (MNEMO_STRATEGY=progressive)."""
+        return self.heads == "per-tag" or self.penalty == "progressive"
+
+    def network(self, num_classes: int) -> MLPConfig:
+        """The network these settings describe, over num_classes classes (no tag heads yet)."""
+        return MLPConfig(self.input_dim, tuple(self.hidden), num_classes,
+                         () if self.routes_by_tag else None, self.penalty == "progressive")
+
     def typed_labels(self) -> list[str | int]:
         """The declared vocabulary as JSON values of the deployment's label type."""
         return [int(x) if self.label_type == "int" else x for x in self.labels]
@@ -149,6 +177,22 @@ class Settings(BaseSettings):
     def penalty(self) -> str:
         """The regularising part of the strategy: `online-ewc+replay` → `online-ewc`."""
         return parse_strategy(self.strategy)[0]
+
+
+def initial_model(settings: Settings) -> MLP:
+    """Version 0's network over the declared labels: untrained, or from MNEMO_INIT_CHECKPOINT."""
+    config = settings.network(len(settings.labels))
+    path = settings.init_checkpoint
+    if path is None:
+        return build_model(config, seed=0)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"MNEMO_INIT_CHECKPOINT: cannot read {path}: {exc.strerror}") from None
+    try:
+        return model_from_checkpoint(blob, config, settings.labels)
+    except ValueError as exc:  # CheckpointError included
+        raise ValueError(f"MNEMO_INIT_CHECKPOINT: {path} does not fit: {exc}") from None
 
 
 def _is_int_text(text: str) -> bool:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from models.checkpoint import model_to_bytes
-from models.nets import MLPConfig, build_model
-from service.config import Settings
+from models.checkpoint import labels_metadata, model_to_bytes
+from models.nets import MLPConfig
+from service.config import Settings, initial_model
 
 
 def now_iso() -> str:
@@ -41,13 +41,16 @@ def version_meta(
 
 
 def model_config(settings: Settings, num_classes: int) -> MLPConfig:
-    return MLPConfig(settings.input_dim, tuple(settings.hidden), num_classes)
+    return settings.network(num_classes)
 
 
 def initial_version(settings: Settings) -> tuple[dict[str, Any], bytes]:
-    """Version 0: the untrained network over the declared labels."""
+    """Version 0: the untrained network over the declared labels, or the transferred one."""
     labels = settings.typed_labels()
-    model = build_model(model_config(settings, len(labels)), seed=0)
+    model = initial_model(settings)
+    transfer = ({"transfer": {"init_checkpoint": str(settings.init_checkpoint),
+                              "freeze": list(settings.freeze)}}
+                if settings.init_checkpoint is not None or settings.freeze else {})
     meta = version_meta(settings, version=0, parent=None, samples_seen=0,
-                        last_stream_id="0-0", labels=labels, evaluation={})
-    return meta, model_to_bytes(model)
+                        last_stream_id="0-0", labels=labels, evaluation={}, **transfer)
+    return meta, model_to_bytes(model, labels_metadata(settings.labels))

@@ -156,9 +156,3 @@ def test_cli_refuses_unknown_and_invalid_settings() -> None:
     invalid = _cli("serve", MNEMO_REDIS_URL="redis://127.0.0.1:6379/11", MNEMO_PORT="eighty")
     assert invalid.returncode == 2, invalid.stderr
     assert "MNEMO_PORT" in invalid.stderr and "Traceback" not in invalid.stderr
-
-
-@pytest.mark.parametrize("name", ["MNEMO_INIT_CHECKPOINT", "MNEMO_FREEZE"])
-def test_names_whose_feature_has_not_landed_are_refused_not_ignored(name: str) -> None:
-    with pytest.raises(SettingsError, match=f"{name} is not supported yet"):
-        load_settings({name: "something"})

@@ -11,11 +11,22 @@ from models.strategies.ewc import EWC, OnlineEWC
 from models.strategies.lwf import LwF
 from models.strategies.mas import MAS
 from models.strategies.naive import Naive
+from models.strategies.progressive import Progressive
 from models.strategies.si import SI
+
+
+def _expand(**kw: Any) -> Strategy:
+    from models.expand import Expand  # it needs the network module, which needs nothing here
+
+    return Expand(**kw)
+
 
 _FACTORIES: dict[str, Callable[..., Strategy]] = {
     "naive": Naive, "ewc": EWC, "online-ewc": OnlineEWC, "si": SI, "mas": MAS, "lwf": LwF,
+    "progressive": Progressive, "expand": _expand,
 }
+# Strategies that add no regulariser (their protection, if any, is architectural).
+UNREGULARISED = ("naive", "progressive")
 STRATEGY_NAMES = tuple(_FACTORIES)
 REPLAY = "replay"
 
@@ -43,5 +54,18 @@ def parse_strategy(spec: str) -> tuple[str, bool]:
     return (penalties[0] if penalties else "naive"), REPLAY in parts
 
 
-__all__ = ["EWC", "MAS", "SI", "STRATEGY_NAMES", "LwF", "Naive", "OnlineEWC", "Strategy",
-           "StrategyBase", "make_strategy", "parse_strategy", "trainable_parameters"]
+__all__ = [
+    "EWC",
+    "MAS",
+    "SI",
+    "STRATEGY_NAMES",
+    "UNREGULARISED",
+    "LwF",
+    "Naive",
+    "OnlineEWC",
+    "Strategy",
+    "StrategyBase",
+    "make_strategy",
+    "parse_strategy",
+    "trainable_parameters",
+]

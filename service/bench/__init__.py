@@ -20,6 +20,10 @@ from typing import Any
 
 import torch
 
+# scenario -> the BENCHMARKS.md heading of its table
+OWN_TABLES = {"transfer": "## Transfer (`python -m service bench --scenarios transfer`)",
+              "heads": "## Per-tag heads (`python -m service bench --scenarios heads`)",
+              "expand": "## Expandable network (`python -m service bench --scenarios expand`)"}
 ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "permuted",
            "split-digits": "split", "drifting": "drift"}
 
@@ -27,7 +31,8 @@ ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "pe
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnemo bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", nargs="+", default=["permuted", "split", "drift"],
-                   help="permuted, split (class- and task-incremental), drift")
+                   help="permuted, split (class- and task-incremental), drift; transfer, heads, expand "
+                   "(own tables)")
     p.add_argument("--strategies", nargs="+", default=None,
                    help="default: every name from models.strategies, alone and with +replay")
     p.add_argument("--buffers", nargs="+", type=int, default=[200, 1000], help="buffer sizes")
@@ -79,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         meta.setdefault("capacities", args.buffers)
         return _write(args, meta, results)
     scenarios = list(dict.fromkeys(ALIASES.get(s, s) for s in args.scenarios))
+    # Scenarios with their own protocol and table (an offline checkpoint; per-tag heads).
+    for name in [s for s in scenarios if s in OWN_TABLES]:
+        scenarios.remove(name)
+        _own_table(name, args, argv)
+    if not scenarios:
+        return 0
     plan = suite.Plan(
         scenarios=scenarios, strategies=strategies, capacities=args.buffers,
         seeds=args.seeds[:1] if args.quick else args.seeds,
@@ -98,6 +109,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "hparams": plan.hparams,
                                                        "runs": results}) + "\n")
     return _write(args, meta, results)
+
+
+def _own_table(name: str, args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    import importlib
+
+    from service.bench import report
+
+    module = importlib.import_module(f"service.bench.{name}")
+    results = module.run(args.seeds[:1] if args.quick else args.seeds)
+    command = "python -m service bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+    table = module.markdown(results, command)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.md").write_text(table + "\n")
+    print(table)
+    if args.benchmarks is not None:
+        report.splice(args.benchmarks, table, module.START, module.END, OWN_TABLES[name])
 
 
 def _write(args: argparse.Namespace, meta: dict[str, Any], results: list[dict[str, Any]]) -> int:

@@ -42,6 +42,7 @@ def state_mib(learner: IncrementalLearner, buffer: ReplayBuffer) -> float:
     """Model, optimizer moments, strategy state (Fisher, anchors, ...) and the replay buffer:
     the memory a strategy costs in the service, independent of allocator noise."""
     total = sum(t.numel() * t.element_size() for t in learner.state_dict().values())
-    total += sum(t.numel() * t.element_size() for t in vars(buffer).values()
-                 if isinstance(t, torch.Tensor))
+    # A generative buffer's memory is its model's state, not tensors of samples.
+    held = buffer.state_dict().values() if hasattr(buffer, "state_dict") else vars(buffer).values()
+    total += sum(t.numel() * t.element_size() for t in held if isinstance(t, torch.Tensor))
     return total / 2**20

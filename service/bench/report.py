@@ -133,12 +133,13 @@ def _frozen(hparams: dict[str, Any]) -> str:
     return f"Frozen values: {strategies or 'every strategy at its defaults'}; drift detector {detector}."
 
 
-def splice(path: Path, section: str) -> None:
-    """Put the section between the markers in `path` (appended the first time)."""
+def splice(path: Path, section: str, start: str = START, end: str = END,
+           heading: str = "## Continual-learning benchmark (`make bench`)") -> None:
+    """Put the section between the markers in `path` (appended under `heading` the first time)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+    block = f"{start}\n{section}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
-        text = text.rstrip() + "\n\n## Continual-learning benchmark (`make bench`)\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n{heading}\n\n" + block + "\n"
     path.write_text(text)

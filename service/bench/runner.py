@@ -23,7 +23,7 @@ import models.strategies as strategies_module
 from models.adaptation import respond_to_drift
 from models.drift import DriftDetector, make_detector
 from models.learner import IncrementalLearner
-from models.nets import MLPConfig
+from models.nets import MLPConfig, MultiHeadMLP
 from models.replay import ReplayBuffer
 from models.strategies import make_strategy
 from service.bench import memory
@@ -104,6 +104,19 @@ def predict(model: nn.Module, x: np.ndarray, mask: list[int] | None = None) -> n
     return logits.argmax(1).numpy()
 
 
+def predict_tagged(model: nn.Module, x: np.ndarray, tag: str | None) -> np.ndarray:
+    """Class indices from the tag's head where the model has one (per-tag heads, progressive
+    columns), else from the default head, as /v1/predict answers."""
+    if not isinstance(model, MultiHeadMLP) or model.tag_classes(tag) is None or len(x) == 0:
+        return predict(model, x)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.classify(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), tag)
+    model.train(was_training)
+    return out.numpy()
+
+
 def consolidate(s: StreamLearner, recent_x: torch.Tensor, recent_y: torch.Tensor) -> None:
     """LearnerService._consolidate: a replay sample (up to 512) if any, else the recent batch."""
     if len(s.buffer):
@@ -118,12 +131,14 @@ def consolidate(s: StreamLearner, recent_x: torch.Tensor, recent_y: torch.Tensor
         s.learner.relax(1.0 / s.learner.strategy.scale)
 
 
-def process_batch(s: StreamLearner, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """One batch of feedback, as the service learns it; returns which predictions were right."""
+def process_batch(s: StreamLearner, x: np.ndarray, labels: np.ndarray,
+                  tag: str | None = None) -> np.ndarray:
+    """One batch of feedback, as the service learns it; returns which predictions were right.
+    `tag` (one for the batch): per-tag heads score and train it as MNEMO_HEADS=per-tag does."""
     y = np.array([s.vocab.setdefault(int(v), len(s.vocab)) for v in labels], dtype=np.int64)
     # Test-then-train, before ensure_classes: the served model has no row for a new label yet.
     scorer = s.served if s.score_served and s.served is not None else s.learner.model
-    correct = predict(scorer, x) == y
+    correct = predict_tagged(scorer, x, tag) == y
     s.learner.ensure_classes(len(s.vocab))
     fired = None
     if s.detector is not None:
@@ -139,9 +154,14 @@ def process_batch(s: StreamLearner, x: np.ndarray, labels: np.ndarray) -> np.nda
 
     train_x, train_y = torch.from_numpy(x[~holdout]), torch.from_numpy(y[~holdout])
     buffer = s.buffer if s.use_replay else None
+    tags = None
+    if tag is not None and isinstance(s.learner.model, MultiHeadMLP):
+        tags = [tag] * len(train_y)
+        s.learner.ensure_tags(tags, train_y, DEFAULTS.max_tags)
     start = time.perf_counter()
     for i in range(0, len(train_y), TRAIN_CHUNK):
-        s.learner.learn_many(train_x[i : i + TRAIN_CHUNK], train_y[i : i + TRAIN_CHUNK], buffer)
+        s.learner.learn_many(train_x[i : i + TRAIN_CHUNK], train_y[i : i + TRAIN_CHUNK], buffer,
+                             None if tags is None else tags[i : i + TRAIN_CHUNK])
     s.learn_seconds += time.perf_counter() - start
     s.trained += len(train_y)
     s.recent.extend(zip(train_x, train_y, strict=True))
@@ -203,6 +223,9 @@ def evaluate(model: nn.Module, scenario: Scenario, setting: str, vocab: dict[int
     out = []
     for seg in scenario.segments:
         y = np.array([vocab.get(int(v), -2) for v in seg.y_test])
+        if setting == "tag":  # per-tag heads: the segment's name is its tag
+            out.append(float(np.mean(predict_tagged(model, seg.x_test, seg.name) == y)))
+            continue
         mask = [vocab[c] for c in seg.classes if c in vocab] if setting == "task" else None
         out.append(float(np.mean(predict(model, seg.x_test, mask) == y)))
     return out
@@ -220,11 +243,14 @@ class RunSpec:
     on_drift: str = "none"
     publish_every: int = DEFAULTS.publish_every_samples
     score_served: bool = False
+    heads: str = "shared"  # "per-tag": a head per segment (its name is the tag), read by tag
 
 
 def new_stream_learner(spec: RunSpec, input_dim: int) -> StreamLearner:
     penalty, use_replay = parse_strategy(spec.strategy)
-    learner = IncrementalLearner(MLPConfig(input_dim, tuple(DEFAULTS.hidden)),
+    tag_heads = () if spec.heads == "per-tag" or penalty == "progressive" else None
+    learner = IncrementalLearner(MLPConfig(input_dim, tuple(DEFAULTS.hidden), 0, tag_heads,
+                                           penalty == "progressive"),
                                  make_strategy(penalty, **spec.strategy_kw), seed=spec.seed)
     # Version 0, the untrained model, is what the service serves before its first publish.
     return StreamLearner(
@@ -238,26 +264,33 @@ def new_stream_learner(spec: RunSpec, input_dim: int) -> StreamLearner:
 def run_stream(scenario: Scenario, spec: RunSpec, keep_flags: bool = False) -> dict[str, Any]:
     """One pass over the stream; metrics per evaluation setting, cost, prequential accuracy."""
     s = new_stream_learner(spec, scenario.input_dim)
+    progressive = parse_strategy(spec.strategy)[0] == "progressive"
+    per_tag = spec.heads == "per-tag" or progressive
+    # Progressive columns in the main benchmark: the default column read as usual, plus by tag.
+    settings = (("tag",) if spec.heads == "per-tag"
+                else (*scenario.settings, "tag") if progressive else scenario.settings)
     flags = np.zeros(len(scenario.y), dtype=bool)
-    rows: dict[str, list[list[float]]] = {k: [] for k in scenario.settings}
-    curves: dict[str, list[list[float]]] = {k: [] for k in scenario.settings}
+    rows: dict[str, list[list[float]]] = {k: [] for k in settings}
+    curves: dict[str, list[list[float]]] = {k: [] for k in settings}
     memory.reset_peak()
     next_eval = EVAL_EVERY
-    for start, end in zip(scenario.starts(), scenario.ends, strict=True):
+    for seg, start, end in zip(scenario.segments, scenario.starts(), scenario.ends, strict=True):
         for b in range(start, end, BATCH):  # batches never straddle segments: exact R matrix
             e = min(b + BATCH, end)
-            flags[b:e] = process_batch(s, scenario.x[b:e], scenario.y[b:e])
+            flags[b:e] = process_batch(s, scenario.x[b:e], scenario.y[b:e],
+                                       seg.name if per_tag else None)
             if e >= next_eval or e == end:
-                for k in scenario.settings:
+                for k in settings:
                     curves[k].append([e, *evaluate(s.learner.model, scenario, k, s.vocab)])
                 next_eval = e + EVAL_EVERY
-        for k in scenario.settings:
+        for k in settings:
             rows[k].append(curves[k][-1][1:])
     result: dict[str, Any] = {
         "scenario": scenario.name, "strategy": spec.strategy, "buffer": spec.buffer,
-        "capacity": spec.capacity, "seed": spec.seed,
+        "capacity": spec.capacity, "seed": spec.seed, "heads": spec.heads,
+        "hidden": list(s.learner.config.hidden),
         "settings": {k: {**accuracy_matrix_metrics(rows[k]), "matrix": rows[k], "curve": curves[k]}
-                     for k in scenario.settings},
+                     for k in settings},
         **prequential_by_segment(flags, scenario.ends),
         "samples_per_s": s.trained / s.learn_seconds if s.learn_seconds else 0.0,
         "state_mib": memory.state_mib(s.learner, s.buffer),

@@ -86,12 +86,17 @@ class FeedbackReader:
         ours = sum(int(c["pending"]) for c in summary["consumers"] if c["name"] == CONSUMER.encode())
         return max(0, ours - len(self._delivered))
 
-    async def ack_and_trim(self, ids: list[str], committed: str) -> None:
-        """Acknowledge what a version now includes, and drop stream entries below it."""
+    async def ack_and_trim(self, ids: list[str], committed: str, *, inclusive: bool = False) -> None:
+        """Acknowledge what a version now includes, and drop stream entries below it
+        (`inclusive`: exactly, and the committed entry too — generative replay's privacy)."""
         pipe = self._redis.pipeline(transaction=False)
         for start in range(0, len(ids), 1000):
             pipe.xack(self._keys.stream, self._keys.group, *ids[start : start + 1000])
-        pipe.xtrim(self._keys.stream, minid=committed, approximate=True)
+        if inclusive:
+            ms, _, seq = committed.partition("-")
+            pipe.xtrim(self._keys.stream, minid=f"{ms}-{int(seq or 0) + 1}", approximate=False)
+        else:
+            pipe.xtrim(self._keys.stream, minid=committed, approximate=True)
         await pipe.execute()
         self._delivered.difference_update(ids)
 

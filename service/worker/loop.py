@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from torch import nn
 
-from models.checkpoint import CheckpointError, model_to_bytes, tensors_to_bytes
+from models.checkpoint import CheckpointError, labels_metadata, model_to_bytes, tensors_to_bytes
 from models.drift import make_detector
 from models.learner import IncrementalLearner
-from models.replay import make_buffer
+from models.replay import GENERATIVE, make_buffer
 from models.strategies.base import SCALE_KEY
 from service.config import Settings
 from service.monitor.drift_monitor import DriftMonitor
@@ -183,7 +183,11 @@ class LearnerService(SampleRemoval, Reporting):
 
     async def _load_buffer(self) -> None:
         """Mirror the Redis replay buffer (a reservoir written by an older learner gets its
-        class index rebuilt first, which the buffer scripts need)."""
+        class index rebuilt first, which the buffer scripts need). Generative replay keeps
+        nothing in Redis: its generator is part of the learner state."""
+        if self.settings.buffer == GENERATIVE:
+            self.replay = self.learner.generator
+            return
         if await self.redis.zcard(buffers.class_index_key(self.keys)) != await self.redis.hlen(
             self.keys.reservoir
         ):
@@ -214,6 +218,8 @@ class LearnerService(SampleRemoval, Reporting):
         state = await self.registry.state(version)
         self.learner, self.served = await asyncio.to_thread(restore, self.settings, weights, state)
         self.golden_baseline = GoldenBaseline.from_meta(await self.registry.meta(version))
+        if self.settings.buffer == GENERATIVE:  # an activated version brings its generator
+            self.replay = self.learner.generator
         self.served_version = version
         self.since_consolidation = 0
 
@@ -258,7 +264,7 @@ class LearnerService(SampleRemoval, Reporting):
         self.drift.add_labels(y)
 
         # Test-then-train: the served version answers each new label before any training.
-        predicted = predict_classes(self.served, x)
+        predicted = predict_classes(self.served, x, self._routing([batch.tags[i] for i in fresh]))
         self.window.add(y.tolist(), predicted.tolist())
         drifted = False
         if self.detector is not None:
@@ -270,9 +276,14 @@ class LearnerService(SampleRemoval, Reporting):
 
         train_x, train_y = torch.from_numpy(x[~holdout]), torch.from_numpy(y[~holdout])
         buffer = self.replay if self.settings.use_replay else None
+        tags = None
+        if self.settings.routes_by_tag:  # each tag's head or column learns its tag's labels
+            tags = [batch.tags[i] for i, held in zip(fresh, holdout, strict=True) if not held]
+            self.learner.ensure_tags(tags, train_y, self.settings.max_tags)
         for start in range(0, len(train_y), TRAIN_CHUNK):
             stats = self.learner.learn_many(
-                train_x[start : start + TRAIN_CHUNK], train_y[start : start + TRAIN_CHUNK], buffer
+                train_x[start : start + TRAIN_CHUNK], train_y[start : start + TRAIN_CHUNK], buffer,
+                None if tags is None else tags[start : start + TRAIN_CHUNK],
             )
             self.last_loss, self.last_penalty = stats.loss, stats.penalty
             self.metrics.steps.inc(stats.steps)
@@ -301,18 +312,25 @@ class LearnerService(SampleRemoval, Reporting):
     async def _ingest(self, ids: list[str], x: np.ndarray, y: np.ndarray, holdout: np.ndarray,
                       tags: list[str]) -> None:
         u = self.rng.random(len(ids))
-        items = [IngestItem(sid, bool(holdout[i]), float(u[i]), int(y[i]),
+        # Generative replay: raw inputs never enter the reservoir; the generator learns from
+        # them in memory instead (they reach Redis only as holdout).
+        kept = (np.flatnonzero(holdout) if self.settings.buffer == GENERATIVE
+                else np.arange(len(ids)))
+        items = [IngestItem(ids[i], bool(holdout[i]), float(u[i]), int(y[i]),
                             encode_entry(x[i], int(y[i]), tags[i]))
-                 for i, sid in enumerate(ids)]
+                 for i in kept]
+        if self.settings.buffer == GENERATIVE:
+            for i in np.flatnonzero(~holdout):
+                self.replay.insert(torch.from_numpy(x[i].copy()), int(y[i]))
         slots = await fenced(ingest(
             self.redis, self.keys, self.scripts, token=self.lease.token or 0,
             policy=self.settings.buffer, capacity=self.settings.buffer_size,
             holdout_capacity=self.settings.holdout_size, items=items,
         ))
-        for i, slot in enumerate(slots):
+        for item, i, slot in zip(items, kept, slots, strict=True):
             if slot >= 0:  # mirror the script's decision: replay samples without a round trip
                 self.replay.put(slot, torch.from_numpy(x[i].copy()), int(y[i]))
-                self.inserted.add(items[i].entry)
+                self.inserted.add(item.entry)
             elif slot == HOLDOUT:
                 self.holdout.appendleft((x[i].copy(), int(y[i]), tags[i]))
 
@@ -331,6 +349,13 @@ class LearnerService(SampleRemoval, Reporting):
         scale = float(self.learner.strategy.state_dict().get(SCALE_KEY, torch.tensor(1.0)))
         if scale < 1.0:
             self.learner.relax(1.0 / scale)
+
+    def _growth(self, candidate: nn.Module) -> dict[str, object]:
+        """MNEMO_STRATEGY=expand: the widths this version has and the growths behind them."""
+        record = getattr(self.learner.strategy, "growth_record", None)
+        if record is None:
+            return {}
+        return {"growth": {"hidden": list(candidate.config.hidden), **record()}}
 
     # ---- publishing -------------------------------------------------------------------
     async def _publish(self) -> None:
@@ -365,15 +390,20 @@ class LearnerService(SampleRemoval, Reporting):
             self.settings, version=version, parent=self.served_version,
             samples_seen=self.samples_seen, last_stream_id=self.last_id, labels=labels,
             evaluation=result.evaluation, oldest_new_accepted_ms=self.oldest_unpublished_ms,
+            **self._growth(candidate),
         )
-        weights = model_to_bytes(candidate)
+        weights = model_to_bytes(candidate, labels_metadata(
+            self.vocab_order[: candidate.config.num_classes]))
         state = tensors_to_bytes(self.learner.state_dict(), self.learner.meta())
         epoch = await fenced(self.registry.publish(
             token=self.lease.token or 0, version=version, meta=meta, weights=weights,
             state=state, status=status, last_stream_id=self.last_id,
             samples_seen=self.samples_seen, parent=self.served_version,
         ))
-        await self.reader.ack_and_trim(self.unacked, self.last_id)
+        if self.settings.buffer == GENERATIVE:  # raw inputs no longer than needed: all of them
+            await self.reader.ack_and_trim(self.unacked, self.last_id, inclusive=True)
+        else:
+            await self.reader.ack_and_trim(self.unacked, self.last_id)
         self.committed, self.unacked = self.last_id, []
         self.unpublished, self.oldest_unpublished_ms = 0, None
         self.last_publish = time.monotonic()
@@ -407,6 +437,10 @@ class LearnerService(SampleRemoval, Reporting):
             await self._retire_slots(slots)
         return "rejected"
 
+    def _routing(self, tags: list[str]) -> list[str] | None:
+        """Tags that select heads or columns when the deployment routes by tag (else None)."""
+        return tags if self.settings.routes_by_tag else None
+
     def _holdout_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return as_arrays([(x, y) for x, y, _ in self.holdout], self.settings.input_dim)
 
@@ -414,8 +448,9 @@ class LearnerService(SampleRemoval, Reporting):
         """The served version on the holdout, per tag (DESIGN §6 forgetting)."""
         if self.holdout:
             x, y = self._holdout_arrays()
-            correct = (predict_classes(self.served, x) == y).tolist()
-            self.tag_accuracy.evaluate([tag for _, _, tag in self.holdout], correct)
+            tags = [tag for _, _, tag in self.holdout]
+            correct = (predict_classes(self.served, x, self._routing(tags)) == y).tolist()
+            self.tag_accuracy.evaluate(tags, correct)
         self.metrics.set_tags(self.tag_accuracy.report())
 
     async def _golden_arrays(self) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.nets import MultiHeadMLP
+
 
 class PrequentialWindow:
     """Accuracy of the served version on each new label before training on it, over a sliding
@@ -50,11 +52,20 @@ def as_arrays(pairs: list[tuple[np.ndarray, int]], input_dim: int) -> tuple[np.n
     return np.stack([x for x, _ in pairs]), np.array([y for _, y in pairs], dtype=np.int64)
 
 
-def predict_classes(model: nn.Module, x: np.ndarray) -> np.ndarray:
+def predict_classes(model: nn.Module, x: np.ndarray, tags: list[str] | None = None) -> np.ndarray:
+    """Class per row; with `tags` (per-tag heads, progressive columns) each row is answered by
+    its tag's head or column, as /v1/predict answers it."""
     if model.config.num_classes == 0 or len(x) == 0:
         return np.full(len(x), -1)
     with torch.inference_mode():
-        return model(torch.from_numpy(np.ascontiguousarray(x))).argmax(dim=1).numpy()
+        rows = torch.from_numpy(np.ascontiguousarray(x))
+        if tags is None or not isinstance(model, MultiHeadMLP):
+            return model(rows).argmax(dim=1).numpy()
+        out = np.empty(len(x), dtype=np.int64)
+        for tag in dict.fromkeys(tags):
+            idx = [i for i, t in enumerate(tags) if t == tag]
+            out[idx] = model.classify(rows[idx], tag or None).numpy()
+        return out
 
 
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:

@@ -6,7 +6,7 @@ from functools import partial
 import pytest
 
 from models.checks import CHECKS, Subject, check_strategy
-from models.strategies import STRATEGY_NAMES, make_strategy, parse_strategy
+from models.strategies import STRATEGY_NAMES, UNREGULARISED, make_strategy, parse_strategy
 
 SPECS = [*STRATEGY_NAMES, *(f"{name}+replay" for name in STRATEGY_NAMES)]
 
@@ -15,7 +15,8 @@ SPECS = [*STRATEGY_NAMES, *(f"{name}+replay" for name in STRATEGY_NAMES)]
 
 def subject(spec: str) -> Subject:
     name, replay = parse_strategy(spec)
-    return Subject(partial(make_strategy, name), regularises=name != "naive", replay=replay)
+    return Subject(partial(make_strategy, name), regularises=name not in UNREGULARISED,
+                   replay=replay)
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException
 from service.api.deps import Ctx
 from service.api.errors import invalid
 from service.api.schemas import Prediction, PredictRequest, PredictResponse
+from service.api.tag_heads import predict_for_tag
 from service.api.validation import check_count, to_matrix
 from service.store.connection import UNAVAILABLE
 
@@ -55,20 +56,21 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
         raise HTTPException(503, "no model version is loaded yet", headers={"Retry-After": "1"})
     if not served.labels:
         raise HTTPException(409, "no class exists yet: send feedback with labels first")
-    probabilities = served.predict_proba(x)
+    # Per-tag heads / progressive columns (issue 5): the tag's head and its labels.
+    probabilities, labels, classes = predict_for_tag(served, x, body.tag, settings.routes_by_tag)
     ctx.metrics.batch_size.observe(rows)
 
     batch, server_ids = ctx.predictions.new_ids(rows)
     ids = body.ids or server_ids
     best = np.argmax(probabilities, axis=1)
     try:  # the same round trip also appends a few rows to the drift sample stream
-        await ctx.predictions.log(batch, x, served.version, body.tag or "", body.ids, best)
+        await ctx.predictions.log(batch, x, served.version, body.tag or "", body.ids,
+                                  classes[best])
         logged = True
     except UNAVAILABLE as exc:
         log.warning("prediction log unavailable, answering unlogged: %s", exc)
         logged = False
 
-    labels = served.labels
     return PredictResponse(
         model_version=served.version,
         labels=labels,
