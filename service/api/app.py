@@ -19,6 +19,7 @@ from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from service.api.routes import admin, feedback, health, predict, stats, versions
 from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
+from service.serving.batcher import MicroBatcher
 from service.serving.follower import VersionFollower
 from service.serving.holder import ModelHolder
 from service.store.control import Control
@@ -34,19 +35,23 @@ log = logging.getLogger(__name__)
 async def build_context(settings: Settings) -> AppContext:
     deployment = await open_deployment(settings)
     redis, keys, scripts = deployment.redis, deployment.keys, deployment.scripts
+    holder = ModelHolder()
+    metrics = ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name)
+    predictions = PredictionLog(redis, keys, settings.input_dim, settings.prediction_ttl_seconds)
     return AppContext(
         settings=settings,
         redis=redis,
         keys=keys,
         registry=deployment.registry,
         feedback=FeedbackStore(redis, keys, scripts, strict=settings.durability == "strict"),
-        predictions=PredictionLog(redis, keys, settings.input_dim,
-                                  settings.prediction_ttl_seconds),
+        predictions=predictions,
         golden=GoldenSet(redis, keys, scripts),
         stats=StatsStore(redis, keys),
-        holder=ModelHolder(),
+        holder=holder,
         control=Control(redis, keys),
-        metrics=ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name),
+        metrics=metrics,
+        batcher=MicroBatcher(holder, predictions, metrics, settings.batch_max_rows,
+                             settings.batch_max_wait_ms / 1000),
     )
 
 

@@ -4,6 +4,7 @@ so a request that already holds a ServedModel finishes on it while the next one 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,11 @@ class ServedModel:
     labels: list[str | int]
     module: nn.Module
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def parameter_count(self) -> int:
+        """Multiply-adds per row, roughly: how costly a forward pass of n rows is."""
+        return sum(p.numel() for p in self.module.parameters())
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

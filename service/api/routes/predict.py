@@ -1,18 +1,17 @@
-"""POST /v1/predict: answer from the served version; log the batch for the later label."""
+"""POST /v1/predict: answer from the served version within a micro-batch that is logged for the
+later label."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-import numpy as np
 from fastapi import APIRouter, HTTPException
 
 from service.api.deps import Ctx
 from service.api.errors import invalid
 from service.api.schemas import Prediction, PredictRequest, PredictResponse
 from service.api.validation import check_count, to_matrix
-from service.store.connection import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -50,31 +49,14 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
             raise invalid(("ids",), "ids must be unique within a request")
     x = to_matrix(body.inputs, settings.input_dim, [("inputs", i) for i in range(rows)])
 
-    served = ctx.holder.served  # one reference read: the whole request uses this version
-    if served is None:
-        raise HTTPException(503, "no model version is loaded yet", headers={"Retry-After": "1"})
-    if not served.labels:
-        raise HTTPException(409, "no class exists yet: send feedback with labels first")
-    probabilities = served.predict_proba(x)
-    ctx.metrics.batch_size.observe(rows)
-
-    batch, server_ids = ctx.predictions.new_ids(rows)
-    ids = body.ids or server_ids
-    best = np.argmax(probabilities, axis=1)
-    try:  # the same round trip also appends a few rows to the drift sample stream
-        await ctx.predictions.log(batch, x, served.version, body.tag or "", body.ids, best)
-        logged = True
-    except UNAVAILABLE as exc:
-        log.warning("prediction log unavailable, answering unlogged: %s", exc)
-        logged = False
-
-    labels = served.labels
+    answer = await ctx.batcher.predict(x, body.tag or "", body.ids)
+    labels = answer.served.labels
     return PredictResponse(
-        model_version=served.version,
+        model_version=answer.served.version,
         labels=labels,
         predictions=[
             Prediction(id=pid, label=labels[int(k)], probabilities=p.tolist())
-            for pid, k, p in zip(ids, best, probabilities, strict=True)
+            for pid, k, p in zip(answer.ids, answer.best, answer.probabilities, strict=True)
         ],
-        logged=logged,
+        logged=answer.logged,
     )
