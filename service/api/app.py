@@ -16,7 +16,7 @@ from service.api.auth import require_api_token
 from service.api.context import AppContext
 from service.api.errors import validation_error_handler
 from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from service.api.routes import admin, feedback, health, predict, stats, versions
+from service.api.routes import admin, feedback, health, predict, stats, v2, versions
 from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.batcher import MicroBatcher
@@ -88,6 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router, dependencies=protected)
     app.include_router(admin.router)
     app.include_router(health.router)
+    app.include_router(v2.open_router)  # Open Inference Protocol: health open, the rest
+    app.include_router(v2.router)  # behind the API token (its own dependency)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
