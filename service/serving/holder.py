@@ -33,6 +33,13 @@ class ServedModel:
             return torch.softmax(logits, dim=1).numpy()
 
 
+def use_one_compute_thread() -> None:
+    """For an API process: its forward passes are small, and torch's intra-op threads then
+    spin and contend with the event loop (measured 10-20x slower per pass on 2 busy cores);
+    parallelism comes from more API processes instead."""
+    torch.set_num_threads(1)
+
+
 def load_served(blob: bytes, meta: dict[str, Any], epoch: int) -> ServedModel:
     """Build a ready-to-serve model from a weights blob (safetensors) and its version meta."""
     module, _ = model_from_bytes(blob)

@@ -3,11 +3,13 @@ served version and tag into the entry), then one script dedupes and appends it a
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import JSONResponse
 
+from service.api.auth import require_api_token
 from service.api.deps import Ctx
 from service.api.errors import invalid, retry_later
+from service.api.lean_route import LeanJsonRoute
 from service.api.schemas import (
     FeedbackByPrediction,
     FeedbackRequest,
@@ -19,7 +21,8 @@ from service.store.codec import vector_to_bytes
 from service.store.connection import UNAVAILABLE
 from service.store.feedback import FeedbackRecord, LabelOverflow, NotDurable, Shed
 
-router = APIRouter()
+# The lean route runs only its own dependencies: the token check is declared here too.
+router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_token)])
 
 
 @router.post(

@@ -6,15 +6,19 @@ from __future__ import annotations
 import logging
 import time
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse
 
+from service.api.auth import require_api_token
 from service.api.deps import Ctx
 from service.api.errors import invalid
-from service.api.schemas import Prediction, PredictRequest, PredictResponse
+from service.api.lean_route import LeanJsonRoute
+from service.api.schemas import PredictRequest, PredictResponse
 from service.api.validation import check_count, to_matrix
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+# The lean route runs only its own dependencies: the token check is declared here too.
+router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_token)])
 
 
 @router.post(
@@ -22,7 +26,7 @@ router = APIRouter()
     response_model=PredictResponse,
     responses={409: {"description": "no class exists yet"}, 422: {"description": "invalid body"}},
 )
-async def predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
+async def predict(body: PredictRequest, ctx: Ctx) -> JSONResponse:
     started = time.perf_counter()
     try:
         response = await _predict(body, ctx)
@@ -38,7 +42,7 @@ async def predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
     return response
 
 
-async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
+async def _predict(body: PredictRequest, ctx: Ctx) -> JSONResponse:
     settings = ctx.settings
     rows = len(body.inputs)
     check_count(rows, settings, ("inputs",))
@@ -51,12 +55,14 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
 
     answer = await ctx.batcher.predict(x, body.tag or "", body.ids)
     labels = answer.served.labels
-    return PredictResponse(
-        model_version=answer.served.version,
-        labels=labels,
-        predictions=[
-            Prediction(id=pid, label=labels[int(k)], probabilities=p.tolist())
-            for pid, k, p in zip(answer.ids, answer.best, answer.probabilities, strict=True)
+    # The PredictResponse shape, built as plain JSON values (no per-row model objects).
+    return JSONResponse({
+        "model_version": answer.served.version,
+        "labels": labels,
+        "predictions": [
+            {"id": pid, "label": labels[k], "probabilities": p}
+            for pid, k, p in zip(answer.ids, answer.best.tolist(),
+                                 answer.probabilities.tolist(), strict=True)
         ],
-        logged=answer.logged,
-    )
+        "logged": answer.logged,
+    })
