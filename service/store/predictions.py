@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from service.store.keys import Keys
 
@@ -97,8 +98,18 @@ class PredictionLog:
             keys.append(_KeyPlan(batch, tag, members))
         return LogPlan(ids, keys)
 
+    async def log(self, batch: str, rows: np.ndarray, version: int, tag: str,
+                  client_ids: list[str] | None = None,
+                  predicted: np.ndarray | None = None) -> None:
+        """One batch under a key of the caller's choosing (the one-request form of write);
+        without `predicted`, no drift sample."""
+        plan = LogPlan([[f"{batch}-{row}" for row in range(len(rows))]],
+                       [_KeyPlan(batch, tag, [0])])
+        await self.write(plan, [LogGroup(rows, tag, client_ids)], version,
+                         None if predicted is None else [predicted])
+
     async def write(self, plan: LogPlan, groups: list[LogGroup], version: int,
-                    predicted: list[np.ndarray]) -> None:
+                    predicted: list[np.ndarray] | None) -> None:
         """One pipelined round trip for the whole micro-batch: per tag one record and one
         drift sample (<= DRIFT_SAMPLE_ROWS rows with their predicted class indices), and one
         alias per client-chosen id."""
@@ -106,15 +117,9 @@ class PredictionLog:
         for key in plan.keys:
             members = [groups[i] for i in key.members]
             rows = members[0].x if len(members) == 1 else np.concatenate([g.x for g in members])
-            best = np.concatenate([predicted[i] for i in key.members])
-            take = min(len(rows), DRIFT_SAMPLE_ROWS)
-            picked = (np.arange(take) if take == len(rows)
-                      else np.sort(self._rng.choice(len(rows), take, replace=False)))
-            pipe.xadd(self._keys.drift_samples, {
-                "x": np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
-                "p": np.asarray(best, dtype="<i4")[picked].tobytes(),
-                "t": key.tag,
-            }, maxlen=DRIFT_STREAM_MAXLEN, approximate=True)
+            if predicted is not None:
+                self._sample(pipe, key.tag, rows,
+                             np.concatenate([predicted[i] for i in key.members]))
             pipe.set(self._keys.prediction_batch(key.batch), _record(version, key.tag, rows),
                      ex=self._ttl)
         for group in groups:
@@ -125,6 +130,16 @@ class PredictionLog:
                     ex=self._ttl,
                 )
         await pipe.execute()
+
+    def _sample(self, pipe: Pipeline, tag: str, rows: np.ndarray, best: np.ndarray) -> None:
+        take = min(len(rows), DRIFT_SAMPLE_ROWS)
+        picked = (np.arange(take) if take == len(rows)
+                  else np.sort(self._rng.choice(len(rows), take, replace=False)))
+        pipe.xadd(self._keys.drift_samples, {
+            "x": np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
+            "p": np.asarray(best, dtype="<i4")[picked].tobytes(),
+            "t": tag,
+        }, maxlen=DRIFT_STREAM_MAXLEN, approximate=True)
 
     async def resolve(self, ids: list[str]) -> list[LoggedPrediction | None]:
         """Look every id up in one round trip; None where it is unknown or expired."""
