@@ -252,7 +252,9 @@ class LearnerService(SampleRemoval, Reporting):
 
         train_x, train_y = torch.from_numpy(x[~holdout]), torch.from_numpy(y[~holdout])
         buffer = self.replay if self.settings.use_replay else None
-        chunk = BACKLOG_TRAIN_CHUNK if len(ids) >= READ_COUNT else TRAIN_CHUNK
+        # More than one normal read's worth at once: only a read after a full one (a lasting
+        # backlog, not one burst of READ_COUNT, which still trains in small chunks).
+        chunk = BACKLOG_TRAIN_CHUNK if len(ids) > READ_COUNT else TRAIN_CHUNK
         for start in range(0, len(train_y), chunk):
             stats = self.learner.learn_many(
                 train_x[start : start + chunk], train_y[start : start + chunk], buffer
