@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--seconds", type=float, default=8.0, help="per load phase")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--overload", type=float, default=6000, help="offered req/s, 1 row")
+    parser.add_argument("--overload", type=float, default=4000, help="offered req/s, 1 row")
     parser.add_argument("--feedback-rate", type=float, default=600, help="offered req/s")
     parser.add_argument("--learner-timeout", type=float, default=120)
     parser.add_argument("--freshness-seconds", type=float, default=20)
