@@ -12,6 +12,9 @@ on the same machine, so ratios measured in the same run are what matter, not abs
    the API's mnemo_update_freshness_seconds histogram;
 5. latency at half of Mnemo's 1-row capacity, without and with a new current version every
    second (alternating between two published versions: each is loaded, warmed and swapped).
+   The learner is paused for both runs: an operator's activation also makes the learner
+   reload that version's learner state, CPU a publish by the learner itself does not cost,
+   and on 2 cores it would be charged to the API's latency.
 
 The learner (`python -m service learn`) runs throughout (idle while there is no feedback).
 MLP 64→128→128→10, the default strategy. Redis: the machine's (a DB of its own, a unique model
@@ -118,11 +121,12 @@ def _feedback_body(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _load(url: str, bodies: list[bytes], rate: float, seconds: float,
-          during: Callable[[], Any] | None = None) -> open_loop.Report:
+          during: Callable[[], Any] | None = None, drop_late: bool = False) -> open_loop.Report:
     async def go() -> open_loop.Report:
         side = asyncio.create_task(during()) if during else None
         try:
-            return await open_loop.run(url, rate, seconds, lambda i: bodies[i % len(bodies)])
+            return await open_loop.run(url, rate, seconds, lambda i: bodies[i % len(bodies)],
+                                       drop_late=drop_late)
         finally:
             if side:
                 side.cancel()
@@ -205,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.rounds):
             for key, (url, _rows) in targets.items():
                 rate = args.overload / (4 if key == "mnemo_16" else 1)
-                report = _load(url, bodies[key], rate, seconds)
+                report = _load(url, bodies[key], rate, seconds, drop_late=True)
                 capacity[key] = max(capacity[key], report.achieved_rate)
         results["capacity_rps"] = capacity
         results["ratio_vs_floor"] = capacity["mnemo_1"] / capacity["floor"]
@@ -217,7 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         httpx.post(f"{base['mnemo']}/v1/learning/pause", headers=admin).raise_for_status()
         fb_url = f"{base['mnemo']}/v1/feedback"
         fb_bodies = _bodies(fb_url, _feedback_body)
-        ingest = _load(fb_url, fb_bodies, args.feedback_rate, seconds)
+        ingest = _load(fb_url, fb_bodies, args.feedback_rate, seconds, drop_late=True)
         results["feedback_items_per_s"] = 100 * ingest.achieved_rate
         results["feedback_errors"] = ingest.errors
 
@@ -250,7 +254,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  p95 <= {p95} s over {observed} swaps", flush=True)
         half = capacity["mnemo_1"] / 2
         print(f"5. latency at half capacity ({half:.0f}/s), without and with a new version "
-              "every second", flush=True)
+              "every second (learner paused)", flush=True)
+        httpx.post(f"{base['mnemo']}/v1/learning/pause", headers=admin).raise_for_status()
         url = targets["mnemo_1"][0]
         quiet = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         swaps_before = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values())

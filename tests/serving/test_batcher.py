@@ -72,6 +72,17 @@ def batch_sizes(metrics: ApiMetrics, model: str) -> tuple[float, float]:
             get("mnemo_predict_batch_size_sum", labels) or 0.0)
 
 
+def held_pass(predictions: PredictionLog, metrics: ApiMetrics,
+              ) -> tuple[ServedModel, ModelHolder, MicroBatcher]:
+    """Version 1 whose forward pass blocks until released; thread_min_work=0: every pass
+    leaves the event loop, so arrivals are handled while one is held."""
+    held = served(1, Held(build_model(MLPConfig(4, (16,), 3), seed=1).eval()))
+    holder = ModelHolder()
+    holder.swap(held)
+    return held, holder, MicroBatcher(holder, predictions, metrics, max_rows=64,
+                                      max_wait_seconds=0.0, thread_min_work=0)
+
+
 def expected(model: ServedModel, x: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return torch.softmax(model.module(torch.from_numpy(x)), dim=1).numpy()
@@ -151,18 +162,13 @@ async def test_idle_requests_never_wait_for_the_max_wait(parts, model_name) -> N
 async def test_arrivals_during_a_pass_join_the_next_and_finish_on_its_version(
         parts, model_name) -> None:
     _, predictions, metrics = parts
-    old = served(1, Held(build_model(MLPConfig(4, (16,), 3), seed=1).eval()))
-    holder = ModelHolder()
-    holder.swap(old)
-    # thread_min_work=0: every pass leaves the event loop, so arrivals are handled meanwhile.
-    batcher = MicroBatcher(holder, predictions, metrics, max_rows=64, max_wait_seconds=0.0,
-                           thread_min_work=0)
+    old, holder, batcher = held_pass(predictions, metrics)
     x = np.ones((3, 4), np.float32)
     first = asyncio.create_task(batcher.predict(x, "", None))
     assert await asyncio.to_thread(old.module.entered.wait, 60)
     holder.swap(served(2))  # a new version arrives while the old one's pass is in flight
     later = [asyncio.create_task(batcher.predict(x, "", None)) for _ in range(4)]
-    await asyncio.sleep(0.05)  # let them queue (correctness does not depend on it)
+    await asyncio.sleep(0.05)  # let them queue behind the held pass
     old.module.release.set()
     answer = await first
     assert answer.served.version == 1
@@ -176,11 +182,7 @@ async def test_arrivals_during_a_pass_join_the_next_and_finish_on_its_version(
 
 async def test_a_pass_takes_whole_requests_up_to_max_rows(parts, model_name) -> None:
     _, predictions, metrics = parts
-    held = served(1, Held(build_model(MLPConfig(4, (16,), 3), seed=1).eval()))
-    holder = ModelHolder()
-    holder.swap(held)
-    batcher = MicroBatcher(holder, predictions, metrics, max_rows=64, max_wait_seconds=0.0,
-                           thread_min_work=0)
+    held, _, batcher = held_pass(predictions, metrics)
     first = asyncio.create_task(batcher.predict(np.ones((1, 4), np.float32), "", None))
     assert await asyncio.to_thread(held.module.entered.wait, 60)
     queued = [asyncio.create_task(batcher.predict(np.ones((30, 4), np.float32), "", None))

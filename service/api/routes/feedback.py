@@ -4,12 +4,11 @@ served version and tag into the entry), then one script dedupes and appends it a
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import JSONResponse
 
 from service.api.auth import require_api_token
 from service.api.deps import Ctx
 from service.api.errors import invalid, retry_later
-from service.api.lean_route import LeanJsonRoute
+from service.api.lean_route import LeanJSONResponse, LeanJsonRoute
 from service.api.schemas import (
     FeedbackByPrediction,
     FeedbackRequest,
@@ -35,7 +34,7 @@ router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_
         503: {"description": "Redis unreachable; nothing was stored"},
     },
 )
-async def feedback(body: FeedbackRequest, ctx: Ctx) -> JSONResponse:
+async def feedback(body: FeedbackRequest, ctx: Ctx) -> LeanJSONResponse:
     counters = ctx.metrics.feedback_by_outcome
     try:
         records = await _validated_records(body, ctx)
@@ -55,7 +54,7 @@ async def feedback(body: FeedbackRequest, ctx: Ctx) -> JSONResponse:
         raise retry_later(503, f"feedback store unavailable: {exc}", 1) from None
     counters["accepted"].inc(result.accepted)
     counters["duplicate"].inc(result.duplicates)
-    return JSONResponse(
+    return LeanJSONResponse(
         {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
     )
 

@@ -7,12 +7,11 @@ import logging
 import time
 
 from fastapi import APIRouter, Depends, HTTPException
-from fastapi.responses import JSONResponse
 
 from service.api.auth import require_api_token
 from service.api.deps import Ctx
 from service.api.errors import invalid
-from service.api.lean_route import LeanJsonRoute
+from service.api.lean_route import LeanJSONResponse, LeanJsonRoute
 from service.api.schemas import PredictRequest, PredictResponse
 from service.api.validation import check_count, to_matrix
 
@@ -26,7 +25,7 @@ router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_
     response_model=PredictResponse,
     responses={409: {"description": "no class exists yet"}, 422: {"description": "invalid body"}},
 )
-async def predict(body: PredictRequest, ctx: Ctx) -> JSONResponse:
+async def predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
     started = time.perf_counter()
     try:
         response = await _predict(body, ctx)
@@ -42,7 +41,7 @@ async def predict(body: PredictRequest, ctx: Ctx) -> JSONResponse:
     return response
 
 
-async def _predict(body: PredictRequest, ctx: Ctx) -> JSONResponse:
+async def _predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
     settings = ctx.settings
     rows = len(body.inputs)
     check_count(rows, settings, ("inputs",))
@@ -56,7 +55,7 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> JSONResponse:
     answer = await ctx.batcher.predict(x, body.tag or "", body.ids)
     labels = answer.served.labels
     # The PredictResponse shape, built as plain JSON values (no per-row model objects).
-    return JSONResponse({
+    return LeanJSONResponse({
         "model_version": answer.served.version,
         "labels": labels,
         "predictions": [
