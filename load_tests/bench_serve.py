@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         capacity: dict[str, float] = {k: 0.0 for k in targets}
         for _ in range(args.rounds):
             for key, (url, _rows) in targets.items():
-                rate = args.overload / (4 if key == "mnemo_16" else 1)
+                rate = args.overload / (2 if key == "mnemo_16" else 1)
                 report = _load(url, bodies[key], rate, seconds, drop_late=True)
                 capacity[key] = max(capacity[key], report.achieved_rate)
         results["capacity_rps"] = capacity
