@@ -49,6 +49,15 @@ def test_open_loop_generator_sends_at_the_rate_and_times_from_the_schedule(serve
     assert "achieved" in report.line()
 
 
+def test_saturate_keeps_its_clients_busy_until_the_deadline(server: str) -> None:
+    url = f"{server}/v1/predict"
+    bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(1, 4, count=4)]
+    report = asyncio.run(open_loop.saturate(url, 1.0, lambda i: bodies[i % len(bodies)],
+                                            connections=4))
+    assert report.ok == report.sent > 0 and report.errors == 0
+    assert report.elapsed >= 1.0 and report.achieved_rate == report.ok / report.elapsed
+
+
 def test_open_loop_counts_refusals_as_errors(server: str) -> None:
     url = f"{server}/v1/predict"
     bad = open_loop.http_request(url, b'{"inputs": [[1, 2]]}')  # wrong dimension: 422
