@@ -161,12 +161,18 @@ def _stats(base: str) -> dict[str, Any]:
 
 
 def _two_served_versions(base: str) -> tuple[int, int]:
-    """The current version (trained by now) and version 0 (retention keeps every version
-    ever activated): two different weight sets to alternate between."""
+    """The current version and the newest other one that passed the gate and still has its
+    weights (paging past the rejected ones): two weight sets to alternate between."""
     current = int(httpx.get(f"{base}/v1/versions/current").json()["version"])
-    if current == 0:
-        raise RuntimeError("the learner published nothing: no second version to swap to")
-    return current, 0
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        listing = httpx.get(f"{base}/v1/versions", params=params).json()
+        for v in listing["versions"]:
+            if v["version"] != current and v["status"] != "rejected" and v.get("blobs", True):
+                return current, int(v["version"])
+        if not listing["next"]:
+            raise RuntimeError("no second servable version to swap to")
+        params["before"] = listing["next"]
 
 
 def _freshness_p95(before: dict[str, float], after: dict[str, float]) -> tuple[float, int]:
