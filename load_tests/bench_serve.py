@@ -258,6 +258,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {processed} of {backlog} items in {elapsed:.1f} s: "
               f"{processed / elapsed:.0f} items/s", flush=True)
 
+        # Two trained versions for phase 5, chosen while they are among the newest (retention
+        # deletes older unactivated blobs) and kept by activating each once.
+        pair = _two_served_versions(base["mnemo"])
+        for version in (pair[1], pair[0]):
+            httpx.post(f"{base['mnemo']}/v1/versions/{version}/activate",
+                       headers=admin).raise_for_status()
+
         print("4. freshness at 1,000 items/s (learner running)", flush=True)
         name = "mnemo_update_freshness_seconds_bucket"
         before = _metric(base["mnemo"], name)
@@ -277,8 +284,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         url = targets["mnemo_1"][0]
         quiet = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         swaps_before = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values())
-
-        pair = _two_served_versions(base["mnemo"])
 
         async def publish_every_second() -> None:
             async with httpx.AsyncClient(base_url=base["mnemo"],
