@@ -29,8 +29,8 @@ def to_matrix(rows: list[list[float]], dim: int, locs: list[Loc]) -> np.ndarray:
                 raise invalid(loc, f"expected exactly {dim} numbers (MNEMO_INPUT_DIM), "
                                    f"got {len(row)}")
         wide = np.asarray(rows, dtype=np.float64).reshape(len(rows), dim)
-    bad = ~np.isfinite(wide) | (np.abs(wide) > FLOAT32_MAX)
-    if bad.any():
+    if wide.size and not np.abs(wide).max() <= FLOAT32_MAX:  # one test: NaN, ±inf, range
+        bad = ~np.isfinite(wide) | (np.abs(wide) > FLOAT32_MAX)
         row, col = (int(i) for i in np.argwhere(bad)[0])
         value = wide[row, col]
         reason = "not finite" if not np.isfinite(value) else "outside the float32 range"
