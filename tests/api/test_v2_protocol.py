@@ -99,3 +99,16 @@ async def test_token_and_unknown_model(make_settings: Callable[..., Settings],
             "/InferRequest")
         assert infer["responses"]["400"]["content"]["application/json"]["schema"][
             "$ref"].endswith("/V2Error")
+
+
+async def test_infer_is_counted_like_predict(make_settings: Callable[..., Settings],
+                                             model_name: str) -> None:
+    async with running_app(make_settings()) as c:
+        url = f"/v2/models/{model_name}/infer"
+        assert (await c.post(url, json=_body([1, 2, 3, 4], [1, 4]))).status_code == 200
+        assert (await c.post(url, json=_body([1, 2, 1e39, 4], [1, 4]))).status_code == 400
+        get = c.app.state.ctx.metrics.registry.get_sample_value  # type: ignore[attr-defined]
+        count = {s: get("mnemo_predict_requests_total", {"model": model_name, "status": s})
+                 for s in ("ok", "client_error")}
+        assert count == {"ok": 1.0, "client_error": 1.0}
+        assert get("mnemo_predict_latency_seconds_count", {"model": model_name}) == 1.0

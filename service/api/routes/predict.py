@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException
 
@@ -16,6 +18,7 @@ from service.api.schemas import PredictRequest, PredictResponse
 from service.api.validation import check_count, to_matrix
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # The lean route runs only its own dependencies: the token check is declared here too.
 router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_token)])
 
@@ -26,9 +29,15 @@ router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_
     responses={409: {"description": "no class exists yet"}, 422: {"description": "invalid body"}},
 )
 async def predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
+    return await counted(ctx, _predict(body, ctx))
+
+
+async def counted(ctx: Ctx, work: Awaitable[T]) -> T:
+    """Await a prediction, counting it in mnemo_predict_requests by status class and its
+    latency (successes only) in mnemo_predict_latency_seconds; /v1 and /v2 alike."""
     started = time.perf_counter()
     try:
-        response = await _predict(body, ctx)
+        response = await work
     except HTTPException as exc:
         status = "client_error" if exc.status_code < 500 else "server_error"
         ctx.metrics.requests_by_status[status].inc()

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 
 from service.api.auth import require_api_token
 from service.api.deps import Ctx
+from service.api.routes.predict import counted
 from service.api.schemas_v2 import (
     OUTPUT_NAMES,
     InferInput,
@@ -133,6 +134,10 @@ async def infer(name: str, body: InferRequest, ctx: Ctx, request: Request) -> In
     _model(ctx, name)
     if "inference-header-content-length" in request.headers:
         raise HTTPException(400, "binary tensor data is not supported: send the JSON encoding")
+    return await counted(ctx, _infer(name, body, ctx))
+
+
+async def _infer(name: str, body: InferRequest, ctx: Ctx) -> InferResponse:
     wanted = _requested_outputs(body)
     x = _input_matrix(body.inputs[0], ctx)
     answer = await ctx.batcher.predict(x, "", None)
