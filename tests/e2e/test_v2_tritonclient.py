@@ -75,6 +75,13 @@ def test_tritonclient_drives_a_real_serve_process(tmp_path: Path, procs: Procs,
         # Triton's binary extension (its default without named outputs) is refused by name.
         with pytest.raises(InferenceServerException, match="binary"):
             client.infer(model_name, [tensor], headers=headers)
+        versioned = client.infer(model_name, [tensor], outputs=outputs, model_version="0",
+                                 headers=headers)
+        assert versioned.get_response()["model_version"] == "0"
+        assert client.is_model_ready(model_name, model_version="0", headers=headers)
+        with pytest.raises(InferenceServerException, match="version '7'"):
+            client.infer(model_name, [tensor], outputs=outputs, model_version="7",
+                         headers=headers)
         with pytest.raises(InferenceServerException, match="unknown model"):
             client.infer("other", [tensor], outputs=outputs, headers=headers)
     finally:

@@ -97,10 +97,14 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="mnemo", version="1", extensions=[])
 
 
-def _model(ctx: Ctx, name: str) -> None:
+def _model(ctx: Ctx, name: str, version: str | None = None) -> None:
     if name != ctx.settings.model_name:
         raise HTTPException(404, f"unknown model {name!r}: this deployment serves "
                                  f"{ctx.settings.model_name!r}")
+    served = ctx.holder.served
+    if version is not None and (served is None or version != str(served.version)):
+        raise HTTPException(404, f"version {version!r} of {name!r} is not served here "
+                                 f"(serving {served.version if served else 'none yet'})")
 
 
 @router.get("/v2/models/{name}", response_model=ModelMetadata)
@@ -207,3 +211,25 @@ def _outputs(answer: BatchAnswer) -> dict[str, InferOutput]:
         "prediction_id": InferOutput(name="prediction_id", datatype="BYTES", shape=[rows],
                                      data=list(answer.ids)),
     }
+
+
+# The versioned forms (tritonclient's model_version=...): only the served version exists
+# here; an infer answers from the version served when its pass runs (model_version says).
+@router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata)
+async def versioned_metadata(name: str, version: str, ctx: Ctx) -> ModelMetadata:
+    _model(ctx, name, version)
+    return await model_metadata(name, ctx)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def versioned_ready(name: str, version: str, ctx: Ctx) -> dict[str, Any]:
+    _model(ctx, name, version)
+    return await model_ready(name, ctx)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse,
+             response_model_exclude_none=True)
+async def versioned_infer(name: str, version: str, body: InferRequest, ctx: Ctx,
+                          request: Request) -> InferResponse:
+    _model(ctx, name, version)
+    return await infer(name, body, ctx, request)
