@@ -44,3 +44,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Serving benchmark (~4 min on 2 cores): the bare-FastAPI floor vs predict at 1 and 16 rows,
+# feedback ingestion, learner throughput, freshness, p99 with and without a version a second.
+.PHONY: bench-serve
+bench-serve: $(STAMP)
+	$(BIN)/python -m load_tests.bench_serve --markdown bench_results/serve.md --json bench_results/serve.json

@@ -34,8 +34,10 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from service.api import create_app
+    from service.serving.holder import use_one_compute_thread
 
     _preflight(settings)
+    use_one_compute_thread()
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

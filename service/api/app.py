@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,9 +17,10 @@ from service.api.auth import require_api_token
 from service.api.context import AppContext
 from service.api.errors import validation_error_handler
 from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from service.api.routes import admin, dashboard, feedback, health, predict, stats, versions
+from service.api.routes import admin, dashboard, feedback, health, predict, stats, v2, versions
 from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
+from service.serving.batcher import MicroBatcher
 from service.serving.follower import VersionFollower
 from service.serving.holder import ModelHolder
 from service.store.control import Control
@@ -34,20 +36,34 @@ log = logging.getLogger(__name__)
 async def build_context(settings: Settings) -> AppContext:
     deployment = await open_deployment(settings)
     redis, keys, scripts = deployment.redis, deployment.keys, deployment.scripts
+    holder = ModelHolder()
+    metrics = ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name)
+    predictions = PredictionLog(redis, keys, settings.input_dim, settings.prediction_ttl_seconds)
     return AppContext(
         settings=settings,
         redis=redis,
         keys=keys,
         registry=deployment.registry,
         feedback=FeedbackStore(redis, keys, scripts, strict=settings.durability == "strict"),
-        predictions=PredictionLog(redis, keys, settings.input_dim,
-                                  settings.prediction_ttl_seconds),
+        predictions=predictions,
         golden=GoldenSet(redis, keys, scripts),
         stats=StatsStore(redis, keys),
-        holder=ModelHolder(),
+        holder=holder,
         control=Control(redis, keys),
-        metrics=ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name),
+        metrics=metrics,
+        batcher=MicroBatcher(holder, predictions, metrics, settings.batch_max_rows,
+                             settings.batch_max_wait_ms / 1000,
+                             routes_by_tag=settings.routes_by_tag),
     )
+
+
+def without_framework_telemetry() -> dict[str, object]:
+    """FastAPI >= 0.16x checks for an OpenTelemetry provider on every request (os.environ
+    reads, profiled at about a quarter of predict's CPU); Mnemo exports Prometheus metrics and
+    does not use it. Older FastAPI has no such option."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -75,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Online continual-learning model server: predict, send labels later, "
         "and the served model keeps learning without forgetting.",
         lifespan=lifespan,
+        **without_framework_telemetry(),
     )
     app.state.settings = settings
     app.add_exception_handler(RequestValidationError, validation_error_handler)
@@ -84,6 +101,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(health.router)
     app.include_router(dashboard.router)
+    app.include_router(v2.open_router)  # Open Inference Protocol: health open, the rest
+    app.include_router(v2.router)  # behind the API token (its own dependency)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,

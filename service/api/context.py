@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
+from service.serving.batcher import MicroBatcher
 from service.serving.holder import ModelHolder
 from service.store.control import Control
 from service.store.feedback import FeedbackStore
@@ -31,3 +32,4 @@ class AppContext:
     holder: ModelHolder
     metrics: ApiMetrics
     control: Control
+    batcher: MicroBatcher

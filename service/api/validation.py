@@ -19,12 +19,18 @@ def check_count(count: int, settings: Settings, loc: Loc) -> None:
 def to_matrix(rows: list[list[float]], dim: int, locs: list[Loc]) -> np.ndarray:
     """Rows → float32 matrix; every row exactly `dim` finite numbers within float32 range.
     `locs[i]` names row i in an error."""
-    for loc, row in zip(locs, rows, strict=True):
-        if len(row) != dim:
-            raise invalid(loc, f"expected exactly {dim} numbers (MNEMO_INPUT_DIM), got {len(row)}")
-    wide = np.asarray(rows, dtype=np.float64).reshape(len(rows), dim)
-    bad = ~np.isfinite(wide) | (np.abs(wide) > FLOAT32_MAX)
-    if bad.any():
+    try:  # one conversion for the whole batch; ragged rows fail it and are found below
+        wide = np.asarray(rows, dtype=np.float64)
+    except ValueError:
+        wide = None
+    if wide is None or wide.shape != (len(rows), dim):
+        for loc, row in zip(locs, rows, strict=True):
+            if len(row) != dim:
+                raise invalid(loc, f"expected exactly {dim} numbers (MNEMO_INPUT_DIM), "
+                                   f"got {len(row)}")
+        wide = np.asarray(rows, dtype=np.float64).reshape(len(rows), dim)
+    if wide.size and not np.abs(wide).max() <= FLOAT32_MAX:  # one test: NaN, ±inf, range
+        bad = ~np.isfinite(wide) | (np.abs(wide) > FLOAT32_MAX)
         row, col = (int(i) for i in np.argwhere(bad)[0])
         value = wide[row, col]
         reason = "not finite" if not np.isfinite(value) else "outside the float32 range"

@@ -4,6 +4,7 @@ so a request that already holds a ServedModel finishes on it while the next one 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -21,10 +22,22 @@ class ServedModel:
     module: nn.Module
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @cached_property
+    def parameter_count(self) -> int:
+        """Multiply-adds per row, roughly: how costly a forward pass of n rows is."""
+        return sum(p.numel() for p in self.module.parameters())
+
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             logits = self.module(torch.from_numpy(x))
             return torch.softmax(logits, dim=1).numpy()
+
+
+def use_one_compute_thread() -> None:
+    """For an API process: its forward passes are small, and torch's intra-op threads then
+    spin and contend with the event loop (measured 10-20x slower per pass on 2 busy cores);
+    parallelism comes from more API processes instead."""
+    torch.set_num_threads(1)
 
 
 def load_served(blob: bytes, meta: dict[str, Any], epoch: int) -> ServedModel:

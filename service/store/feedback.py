@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from dataclasses import dataclass
 
@@ -46,6 +47,21 @@ class NotDurable(Exception):
     """strict durability: the append-only file did not confirm the write in time."""
 
 
+_LENGTHS = struct.Struct("<IIIII")
+
+
+def _pack_items(records: list[FeedbackRecord]) -> bytes:
+    """The items as one script argument: per item five uint32 lengths, then id, label, x,
+    tag and version (feedback_append.lua reads it back)."""
+    parts: list[bytes] = []
+    for r in records:
+        fields = (r.dedupe_id.encode(), r.label.encode(), r.x, r.tag.encode(),
+                  b"" if r.version is None else str(r.version).encode())
+        parts.append(_LENGTHS.pack(*map(len, fields)))
+        parts.extend(fields)
+    return b"".join(parts)
+
+
 class FeedbackStore:
     def __init__(
         self, redis: Redis, keys: Keys, scripts: Scripts, *, strict: bool = False,
@@ -61,12 +77,10 @@ class FeedbackStore:
         self, records: list[FeedbackRecord], *, max_lag: int, max_classes: int
     ) -> AppendResult:
         k = self._keys
-        args: list[object] = [max_lag, max_classes, len(records), int(time.time() * 1000)]
-        for r in records:
-            args += [r.dedupe_id, r.label, r.x, r.tag, "" if r.version is None else r.version]
         result = await self._scripts.feedback_append(
             keys=[k.stream, k.seen_ids, k.vocab, k.vocab_order, k.counters, k.learner_stats],
-            args=args,
+            args=[max_lag, max_classes, len(records), int(time.time() * 1000),
+                  _pack_items(records)],
         )
         status = result[0]
         if status == b"shed":

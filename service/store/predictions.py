@@ -1,8 +1,9 @@
 """The prediction log: what was predicted, from which input and version, kept for a TTL so a
 later label can be joined to it by prediction id.
 
-A whole predict batch is one string key (a fixed header, then the float32 rows), so logging
-costs one command per batch; a server-made id ``<batch>-<row>`` locates its row with GETRANGE.
+A whole micro-batch (its requests with one tag) is one string key (a fixed header, then the
+float32 rows), so logging costs one command per micro-batch; a server-made id
+``<batch>-<row>`` locates its row with GETRANGE.
 A client-chosen id costs one more key holding that row alone.
 
 The same pipeline appends a few sampled rows of the batch, with their predicted class indices,
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from service.store.keys import Keys
 
@@ -29,6 +31,28 @@ _HEADER = struct.Struct("<qIB64s")  # version, input dim, tag length, tag (padde
 _SERVER_ID = re.compile(r"^([0-9a-f]{16})-(\d{1,6})$")
 DRIFT_SAMPLE_ROWS = 8  # rows of a batch sampled into the drift stream (one XADD per batch)
 DRIFT_STREAM_MAXLEN = 10_000
+
+
+@dataclass(frozen=True)
+class LogGroup:
+    """One predict request's rows within a micro-batch."""
+
+    x: np.ndarray  # float32 (rows, input_dim)
+    tag: str
+    client_ids: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class _KeyPlan:
+    batch: str
+    tag: str
+    members: list[int]  # indices of the groups stored under this key, in row order
+
+
+@dataclass(frozen=True)
+class LogPlan:
+    ids: list[list[str]]  # server ids, per group
+    keys: list[_KeyPlan]
 
 
 @dataclass(frozen=True)
@@ -57,39 +81,65 @@ class PredictionLog:
         self._ttl = ttl_seconds
         self._rng = np.random.default_rng()
 
-    def new_ids(self, rows: int) -> tuple[str, list[str]]:
-        batch = secrets.token_hex(8)
-        return batch, [f"{batch}-{row}" for row in range(rows)]
+    def plan(self, groups: list[LogGroup]) -> LogPlan:
+        """Server ids for every row of a micro-batch: its requests with one tag share one key,
+        so an id ``<batch>-<row>`` names the key and the row in it."""
+        by_tag: dict[str, list[int]] = {}
+        for index, group in enumerate(groups):
+            by_tag.setdefault(group.tag, []).append(index)
+        ids: list[list[str]] = [[] for _ in groups]
+        keys = []
+        for tag, members in by_tag.items():
+            batch, offset = secrets.token_hex(8), 0
+            for index in members:
+                rows = len(groups[index].x)
+                ids[index] = [f"{batch}-{row}" for row in range(offset, offset + rows)]
+                offset += rows
+            keys.append(_KeyPlan(batch, tag, members))
+        return LogPlan(ids, keys)
 
-    async def log(
-        self,
-        batch: str,
-        rows: np.ndarray,
-        version: int,
-        tag: str,
-        client_ids: list[str] | None = None,
-        predicted: np.ndarray | None = None,
-    ) -> None:
-        """One pipelined round trip: the batch record, one alias per client-chosen id and,
-        given the predicted class indices, the batch's drift sample."""
+    async def log(self, batch: str, rows: np.ndarray, version: int, tag: str,
+                  client_ids: list[str] | None = None,
+                  predicted: np.ndarray | None = None) -> None:
+        """One batch under a key of the caller's choosing (the one-request form of write);
+        without `predicted`, no drift sample."""
+        plan = LogPlan([[f"{batch}-{row}" for row in range(len(rows))]],
+                       [_KeyPlan(batch, tag, [0])])
+        await self.write(plan, [LogGroup(rows, tag, client_ids)], version,
+                         None if predicted is None else [predicted])
+
+    async def write(self, plan: LogPlan, groups: list[LogGroup], version: int,
+                    predicted: list[np.ndarray] | None) -> None:
+        """One pipelined round trip for the whole micro-batch: per tag one record and one
+        drift sample (<= DRIFT_SAMPLE_ROWS rows with their predicted class indices), and one
+        alias per client-chosen id."""
         pipe = self._redis.pipeline(transaction=False)
-        if predicted is not None:
-            take = min(len(rows), DRIFT_SAMPLE_ROWS)
-            picked = (np.arange(take) if take == len(rows)
-                      else np.sort(self._rng.choice(len(rows), take, replace=False)))
-            pipe.xadd(self._keys.drift_samples, {
-                "x": np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
-                "p": np.asarray(predicted, dtype="<i4")[picked].tobytes(),
-                "t": tag,
-            }, maxlen=DRIFT_STREAM_MAXLEN, approximate=True)
-        pipe.set(self._keys.prediction_batch(batch), _record(version, tag, rows), ex=self._ttl)
-        for row, client_id in enumerate(client_ids or ()):
-            pipe.set(
-                self._keys.prediction_alias(client_id),
-                _record(version, tag, rows[row : row + 1]),
-                ex=self._ttl,
-            )
+        for key in plan.keys:
+            members = [groups[i] for i in key.members]
+            rows = members[0].x if len(members) == 1 else np.concatenate([g.x for g in members])
+            if predicted is not None:
+                self._sample(pipe, key.tag, rows,
+                             np.concatenate([predicted[i] for i in key.members]))
+            pipe.set(self._keys.prediction_batch(key.batch), _record(version, key.tag, rows),
+                     ex=self._ttl)
+        for group in groups:
+            for row, client_id in enumerate(group.client_ids or ()):
+                pipe.set(
+                    self._keys.prediction_alias(client_id),
+                    _record(version, group.tag, group.x[row : row + 1]),
+                    ex=self._ttl,
+                )
         await pipe.execute()
+
+    def _sample(self, pipe: Pipeline, tag: str, rows: np.ndarray, best: np.ndarray) -> None:
+        take = min(len(rows), DRIFT_SAMPLE_ROWS)
+        picked = (np.arange(take) if take == len(rows)
+                  else np.sort(self._rng.choice(len(rows), take, replace=False)))
+        pipe.xadd(self._keys.drift_samples, {
+            "x": np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
+            "p": np.asarray(best, dtype="<i4")[picked].tobytes(),
+            "t": tag,
+        }, maxlen=DRIFT_STREAM_MAXLEN, approximate=True)
 
     async def resolve(self, ids: list[str]) -> list[LoggedPrediction | None]:
         """Look every id up in one round trip; None where it is unknown or expired."""

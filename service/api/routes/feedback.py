@@ -3,11 +3,12 @@ served version and tag into the entry), then one script dedupes and appends it a
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, HTTPException
 
+from service.api.auth import require_api_token
 from service.api.deps import Ctx
 from service.api.errors import invalid, retry_later
+from service.api.lean_route import LeanJSONResponse, LeanJsonRoute
 from service.api.schemas import (
     FeedbackByPrediction,
     FeedbackRequest,
@@ -19,7 +20,8 @@ from service.store.codec import vector_to_bytes
 from service.store.connection import UNAVAILABLE
 from service.store.feedback import FeedbackRecord, LabelOverflow, NotDurable, Shed
 
-router = APIRouter()
+# The lean route runs only its own dependencies: the token check is declared here too.
+router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_token)])
 
 
 @router.post(
@@ -32,7 +34,7 @@ router = APIRouter()
         503: {"description": "Redis unreachable; nothing was stored"},
     },
 )
-async def feedback(body: FeedbackRequest, ctx: Ctx) -> JSONResponse:
+async def feedback(body: FeedbackRequest, ctx: Ctx) -> LeanJSONResponse:
     counters = ctx.metrics.feedback_by_outcome
     try:
         records = await _validated_records(body, ctx)
@@ -52,7 +54,7 @@ async def feedback(body: FeedbackRequest, ctx: Ctx) -> JSONResponse:
         raise retry_later(503, f"feedback store unavailable: {exc}", 1) from None
     counters["accepted"].inc(result.accepted)
     counters["duplicate"].inc(result.duplicates)
-    return JSONResponse(
+    return LeanJSONResponse(
         {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
     )
 

@@ -1,22 +1,26 @@
-"""POST /v1/predict: answer from the served version; log the batch for the later label."""
+"""POST /v1/predict: answer from the served version within a micro-batch that is logged for the
+later label."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
-import numpy as np
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 
+from service.api.auth import require_api_token
 from service.api.deps import Ctx
 from service.api.errors import invalid
-from service.api.schemas import Prediction, PredictRequest, PredictResponse
-from service.api.tag_heads import predict_for_tag
+from service.api.lean_route import LeanJSONResponse, LeanJsonRoute
+from service.api.schemas import PredictRequest, PredictResponse
 from service.api.validation import check_count, to_matrix
-from service.store.connection import UNAVAILABLE
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+T = TypeVar("T")
+# The lean route runs only its own dependencies: the token check is declared here too.
+router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_token)])
 
 
 @router.post(
@@ -24,10 +28,16 @@ router = APIRouter()
     response_model=PredictResponse,
     responses={409: {"description": "no class exists yet"}, 422: {"description": "invalid body"}},
 )
-async def predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
+async def predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
+    return await counted(ctx, _predict(body, ctx))
+
+
+async def counted(ctx: Ctx, work: Awaitable[T]) -> T:
+    """Await a prediction, counting it in mnemo_predict_requests by status class and its
+    latency (successes only) in mnemo_predict_latency_seconds; /v1 and /v2 alike."""
     started = time.perf_counter()
     try:
-        response = await _predict(body, ctx)
+        response = await work
     except HTTPException as exc:
         status = "client_error" if exc.status_code < 500 else "server_error"
         ctx.metrics.requests_by_status[status].inc()
@@ -40,7 +50,7 @@ async def predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
     return response
 
 
-async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
+async def _predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
     settings = ctx.settings
     rows = len(body.inputs)
     check_count(rows, settings, ("inputs",))
@@ -51,32 +61,16 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> PredictResponse:
             raise invalid(("ids",), "ids must be unique within a request")
     x = to_matrix(body.inputs, settings.input_dim, [("inputs", i) for i in range(rows)])
 
-    served = ctx.holder.served  # one reference read: the whole request uses this version
-    if served is None:
-        raise HTTPException(503, "no model version is loaded yet", headers={"Retry-After": "1"})
-    if not served.labels:
-        raise HTTPException(409, "no class exists yet: send feedback with labels first")
-    # Per-tag heads / progressive columns (issue 5): the tag's head and its labels.
-    probabilities, labels, classes = predict_for_tag(served, x, body.tag, settings.routes_by_tag)
-    ctx.metrics.batch_size.observe(rows)
-
-    batch, server_ids = ctx.predictions.new_ids(rows)
-    ids = body.ids or server_ids
-    best = np.argmax(probabilities, axis=1)
-    try:  # the same round trip also appends a few rows to the drift sample stream
-        await ctx.predictions.log(batch, x, served.version, body.tag or "", body.ids,
-                                  classes[best])
-        logged = True
-    except UNAVAILABLE as exc:
-        log.warning("prediction log unavailable, answering unlogged: %s", exc)
-        logged = False
-
-    return PredictResponse(
-        model_version=served.version,
-        labels=labels,
-        predictions=[
-            Prediction(id=pid, label=labels[int(k)], probabilities=p.tolist())
-            for pid, k, p in zip(ids, best, probabilities, strict=True)
+    answer = await ctx.batcher.predict(x, body.tag or "", body.ids)
+    labels = answer.labels  # the tag's head's classes when the deployment routes by tag
+    # The PredictResponse shape, built as plain JSON values (no per-row model objects).
+    return LeanJSONResponse({
+        "model_version": answer.served.version,
+        "labels": labels,
+        "predictions": [
+            {"id": pid, "label": labels[k], "probabilities": p}
+            for pid, k, p in zip(answer.ids, answer.best.tolist(),
+                                 answer.probabilities.tolist(), strict=True)
         ],
-        logged=logged,
-    )
+        "logged": answer.logged,
+    })

@@ -1,0 +1,1 @@
+"""Load generators for Mnemo's HTTP API (see README section "Load tests")."""

@@ -1,0 +1,196 @@
+"""An open-loop HTTP load generator: requests are scheduled at a fixed arrival rate and each
+latency is measured from its *scheduled* send time, so a slow server cannot hide its tail by
+slowing the client down (no coordinated omission). Keep-alive HTTP/1.1 on raw asyncio streams:
+a Python client costs the shared CPU as little as possible.
+
+    python -m load_tests.open_loop --url http://127.0.0.1:8000/v1/predict --rate 500 \
+        --seconds 10 --rows 1 --dim 64 [--token T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+
+PERCENTILES = (50, 95, 99, 99.9)
+
+
+@dataclass
+class Report:
+    offered_rate: float
+    seconds: float
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)  # seconds, from the scheduled time
+    elapsed: float = 0.0
+
+    @property
+    def achieved_rate(self) -> float:
+        return self.ok / self.elapsed if self.elapsed else 0.0
+
+    def percentile(self, p: float) -> float:
+        return float(np.percentile(self.latencies, p)) if self.latencies else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        out = {"offered_rate": self.offered_rate, "achieved_rate": self.achieved_rate,
+               "ok": self.ok, "errors": self.errors}
+        for p in PERCENTILES:
+            out[f"p{p:g}_ms"] = self.percentile(p) * 1000
+        out["max_ms"] = max(self.latencies, default=float("nan")) * 1000
+        return out
+
+    def line(self) -> str:
+        s = self.summary()
+        tail = " ".join(f"p{p:g}={s[f'p{p:g}_ms']:.2f}ms" for p in PERCENTILES)
+        return (f"offered {s['offered_rate']:.0f}/s achieved {s['achieved_rate']:.0f}/s "
+                f"ok {self.ok} errors {self.errors} {tail} max={s['max_ms']:.2f}ms")
+
+
+def http_request(url: str, body: bytes, token: str | None = None) -> bytes:
+    """One keep-alive POST as raw bytes."""
+    parts = urlsplit(url)
+    head = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}",
+            "Content-Type: application/json", f"Content-Length: {len(body)}"]
+    if token:
+        head.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+
+async def run(url: str, rate: float, seconds: float, requests: Callable[[int], bytes],
+              connections: int = 64, check: Callable[[int, bytes], bool] | None = None,
+              ) -> Report:
+    """Send `rate` requests per second for `seconds`; request i is `requests(i)` (raw bytes).
+    At most `connections` are in flight; a request waiting for one is late, and its latency
+    says so. `check(status, body)` decides success (default: 2xx)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    idle: asyncio.Queue[_Connection] = asyncio.Queue()
+    opened = 0
+    report = Report(rate, seconds)
+    total = int(rate * seconds)
+    ok = check or (lambda status, _body: 200 <= status < 300)
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal opened
+        if idle.empty() and opened < connections:
+            opened += 1
+            idle.put_nowait(_Connection(*await asyncio.open_connection(host, port)))
+        conn = await idle.get()
+        try:
+            status, body = await conn.exchange(requests(i))
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            report.errors += 1
+            report.statuses[0] = report.statuses.get(0, 0) + 1
+            conn.writer.close()
+            idle.put_nowait(_Connection(*await asyncio.open_connection(host, port)))
+            return
+        idle.put_nowait(conn)
+        report.latencies.append(time.perf_counter() - scheduled)
+        report.statuses[status] = report.statuses.get(status, 0) + 1
+        if ok(status, body):
+            report.ok += 1
+        else:
+            report.errors += 1
+
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+        report.sent += 1
+    await asyncio.gather(*tasks)
+    report.elapsed = time.perf_counter() - start
+    while not idle.empty():
+        idle.get_nowait().writer.close()
+    return report
+
+
+async def saturate(url: str, seconds: float, requests: Callable[[int], bytes],
+                   connections: int = 16) -> Report:
+    """Capacity: `connections` clients each send back to back for `seconds` (closed loop; the
+    cheapest load for the generator, which shares the CPU). Only the achieved rate is
+    meaningful here: latencies are measured from each send, not from a schedule."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    report = Report(float("nan"), seconds)
+    start = time.perf_counter()
+    counter = 0
+
+    async def client() -> None:
+        nonlocal counter
+        conn = _Connection(*await asyncio.open_connection(host, port))
+        try:
+            while time.perf_counter() - start < seconds:
+                counter += 1
+                sent = time.perf_counter()
+                status, _ = await conn.exchange(requests(counter))
+                report.sent += 1
+                report.latencies.append(time.perf_counter() - sent)
+                report.statuses[status] = report.statuses.get(status, 0) + 1
+                if 200 <= status < 300:
+                    report.ok += 1
+                else:
+                    report.errors += 1
+        finally:
+            conn.writer.close()
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    report.elapsed = time.perf_counter() - start
+    return report
+
+
+def predict_bodies(rows: int, dim: int, count: int = 256, seed: int = 0) -> list[bytes]:
+    """Distinct predict bodies (cycled), numbers as a client would write them."""
+    rng = np.random.default_rng(seed)
+    return [json.dumps({"inputs": rng.normal(size=(rows, dim)).round(4).tolist()}).encode()
+            for _ in range(count)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--rate", type=float, required=True, help="requests per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rows", type=int, default=1, help="rows per predict request")
+    parser.add_argument("--dim", type=int, default=4, help="MNEMO_INPUT_DIM")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--token", default=None)
+    args = parser.parse_args(argv)
+    bodies = [http_request(args.url, b, args.token) for b in predict_bodies(args.rows, args.dim)]
+    report = asyncio.run(run(args.url, args.rate, args.seconds,
+                             lambda i: bodies[i % len(bodies)], args.connections))
+    print(report.line())
+    return 0 if report.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""The Open Inference Protocol (KServe V2, JSON encoding, not Triton's binary extension), served
+from the same micro-batcher as /v1/predict. Errors are {"error": "..."} as the protocol wants;
+the token rules are /v1's (health open, the rest behind MNEMO_API_TOKEN)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from service.api.auth import require_api_token
+from service.api.deps import Ctx
+from service.api.routes.predict import counted
+from service.api.schemas_v2 import (
+    OUTPUT_NAMES,
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    ServerMetadata,
+    TensorMetadata,
+    V2Error,
+)
+from service.api.validation import check_count, to_matrix
+from service.serving.batcher import BatchAnswer
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": V2Error} for code in (400, 401, 404, 409, 503)
+}
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, list):  # FastAPI-shaped validation details: "where: what"
+        return "; ".join(
+            ".".join(str(p) for p in e.get("loc", ()) if p != "body") + ": " + str(e.get("msg"))
+            for e in detail)
+    return str(detail)
+
+
+class V2Route(APIRoute):
+    """Answers every refusal as {"error": ...}; body and value errors are 400, as in KServe."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            _read_body_as_json(request)
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return JSONResponse({"error": _describe(list(exc.errors()))}, status_code=400)
+            except HTTPException as exc:
+                status = 400 if exc.status_code == 422 else exc.status_code
+                return JSONResponse({"error": _describe(exc.detail)}, status_code=status,
+                                    headers=exc.headers)
+
+        return answer
+
+
+def _read_body_as_json(request: Request) -> None:
+    """The protocol's body is JSON whatever the content type says (tritonclient sends none
+    that FastAPI would read as JSON); the binary extension is refused in the handler."""
+    if request.method != "POST":
+        return
+    request.scope["headers"] = [
+        *((k, v) for k, v in request.scope["headers"] if k != b"content-type"),
+        (b"content-type", b"application/json"),
+    ]
+    request.__dict__.pop("_headers", None)  # Starlette caches the parsed headers
+
+
+open_router = APIRouter(route_class=V2Route, tags=["v2"])
+router = APIRouter(route_class=V2Route, tags=["v2"], dependencies=[Depends(require_api_token)],
+                   responses=ERRORS)
+
+
+@open_router.get("/v2/health/live")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@open_router.get("/v2/health/ready", responses={503: {"model": V2Error}})
+async def ready(ctx: Ctx) -> dict[str, bool]:
+    if ctx.holder.served is None:
+        raise HTTPException(503, "no model version is loaded yet")
+    return {"ready": True}
+
+
+@router.get("/v2", response_model=ServerMetadata)
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="mnemo", version="1", extensions=[])
+
+
+def _model(ctx: Ctx, name: str, version: str | None = None) -> None:
+    if name != ctx.settings.model_name:
+        raise HTTPException(404, f"unknown model {name!r}: this deployment serves "
+                                 f"{ctx.settings.model_name!r}")
+    served = ctx.holder.served
+    if version is not None and (served is None or version != str(served.version)):
+        raise HTTPException(404, f"version {version!r} of {name!r} is not served here "
+                                 f"(serving {served.version if served else 'none yet'})")
+
+
+@router.get("/v2/models/{name}", response_model=ModelMetadata)
+async def model_metadata(name: str, ctx: Ctx) -> ModelMetadata:
+    _model(ctx, name)
+    served = ctx.holder.served
+    classes = len(served.labels) if served else -1
+    return ModelMetadata(
+        name=name,
+        versions=[str(served.version)] if served else [],
+        platform="pytorch",
+        inputs=[TensorMetadata(name="input", datatype="FP32",
+                               shape=[-1, ctx.settings.input_dim])],
+        outputs=[TensorMetadata(name="label", datatype="INT64", shape=[-1]),
+                 TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, classes]),
+                 TensorMetadata(name="prediction_id", datatype="BYTES", shape=[-1])],
+    )
+
+
+@router.get("/v2/models/{name}/ready")
+async def model_ready(name: str, ctx: Ctx) -> dict[str, Any]:
+    _model(ctx, name)
+    if ctx.holder.served is None:
+        raise HTTPException(503, "no model version is loaded yet")
+    return {"name": name, "ready": True}
+
+
+@router.post("/v2/models/{name}/infer", response_model=InferResponse,
+             response_model_exclude_none=True)
+async def infer(name: str, body: InferRequest, ctx: Ctx, request: Request) -> InferResponse:
+    _model(ctx, name)
+    if "inference-header-content-length" in request.headers:
+        raise HTTPException(400, "binary tensor data is not supported: send the JSON encoding")
+    return await counted(ctx, _infer(name, body, ctx))
+
+
+async def _infer(name: str, body: InferRequest, ctx: Ctx) -> InferResponse:
+    wanted = _requested_outputs(body)
+    x = _input_matrix(body.inputs[0], ctx)
+    answer = await ctx.batcher.predict(x, "", None)
+    outputs = _outputs(answer)
+    return InferResponse(
+        model_name=name, model_version=str(answer.served.version), id=body.id,
+        parameters={"logged": answer.logged},
+        outputs=[outputs[n] for n in wanted],
+    )
+
+
+def _binary_asked(parameters: dict[str, Any] | None, key: str) -> bool:
+    return bool((parameters or {}).get(key, False))
+
+
+def _requested_outputs(body: InferRequest) -> list[str]:
+    if _binary_asked(body.parameters, "binary_data_output") or any(
+            _binary_asked(o.parameters, "binary_data") for o in body.outputs or ()):
+        raise HTTPException(400, "binary tensor data is not supported: request outputs with "
+                                 "binary_data false (JSON encoding)")
+    if body.outputs is None:
+        return list(OUTPUT_NAMES)
+    names = [o.name for o in body.outputs]
+    unknown = [n for n in names if n not in OUTPUT_NAMES]
+    if unknown:
+        raise HTTPException(400, f"unknown output {unknown[0]!r}: outputs are "
+                                 f"{', '.join(OUTPUT_NAMES)}")
+    return names
+
+
+def _input_matrix(tensor: InferInput, ctx: Ctx) -> np.ndarray:
+    dim = ctx.settings.input_dim
+    if tensor.datatype != "FP32":
+        raise HTTPException(400, f"input {tensor.name!r}: datatype must be FP32, "
+                                 f"got {tensor.datatype}")
+    if "binary_data_size" in (tensor.parameters or {}):
+        raise HTTPException(400, f"input {tensor.name!r}: binary tensor data is not supported")
+    if len(tensor.shape) != 2 or tensor.shape[1] != dim or tensor.shape[0] < 1:
+        raise HTTPException(400, f"input {tensor.name!r}: shape must be [N, {dim}] with N >= 1, "
+                                 f"got {tensor.shape}")
+    rows_count = tensor.shape[0]
+    check_count(rows_count, ctx.settings, ("inputs", 0, "shape"))
+    data = tensor.data
+    if data and isinstance(data[0], list):
+        rows: list[list[float]] = data  # type: ignore[assignment]
+    else:
+        flat: list[float] = data  # type: ignore[assignment]
+        if len(flat) != rows_count * dim:
+            raise HTTPException(400, f"input {tensor.name!r}: shape {tensor.shape} needs "
+                                     f"{rows_count * dim} numbers, got {len(flat)}")
+        rows = [flat[i : i + dim] for i in range(0, len(flat), dim)]
+    if len(rows) != rows_count:
+        raise HTTPException(400, f"input {tensor.name!r}: shape {tensor.shape} needs "
+                                 f"{rows_count} rows, got {len(rows)}")
+    return to_matrix(rows, dim, [("inputs", 0, "data", i) for i in range(rows_count)])
+
+
+def _outputs(answer: BatchAnswer) -> dict[str, InferOutput]:
+    probabilities = answer.probabilities
+    rows = len(probabilities)
+    return {
+        "label": InferOutput(name="label", datatype="INT64", shape=[rows],
+                             data=answer.best.tolist()),
+        "probabilities": InferOutput(name="probabilities", datatype="FP32",
+                                     shape=list(probabilities.shape),
+                                     data=probabilities.reshape(-1).tolist()),
+        "prediction_id": InferOutput(name="prediction_id", datatype="BYTES", shape=[rows],
+                                     data=list(answer.ids)),
+    }
+
+
+# The versioned forms (tritonclient's model_version=...): only the served version exists
+# here; an infer answers from the version served when its pass runs (model_version says).
+@router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata)
+async def versioned_metadata(name: str, version: str, ctx: Ctx) -> ModelMetadata:
+    _model(ctx, name, version)
+    return await model_metadata(name, ctx)
+
+
+@router.get("/v2/models/{name}/versions/{version}/ready")
+async def versioned_ready(name: str, version: str, ctx: Ctx) -> dict[str, Any]:
+    _model(ctx, name, version)
+    return await model_ready(name, ctx)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse,
+             response_model_exclude_none=True)
+async def versioned_infer(name: str, version: str, body: InferRequest, ctx: Ctx,
+                          request: Request) -> InferResponse:
+    _model(ctx, name, version)
+    return await infer(name, body, ctx, request)

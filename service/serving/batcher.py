@@ -1,0 +1,215 @@
+"""Micro-batching: predict requests that arrive while a forward pass runs join the next one.
+
+An idle batcher runs a request at once (no added wait). While a pass is running, arrivals
+queue; the next pass takes whole requests up to `max_rows` rows, waiting for more only while
+its oldest request has waited less than `max_wait` (so the wait is bounded, and only ever
+spent under load). One served-model reference is read per pass, so every request of a pass
+answers from one version, whatever is swapped in meanwhile. A failed pass fails every request
+in it. Logging and drift sampling of the whole pass cost one pipelined Redis round trip, run
+while the next pass computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from fastapi import HTTPException
+
+from service.monitor.api_metrics import ApiMetrics
+from service.serving.holder import ModelHolder, ServedModel
+from service.serving.tag_heads import predict_for_tag
+from service.store.connection import UNAVAILABLE
+from service.store.predictions import LogGroup, PredictionLog
+
+log = logging.getLogger(__name__)
+
+# rows × parameters above which the forward pass goes to a thread: below it, handing off to
+# a thread costs more than the pass itself blocks the event loop.
+THREAD_MIN_WORK = 2_000_000
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """One request's share of a pass."""
+
+    served: ServedModel
+    labels: list[str | int]  # what the probabilities are over: the tag's head's under routing
+    probabilities: np.ndarray  # float32 (rows, len(labels))
+    best: np.ndarray  # int64 (rows,), an index into labels
+    ids: list[str]
+    logged: bool
+
+
+@dataclass(frozen=True)
+class _Output:
+    """A pass's answer for one request: probabilities over `labels`, whose global class
+    indices (what the prediction log records) are `classes`."""
+
+    labels: list[str | int]
+    classes: np.ndarray
+    probabilities: np.ndarray
+
+
+@dataclass
+class _Pending:
+    x: np.ndarray
+    tag: str
+    client_ids: list[str] | None
+    queued_at: float
+    future: asyncio.Future[BatchAnswer] = field(repr=False)
+
+
+@dataclass
+class BatcherCounters:
+    """What the batcher did, for tests and benchmarks (timing-free assertions)."""
+
+    passes: int = 0
+    waits: int = 0  # passes that waited for more rows (only ever while busy)
+    threaded: int = 0  # passes run in a worker thread
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        predictions: PredictionLog,
+        metrics: ApiMetrics,
+        max_rows: int,
+        max_wait_seconds: float,
+        thread_min_work: int = THREAD_MIN_WORK,
+        routes_by_tag: bool = False,
+    ) -> None:
+        self._holder = holder
+        self._predictions = predictions
+        self._metrics = metrics
+        self._max_rows = max_rows
+        self._max_wait = max_wait_seconds
+        self._thread_min_work = thread_min_work
+        self._routes_by_tag = routes_by_tag  # per-tag heads / progressive columns (DESIGN §3)
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._runner: asyncio.Task[None] | None = None
+        self._more = asyncio.Event()
+        self._logging: set[asyncio.Task[None]] = set()
+        self.counters = BatcherCounters()
+
+    async def predict(self, x: np.ndarray, tag: str, client_ids: list[str] | None) -> BatchAnswer:
+        """Answer `x` (float32 rows) within the next pass; raises what the pass raised."""
+        future: asyncio.Future[BatchAnswer] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(x, tag, client_ids, time.monotonic(), future))
+        self._queued_rows += len(x)
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="micro-batcher")
+        elif self._queued_rows >= self._max_rows:
+            self._more.set()
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            first = True
+            while self._queue:
+                if not first:
+                    await self._wait_for_rows()
+                first = False
+                await self._pass(self._take())
+        finally:
+            self._runner = None
+
+    async def _wait_for_rows(self) -> None:
+        """Under load only: let the batch fill until full or its oldest request waited
+        max_wait."""
+        deadline = self._queue[0].queued_at + self._max_wait
+        remaining = deadline - time.monotonic()
+        if self._queued_rows >= self._max_rows or remaining <= 0:
+            return
+        self.counters.waits += 1
+        self._more.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._more.wait(), remaining)
+
+    def _take(self) -> list[_Pending]:
+        """Whole requests up to max_rows rows (a larger request goes alone)."""
+        taken = [self._queue.popleft()]
+        rows = len(taken[0].x)
+        while self._queue and rows + len(self._queue[0].x) <= self._max_rows:
+            taken.append(self._queue.popleft())
+            rows += len(taken[-1].x)
+        self._queued_rows -= rows
+        return taken
+
+    async def _pass(self, batch: list[_Pending]) -> None:
+        self.counters.passes += 1
+        try:
+            served = self._holder.served  # one reference read: the whole pass uses it
+            if served is None:
+                raise HTTPException(503, "no model version is loaded yet",
+                                    headers={"Retry-After": "1"})
+            if not served.labels:
+                raise HTTPException(409, "no class exists yet: send feedback with labels first")
+            outputs = await self._forward(served, batch)
+            self._metrics.batch_size.observe(sum(len(p.x) for p in batch))
+        except BaseException as exc:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        # Log while the next pass computes; the answers wait for the log (feedback by id
+        # must work as soon as predict has answered).
+        task = asyncio.create_task(self._log_and_answer(batch, served, outputs))
+        self._logging.add(task)
+        task.add_done_callback(self._logging.discard)
+
+    async def _forward(self, served: ServedModel, batch: list[_Pending]) -> list[_Output]:
+        """One forward pass per head the pass needs: one for the whole pass, or, when the
+        deployment routes by tag, one per distinct tag (its head or column, its labels)."""
+        by_head: dict[str, list[int]] = {}
+        for i, pending in enumerate(batch):
+            by_head.setdefault(pending.tag if self._routes_by_tag else "", []).append(i)
+        outputs: list[_Output | None] = [None] * len(batch)
+        for tag, members in by_head.items():
+            parts = [batch[i].x for i in members]
+            x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if len(x) * served.parameter_count >= self._thread_min_work:
+                self.counters.threaded += 1
+                probabilities, labels, classes = await asyncio.to_thread(
+                    predict_for_tag, served, x, tag or None, self._routes_by_tag)
+            else:
+                probabilities, labels, classes = predict_for_tag(served, x, tag or None,
+                                                                 self._routes_by_tag)
+            bounds = np.cumsum([0, *(len(p) for p in parts)])
+            for i, start, stop in zip(members, bounds[:-1], bounds[1:], strict=True):
+                outputs[i] = _Output(labels, classes, probabilities[start:stop])
+        return [o for o in outputs if o is not None]
+
+    async def _log_and_answer(self, batch: list[_Pending], served: ServedModel,
+                              outputs: list[_Output]) -> None:
+        groups = [LogGroup(p.x, p.tag, p.client_ids) for p in batch]
+        best = [np.argmax(o.probabilities, axis=1) for o in outputs]
+        try:
+            plan = self._predictions.plan(groups)
+            try:
+                await self._predictions.write(  # the log records global class indices
+                    plan, groups, served.version,
+                    [o.classes[b] for o, b in zip(outputs, best, strict=True)])
+                logged = True
+            except UNAVAILABLE as exc:
+                log.warning("prediction log unavailable, answering unlogged: %s", exc)
+                logged = False
+        except Exception as exc:  # the answers must not hang on an unexpected failure
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        for pending, own_ids, output, own_best in zip(batch, plan.ids, outputs, best, strict=True):
+            if not pending.future.done():  # a cancelled caller (client went away) is skipped
+                pending.future.set_result(BatchAnswer(
+                    served, output.labels, output.probabilities, own_best,
+                    pending.client_ids or own_ids, logged))

@@ -1,0 +1,60 @@
+"""The lean predict/feedback routes: the OpenAPI schema describes them exactly as plain FastAPI
+routes with the same declaration would, the token is checked before the body, and a body the
+fast parser refuses gets FastAPI's own error shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, FastAPI
+
+from service.api.routes import feedback, predict
+from service.config import Settings
+from tests.conftest import running_app
+
+
+def _plain_spec() -> dict[str, Any]:
+    """The same endpoints declared on plain APIRoutes (FastAPI's default route class)."""
+    app = FastAPI(title="Mnemo")
+    for module in (predict, feedback):
+        plain = APIRouter()
+        for route in module.router.routes:
+            plain.add_api_route(
+                route.path, route.endpoint, methods=list(route.methods),  # type: ignore[attr-defined]
+                response_model=route.response_model,  # type: ignore[attr-defined]
+                status_code=route.status_code,  # type: ignore[attr-defined]
+                responses=route.responses)  # type: ignore[attr-defined]
+        app.include_router(plain)
+    return app.openapi()
+
+
+async def test_openapi_describes_the_lean_routes_exactly(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    plain = _plain_spec()
+    for path in ("/v1/predict", "/v1/feedback"):
+        assert spec["paths"][path] == plain["paths"][path], path
+    for name, schema in plain["components"]["schemas"].items():
+        assert spec["components"]["schemas"][name] == schema, name
+
+
+async def test_a_body_that_is_not_json_is_refused_like_fastapi_does(
+        client: httpx.AsyncClient) -> None:
+    response = await client.post("/v1/predict", content=b'{"inputs": [[1, 2',
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["type"] == "json_invalid" and error["loc"][0] == "body"
+    assert error["msg"] == "JSON decode error"
+
+
+async def test_refused_feedback_items_are_counted_as_before(
+        make_settings: Callable[..., Settings], model_name: str) -> None:
+    async with running_app(make_settings()) as c:
+        body = {"items": [{"inputs": [1, 2, 3, 4], "label": "setosa"}, {"label": "x"}]}
+        assert (await c.post("/v1/feedback", json=body)).status_code == 422
+        metrics = c.app.state.ctx.metrics  # type: ignore[attr-defined]
+        rejected = metrics.registry.get_sample_value(
+            "mnemo_feedback_items_total", {"model": model_name, "outcome": "rejected"})
+        assert rejected == 2.0

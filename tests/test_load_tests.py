@@ -1,0 +1,82 @@
+"""The load generators against a real `serve` process: a few seconds of the open-loop generator
+(every request answered, latencies from scheduled send times) and of the locust mix (in its own
+process: locust patches the standard library with gevent)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from load_tests import open_loop
+from tests.conftest import REDIS_URL, free_port
+from tests.e2e.procs import ROOT, Procs, base_env, wait_for
+
+
+@pytest.fixture
+def server(tmp_path: Path, model_name: str) -> Iterator[str]:
+    procs = Procs(tmp_path)
+    port = free_port()
+    try:
+        procs.start("serve", ["serve"], base_env(
+            port=port, redis_url=REDIS_URL, model_name=model_name, input_dim=4,
+            labels="setosa,versicolor,virginica"))
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", procs.logs)
+        yield url
+    finally:
+        procs.stop_all()
+
+
+def test_open_loop_generator_sends_at_the_rate_and_times_from_the_schedule(server: str) -> None:
+    url = f"{server}/v1/predict"
+    bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(2, 4, count=8)]
+    report = asyncio.run(open_loop.run(url, rate=100, seconds=2,
+                                       requests=lambda i: bodies[i % len(bodies)]))
+    assert report.sent == 200 and report.ok == 200 and report.errors == 0
+    assert report.statuses == {200: 200}
+    assert len(report.latencies) == 200 and min(report.latencies) > 0
+    # The schedule spans 2 s: finishing it cannot take less, however fast the server is.
+    assert report.elapsed >= 1.99
+    summary = report.summary()
+    assert summary["p50_ms"] <= summary["p99_ms"] <= summary["p99.9_ms"] <= summary["max_ms"]
+    assert "achieved" in report.line()
+
+
+def test_saturate_keeps_its_clients_busy_until_the_deadline(server: str) -> None:
+    url = f"{server}/v1/predict"
+    bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(1, 4, count=4)]
+    report = asyncio.run(open_loop.saturate(url, 1.0, lambda i: bodies[i % len(bodies)],
+                                            connections=4))
+    assert report.ok == report.sent > 0 and report.errors == 0
+    assert report.elapsed >= 1.0 and report.achieved_rate == report.ok / report.elapsed
+
+
+def test_open_loop_counts_refusals_as_errors(server: str) -> None:
+    url = f"{server}/v1/predict"
+    bad = open_loop.http_request(url, b'{"inputs": [[1, 2]]}')  # wrong dimension: 422
+    report = asyncio.run(open_loop.run(url, rate=50, seconds=0.4, requests=lambda i: bad))
+    assert report.ok == 0 and report.errors == 20 and report.statuses == {422: 20}
+
+
+def test_locust_mix_runs_without_failures(server: str, tmp_path: Path) -> None:
+    prefix = tmp_path / "locust"
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(ROOT / "load_tests" / "locustfile.py"),
+         "--host", server, "--headless", "-u", "4", "-r", "4", "-t", "4s",
+         "--csv", str(prefix), "--only-summary"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**base_env(), "LOAD_FEEDBACK_FRACTION": "0.5"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with (tmp_path / "locust_stats.csv").open() as f:
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    assert int(rows["/v1/predict"]["Request Count"]) > 0
+    assert int(rows["/v1/feedback"]["Request Count"]) > 0  # the mix labels a fraction
+    assert int(rows["Aggregated"]["Failure Count"]) == 0

@@ -1,0 +1,50 @@
+"""A lasting backlog is read and trained in larger pieces (throughput), a single burst of one
+read is not (it still trains in small chunks), and every item is processed exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from redis.asyncio import Redis
+
+from service.config import Settings
+from service.worker.loop import BACKLOG_READ_COUNT, BACKLOG_TRAIN_CHUNK, READ_COUNT, TRAIN_CHUNK
+from tests.worker.test_loop import append, blobs, init_deployment, started
+
+
+async def test_backlog_reads_and_trains_in_larger_pieces(
+        settings_for: Callable[..., Settings], aredis: Redis) -> None:
+    settings = settings_for(holdout_fraction=0.0, publish_every_samples=100_000)
+    await init_deployment(settings, aredis)
+    service = await started(settings, aredis)
+    total = READ_COUNT + BACKLOG_READ_COUNT + 300
+    x, y = blobs(total, 7)
+    await append(aredis, settings, x, y)
+
+    chunks: list[int] = []
+    learn_many = service.learner.learn_many
+
+    def recording(bx: torch.Tensor, by: torch.Tensor, buffer: object) -> object:
+        chunks.append(len(by))
+        return learn_many(bx, by, buffer)
+
+    service.learner.learn_many = recording  # type: ignore[method-assign]
+
+    # A first full read: maybe a burst, so small chunks still, but the next read is larger.
+    assert await service.step() == READ_COUNT
+    assert chunks == [TRAIN_CHUNK] * (READ_COUNT // TRAIN_CHUNK) and service.backlog
+    chunks.clear()
+    # The backlog lasts: one large read, trained in large chunks.
+    assert await service.step() == BACKLOG_READ_COUNT
+    assert chunks == [BACKLOG_TRAIN_CHUNK] * (BACKLOG_READ_COUNT // BACKLOG_TRAIN_CHUNK)
+    chunks.clear()
+    # The rest (less than a normal read): back to the live-stream chunk.
+    assert await service.step() == 300
+    assert chunks == [TRAIN_CHUNK] * (300 // TRAIN_CHUNK) + [300 % TRAIN_CHUNK]
+    assert not service.backlog
+    assert service.samples_seen == total
+    # It still learned: the blobs are separable.
+    predicted = service.learner.predict_proba(torch.from_numpy(x[-300:])).argmax(1).numpy()
+    assert float(np.mean(predicted == y[-300:])) > 0.9
