@@ -77,6 +77,11 @@ def _validate_as_fastapi_does(model: type[BaseModel], raw: bytes) -> BaseModel:
             "type": "json_invalid", "loc": ("body", exc.pos), "msg": "JSON decode error",
             "input": {}, "ctx": {"error": exc.msg},
         }], body=exc.doc) from None
+    except UnicodeDecodeError as exc:  # bytes that are no UTF-8/16/32 text at all
+        raise RequestValidationError([{
+            "type": "json_invalid", "loc": ("body", exc.start),
+            "msg": f"JSON decode error: the body is not UTF-8 text ({exc.reason})", "input": {},
+        }]) from None
     try:
         return model.model_validate(decoded)
     except ValidationError as exc:

@@ -49,6 +49,17 @@ async def test_a_body_that_is_not_json_is_refused_like_fastapi_does(
     assert error["msg"] == "JSON decode error"
 
 
+async def test_a_body_that_is_not_text_is_a_422_naming_it_not_a_500(
+        client: httpx.AsyncClient) -> None:
+    for path in ("/v1/predict", "/v1/feedback"):  # found by tests/reliability/test_fuzzing.py
+        response = await client.post(path, content=b"\xd8",
+                                     headers={"content-type": "application/json"})
+        assert response.status_code == 422, (path, response.text)
+        (error,) = response.json()["detail"]
+        assert error["type"] == "json_invalid" and error["loc"] == ["body", 0]
+        assert error["msg"].startswith("JSON decode error: the body is not UTF-8 text")
+
+
 async def test_refused_feedback_items_are_counted_as_before(
         make_settings: Callable[..., Settings], model_name: str) -> None:
     async with running_app(make_settings()) as c:

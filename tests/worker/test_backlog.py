@@ -26,9 +26,9 @@ async def test_backlog_reads_and_trains_in_larger_pieces(
     chunks: list[int] = []
     learn_many = service.learner.learn_many
 
-    def recording(bx: torch.Tensor, by: torch.Tensor, buffer: object) -> object:
+    def recording(bx: torch.Tensor, by: torch.Tensor, buffer: object, tags: object = None) -> object:
         chunks.append(len(by))
-        return learn_many(bx, by, buffer)
+        return learn_many(bx, by, buffer, tags)
 
     service.learner.learn_many = recording  # type: ignore[method-assign]
 
