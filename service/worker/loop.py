@@ -46,13 +46,17 @@ from service.worker.state import restore
 log = logging.getLogger(__name__)
 
 READ_COUNT = 512
+# One training chunk for every read, backlog or not. Training a backlog in chunks of 256 was
+# 2× faster end to end but Adam's second moments, estimated from 256-row gradients, then
+# under-estimate the noise of the live stream's 32-row ones: steps came out too large for
+# ~1,000 steps, and a model at 0.90 fell to 0.71-0.79 (64 → 32: 0.87 → 0.82) — in the service,
+# every candidate after a backlog was rejected by the gate and the learner, reloading the
+# served state after each rejection, never got out (measured 2026-11-28, /tmp experiment
+# described in BENCHMARKS.md "Serving").
 TRAIN_CHUNK = 32
-# With a backlog (the last read came back full), read and train in larger pieces: a chunk of
-# 32 is a quality choice for a live stream, but a backlog must be worked off faster than it
-# arrives (python -m models.bench_learner: chunk 32 ≈ 8k items/s, 256 ≈ 77k on one core), and
-# larger reads make fewer publishes/acks/polls per item.
+# With a backlog (the last read came back full), read in larger pieces: fewer publishes, acks
+# and polls per item.
 BACKLOG_READ_COUNT = 2048
-BACKLOG_TRAIN_CHUNK = 256
 CONSOLIDATION_SAMPLE = 512
 # Post-drift evidence the drift response fits the new concept on: about the detector's delay
 # (~55 samples on a label swap), so the window is mostly post-change. 300 mixed in so much of
@@ -289,13 +293,10 @@ class LearnerService(SampleRemoval, Reporting):
         if self.settings.routes_by_tag:  # each tag's head or column learns its tag's labels
             tags = [batch.tags[i] for i, held in zip(fresh, holdout, strict=True) if not held]
             self.learner.ensure_tags(tags, train_y, self.settings.max_tags)
-        # More than one normal read's worth at once: only a read after a full one (a lasting
-        # backlog, not one burst of READ_COUNT, which still trains in small chunks).
-        chunk = BACKLOG_TRAIN_CHUNK if len(ids) > READ_COUNT else TRAIN_CHUNK
-        for start in range(0, len(train_y), chunk):
+        for start in range(0, len(train_y), TRAIN_CHUNK):
             stats = self.learner.learn_many(
-                train_x[start : start + chunk], train_y[start : start + chunk], buffer,
-                None if tags is None else tags[start : start + chunk],
+                train_x[start : start + TRAIN_CHUNK], train_y[start : start + TRAIN_CHUNK], buffer,
+                None if tags is None else tags[start : start + TRAIN_CHUNK],
             )
             self.last_loss, self.last_penalty = stats.loss, stats.penalty
             self.metrics.steps.inc(stats.steps)

@@ -1,5 +1,7 @@
-"""A lasting backlog is read and trained in larger pieces (throughput), a single burst of one
-read is not (it still trains in small chunks), and every item is processed exactly once."""
+"""A lasting backlog is read in larger pieces (fewer round trips per item), a single burst of
+one read is not, every chunk trains in the live stream's chunk size (a larger one during a
+backlog left Adam's moments mis-scaled for the live stream: see service/worker/loop.py), and
+every item is processed exactly once."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ import torch
 from redis.asyncio import Redis
 
 from service.config import Settings
-from service.worker.loop import BACKLOG_READ_COUNT, BACKLOG_TRAIN_CHUNK, READ_COUNT, TRAIN_CHUNK
+from service.worker.loop import BACKLOG_READ_COUNT, READ_COUNT, TRAIN_CHUNK
 from tests.worker.test_loop import append, blobs, init_deployment, started
 
 
-async def test_backlog_reads_and_trains_in_larger_pieces(
+async def test_backlog_reads_larger_pieces_and_trains_in_the_same_chunks(
         settings_for: Callable[..., Settings], aredis: Redis) -> None:
     settings = settings_for(holdout_fraction=0.0, publish_every_samples=100_000)
     await init_deployment(settings, aredis)
@@ -36,9 +38,9 @@ async def test_backlog_reads_and_trains_in_larger_pieces(
     assert await service.step() == READ_COUNT
     assert chunks == [TRAIN_CHUNK] * (READ_COUNT // TRAIN_CHUNK) and service.backlog
     chunks.clear()
-    # The backlog lasts: one large read, trained in large chunks.
+    # The backlog lasts: one large read, trained in the same chunks.
     assert await service.step() == BACKLOG_READ_COUNT
-    assert chunks == [BACKLOG_TRAIN_CHUNK] * (BACKLOG_READ_COUNT // BACKLOG_TRAIN_CHUNK)
+    assert chunks == [TRAIN_CHUNK] * (BACKLOG_READ_COUNT // TRAIN_CHUNK)
     chunks.clear()
     # The rest (less than a normal read): back to the live-stream chunk.
     assert await service.step() == 300
