@@ -30,7 +30,7 @@ from service.bench import memory
 from service.bench.datasets import Scenario
 from service.bench.metrics import accuracy_matrix_metrics, prequential_by_segment
 from service.config import Settings
-from service.worker.loop import CONSOLIDATION_SAMPLE, RECENT_WINDOW, TRAIN_CHUNK
+from service.worker.loop import CONSOLIDATION_SAMPLE, RECENT_WINDOW, train_chunks
 from service.worker.removal import DRIFT_RELAX
 
 DEFAULTS = Settings()  # the service's defaults: strategy, buffer, consolidation, holdout
@@ -159,9 +159,9 @@ def process_batch(s: StreamLearner, x: np.ndarray, labels: np.ndarray,
         tags = [tag] * len(train_y)
         s.learner.ensure_tags(tags, train_y, DEFAULTS.max_tags)
     start = time.perf_counter()
-    for i in range(0, len(train_y), TRAIN_CHUNK):
-        s.learner.learn_many(train_x[i : i + TRAIN_CHUNK], train_y[i : i + TRAIN_CHUNK], buffer,
-                             None if tags is None else tags[i : i + TRAIN_CHUNK])
+    for chunk in train_chunks(len(train_y)):
+        s.learner.learn_many(train_x[chunk], train_y[chunk], buffer,
+                             None if tags is None else tags[chunk])
     s.learn_seconds += time.perf_counter() - start
     s.trained += len(train_y)
     s.recent.extend(zip(train_x, train_y, strict=True))

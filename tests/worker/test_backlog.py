@@ -12,7 +12,7 @@ import torch
 from redis.asyncio import Redis
 
 from service.config import Settings
-from service.worker.loop import BACKLOG_READ_COUNT, READ_COUNT, TRAIN_CHUNK
+from service.worker.loop import BACKLOG_READ_COUNT, READ_COUNT, TRAIN_CHUNK, train_chunks
 from tests.worker.test_loop import append, blobs, init_deployment, started
 
 
@@ -44,9 +44,18 @@ async def test_backlog_reads_larger_pieces_and_trains_in_the_same_chunks(
     chunks.clear()
     # The rest (less than a normal read): back to the live-stream chunk.
     assert await service.step() == 300
-    assert chunks == [TRAIN_CHUNK] * (300 // TRAIN_CHUNK) + [300 % TRAIN_CHUNK]
+    assert chunks == [30] * 10  # 300 in ten nearly equal chunks, no 12-row remainder
     assert not service.backlog
     assert service.samples_seen == total
     # It still learned: the blobs are separable.
     predicted = service.learner.predict_proba(torch.from_numpy(x[-300:])).argmax(1).numpy()
     assert float(np.mean(predicted == y[-300:])) > 0.9
+
+
+def test_train_chunks_split_evenly_without_a_small_remainder() -> None:
+    assert train_chunks(0) == []
+    for rows in (1, 4, 31, 32, 33, 100, 300, 2048):
+        sizes = [c.stop - c.start for c in train_chunks(rows)]
+        assert sum(sizes) == rows and len(sizes) == -(-rows // TRAIN_CHUNK)
+        assert max(sizes) <= TRAIN_CHUNK and max(sizes) - min(sizes) <= 1, (rows, sizes)
+        assert [c.start for c in train_chunks(rows)][1:] == [c.stop for c in train_chunks(rows)][:-1]
