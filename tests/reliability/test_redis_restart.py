@@ -2,6 +2,8 @@
 with Retry-After within the configured timeout (never a 500 or a hang) and predict answers
 from the served version with "logged": false; when Redis is back on the same port and
 directory, the same processes recover, and every item acknowledged before the stop is there.
+A batch refused by a hung server has an unknown outcome (the server may run it on resuming);
+its retry with the same feedback ids is stored once either way.
 MNEMO_DURABILITY=strict calls WAITAOF for every acknowledged batch (the embedded Valkey's
 command statistics), and refuses to start against a server without WAITAOF (exit code 2)."""
 
@@ -94,16 +96,24 @@ def test_mnemo_recovers_from_a_redis_restart_without_losing_acknowledged_items(
         try:
             kept = seen_ids(client, "restart")
             assert set(feeder.accepted) <= kept
-            assert not any(i.startswith(("f:hung", "f:down")) for i in kept)  # refused: not stored
+            # A 503 after a timeout leaves the outcome unknown: the hung server may still run
+            # the script it had received once it resumes — all of the batch or none (one
+            # script) — which is why the answer says "retry". A dead server stored nothing.
+            hung_kept = {i for i in kept if i.startswith("f:hung")}
+            assert len(hung_kept) in (0, 10), sorted(hung_kept)
+            assert not any(i.startswith("f:down") for i in kept)
             # Not trimmed by a commit yet, or committed in a version: in the stream or counted.
             in_stream = set(stream_ids(client, "restart"))
             committed = int(client.hget(Keys("restart").cursor, "samples_seen") or 0)
-            assert len(in_stream | set(feeder.accepted)) >= 410
-            assert committed + len(in_stream) >= 410
+            assert len(in_stream | set(feeder.accepted)) >= 410 + len(hung_kept)
+            assert committed + len(in_stream) >= 410 + len(hung_kept)
         finally:
             client.close()
-        # The same learner process carries on: it counts all 410 items, once.
-        wait_caught_up(api, 410, procs)
+        # The client's retry of the unknown batch, same feedback ids: stored once either way.
+        retried = api.post("/v1/feedback", json={"items": items(x[:10], y[:10], "hung")})
+        assert retried.status_code == 202, retried.text
+        # The same learner process carries on: it counts all 420 items, once.
+        wait_caught_up(api, 420, procs)
         assert learner.proc.popen.poll() is None and api_node.proc.popen.poll() is None
         api.close()
         procs.stop_all()  # before the server goes
