@@ -8,6 +8,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import redis
 from service.api import create_app
 from service.config import Settings
 from service.store.keys import Keys
+from tests.e2e.procs import Procs
 
 REDIS_URL = os.environ.get("MNEMO_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
@@ -105,3 +107,14 @@ def snapshot(client: redis.Redis, model: str) -> dict[bytes, Any]:
             else:
                 out[key] = kind
     return out
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """Real `python -m service` processes, stopped (process groups) at teardown, also when
+    the test failed."""
+    started = Procs(tmp_path)
+    try:
+        yield started
+    finally:
+        started.stop_all()

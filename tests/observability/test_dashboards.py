@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,16 +149,6 @@ def prometheus_config(api_port: int, learner_port: int) -> str:
         jobs[name]["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
     config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
     return yaml.safe_dump(config)
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    """`python -m service` processes, stopped (process groups) at teardown, also on failure."""
-    started = Procs(tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop_all()
 
 
 def prometheus_binary() -> str:
