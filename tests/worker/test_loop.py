@@ -26,7 +26,7 @@ from service.store.registry import DeploymentIdentity, Pointer, Registry
 from service.store.scripts import Scripts
 from service.store.stats import StatsStore
 from service.versioning import initial_version
-from service.worker import loop as loop_module
+from service.worker import publishing as publishing_module
 from service.worker.loop import Fenced, LearnerService
 from service.worker.scoring import predict_classes
 from tests.conftest import snapshot
@@ -287,8 +287,8 @@ async def test_an_activation_while_a_candidate_is_evaluated_is_not_undone(
         asyncio.run_coroutine_threadsafe(registry.activate(0), running).result(timeout=10)
         return real_gate(*args, **kwargs)
 
-    real_gate = loop_module.gate
-    monkeypatch.setattr(loop_module, "gate", gate_during_a_rollback)
+    real_gate = publishing_module.gate
+    monkeypatch.setattr(publishing_module, "gate", gate_during_a_rollback)
     x, y = blobs(50, 12)
     await append(aredis, settings, x, y)
     await service.step()
