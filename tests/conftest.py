@@ -17,7 +17,10 @@ import redis
 
 from service.api import create_app
 from service.config import Settings
+from service.store.connection import connect
 from service.store.keys import Keys
+from service.store.registry import Registry
+from service.store.scripts import Scripts
 from tests.e2e.procs import Procs
 
 REDIS_URL = os.environ.get("MNEMO_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -118,3 +121,15 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield started
     finally:
         started.stop_all()
+
+
+@pytest.fixture
+async def learner_registry(model_name: str) -> AsyncIterator[tuple[Registry, int]]:
+    """The registry as the learner holds it, with a fencing token from the lease script."""
+    aredis = connect(REDIS_URL, 5)
+    keys = Keys(model_name)
+    scripts = Scripts(aredis)
+    token = await scripts.lease_acquire(keys=[keys.lease, keys.fence], args=["test-learner", 60_000])
+    assert token is not None
+    yield Registry(aredis, keys, scripts), int(token)
+    await aredis.aclose()

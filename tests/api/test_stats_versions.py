@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 import torch
 
 from models.checkpoint import model_from_bytes
 from service.config import Settings
-from service.store.connection import connect
-from service.store.keys import Keys
 from service.store.registry import Registry
-from service.store.scripts import Scripts
 from service.versioning import initial_version, version_meta
-from tests.conftest import REDIS_URL, running_app
+from tests.conftest import running_app
 
 LABELS = ["setosa", "versicolor", "virginica"]
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -99,18 +95,6 @@ async def test_version_zero_weights_are_the_served_model(client: httpx.AsyncClie
     np.testing.assert_allclose([p["probabilities"] for p in served["predictions"]], local, rtol=1e-5)
 
 
-@pytest.fixture
-async def registry(model_name: str) -> AsyncIterator[tuple[Registry, int]]:
-    """The registry the learner writes through, with a fencing token from the lease script."""
-    aredis = connect(REDIS_URL, 5)
-    keys = Keys(model_name)
-    scripts = Scripts(aredis)
-    token = await scripts.lease_acquire(keys=[keys.lease, keys.fence], args=["test-learner", 60_000])
-    assert token is not None
-    yield Registry(aredis, keys, scripts), int(token)
-    await aredis.aclose()
-
-
 async def _publish(registry: Registry, token: int, settings: Settings, parent: int,
                    status: str = "active") -> int:
     version = await registry.allocate_version()
@@ -130,9 +114,9 @@ async def _wait_served(client: httpx.AsyncClient, version: int) -> None:
 
 
 async def test_versions_pagination_and_statuses(
-    make_settings: Callable[..., Settings], registry: tuple[Registry, int]
+    make_settings: Callable[..., Settings], learner_registry: tuple[Registry, int]
 ) -> None:
-    reg, token = registry
+    reg, token = learner_registry
     settings = make_settings(admin_token="adm")
     admin = {"Authorization": "Bearer adm"}
     async with running_app(settings) as c:

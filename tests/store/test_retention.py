@@ -4,7 +4,7 @@ deleted by a fenced script, while the versions stay listed (`blobs: false`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -12,27 +12,14 @@ from redis.exceptions import ResponseError
 
 from service.config import Settings
 from service.store import registry as registry_module
-from service.store.connection import connect
 from service.store.keys import Keys
 from service.store.registry import Registry, VersionNotFound, VersionPruned
 from service.store.scripts import Scripts
 from service.versioning import initial_version, version_meta
-from tests.conftest import REDIS_URL, running_app, snapshot
+from tests.conftest import running_app, snapshot
 
 LABELS = ["setosa", "versicolor", "virginica"]
 ADMIN = {"Authorization": "Bearer adm"}
-
-
-@pytest.fixture
-async def learner_registry(model_name: str) -> AsyncIterator[tuple[Registry, int]]:
-    """The registry as the learner holds it, with a fencing token from the lease script."""
-    aredis = connect(REDIS_URL, 5)
-    keys = Keys(model_name)
-    scripts = Scripts(aredis)
-    token = await scripts.lease_acquire(keys=[keys.lease, keys.fence], args=["test-learner", 60_000])
-    assert token is not None
-    yield Registry(aredis, keys, scripts), int(token)
-    await aredis.aclose()
 
 
 async def _publish(reg: Registry, token: int, settings: Settings, status: str = "active") -> int:
