@@ -82,7 +82,12 @@ def test_a_targeted_relabelling_burst_is_stopped_by_the_golden_set(procs: Procs,
     print(f"golden accuracy {before:.3f} (v{honest_version}) -> {after:.3f} (v{served_version}); "
           f"candidates {summary}")
     rejected = [c for c in candidates if c["status"] == "rejected"]
-    assert rejected and all("golden" in c["eval"]["rejected_by"] for c in rejected)
+    # Every rejection names its check; the golden set is what stops the burst (the recent
+    # holdout, drawn from the same stream, may also reject an early candidate by noise: seen
+    # in a CI run, candidates 0.903 vs 0.907 golden rejected by the holdout alone).
+    assert rejected and all(set(c["eval"]["rejected_by"]) <= {"golden", "holdout"}
+                            and c["eval"]["rejected_by"] for c in rejected)
+    assert any("golden" in c["eval"]["rejected_by"] for c in rejected), summary
     assert round(before - after, 6) <= 0.02, (before, after, summary)  # golden set: 300 items
     assert learner.metric("mnemo_model_publish_total", outcome="rejected") == len(rejected)
     api.close()
