@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -55,6 +56,13 @@ class Report:
                 f"ok {self.ok} errors {self.errors} {tail} max={s['max_ms']:.2f}ms")
 
 
+def quiet_collector() -> None:
+    """The generator's own full garbage collections (numpy, httpx, the harness: ~100k
+    long-lived objects) would stall its schedule and show up as server latency."""
+    gc.collect()
+    gc.freeze()
+
+
 def http_request(url: str, body: bytes, token: str | None = None) -> bytes:
     """One keep-alive POST as raw bytes."""
     parts = urlsplit(url)
@@ -88,6 +96,7 @@ async def run(url: str, rate: float, seconds: float, requests: Callable[[int], b
     """Send `rate` requests per second for `seconds`; request i is `requests(i)` (raw bytes).
     At most `connections` are in flight; a request waiting for one is late, and its latency
     says so. `check(status, body)` decides success (default: 2xx)."""
+    quiet_collector()
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     idle: asyncio.Queue[_Connection] = asyncio.Queue()
@@ -139,6 +148,7 @@ async def saturate(url: str, seconds: float, requests: Callable[[int], bytes],
     """Capacity: `connections` clients each send back to back for `seconds` (closed loop; the
     cheapest load for the generator, which shares the CPU). Only the achieved rate is
     meaningful here: latencies are measured from each send, not from a schedule."""
+    quiet_collector()
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     report = Report(float("nan"), seconds)

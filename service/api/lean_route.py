@@ -4,6 +4,11 @@ is parsed once, straight from bytes, by pydantic-core's JSON parser into the sam
 and the endpoint is called without FastAPI's per-request dependency solving. Profiled, that
 solving and the json.loads + validate_python double pass were most of predict's own cost.
 
+`install_hot_routes` then sends a POST to a lean route's exact path straight to that handler,
+past the router's linear matching over every route and FastAPI's per-request wrapper; it sits
+inside the app's middleware, so error handling, exception handlers, the body limit, request
+ids and CORS apply unchanged.
+
 Contract kept: the route's own dependencies (the token check, declared on its router: those
 given at include time are not seen here) run first, so an unauthenticated
 client still gets 401 and never a validation error; schema refusals raise the same
@@ -17,13 +22,15 @@ import json
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from fastapi import HTTPException, Request, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
+from starlette._utils import get_route_path
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Endpoint = Callable[[Any, Any], Awaitable[Response]]
 
@@ -41,6 +48,10 @@ class LeanJsonRoute(APIRoute):
     are `async def dep(request)` checks."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        self.lean_handler = self._lean_handler()
+        return self.lean_handler
+
+    def _lean_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         assert self.body_field is not None, f"{self.path}: a lean route needs a body model"
         model: type[BaseModel] = self.body_field.field_info.annotation  # type: ignore[assignment]
         checks = [d.dependency for d in self.dependencies]
@@ -64,6 +75,35 @@ class LeanJsonRoute(APIRoute):
             return await endpoint(body, request.app.state.ctx)
 
         return handle
+
+
+class _HotRoutes:
+    """Exact-path dispatch of POSTs to lean routes; everything else goes to the router."""
+
+    def __init__(self, routes: list[LeanJsonRoute], router: Any, fallback: ASGIApp) -> None:
+        self._routes = {route.path: route for route in routes}
+        self._router = router
+        self._fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = (self._routes.get(get_route_path(scope))
+                 if scope["type"] == "http" and scope["method"] == "POST" else None)
+        if route is None:
+            await self._fallback(scope, receive, send)
+            return
+        # What the router's match would have put in the scope (url_for, exception handlers).
+        scope.setdefault("router", self._router)
+        scope.update(endpoint=route.endpoint, route=route, path_params={})
+        response = await route.lean_handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def install_hot_routes(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Route POSTs to these routers' lean routes by exact path (the routers are included in
+    `app` without a prefix)."""
+    lean = [r for router in routers for r in router.routes
+            if isinstance(r, LeanJsonRoute) and r.methods == {"POST"} and not r.param_convertors]
+    app.router.middleware_stack = _HotRoutes(lean, app.router, app.router.middleware_stack)
 
 
 def _validate_as_fastapi_does(model: type[BaseModel], raw: bytes) -> BaseModel:

@@ -195,7 +195,9 @@ async def test_redis_away_predict_unlogged_feedback_503(
             body = unlogged.json()
             assert body["logged"] is False
             assert body["model_version"] == 0 and len(body["predictions"]) == 2
-            assert body["predictions"][0]["probabilities"] == predicted["predictions"][0]["probabilities"]
+            # The same model's answer; a 2-row pass may round differently from a 1-row one.
+            np.testing.assert_allclose(body["predictions"][0]["probabilities"],
+                                       predicted["predictions"][0]["probabilities"], rtol=1e-5)
 
             for items in ([{"inputs": ROW_A, "label": "setosa"}],
                           [{"prediction_id": pid, "label": "setosa"}]):

@@ -69,3 +69,29 @@ async def test_refused_feedback_items_are_counted_as_before(
         rejected = metrics.registry.get_sample_value(
             "mnemo_feedback_items_total", {"model": model_name, "outcome": "rejected"})
         assert rejected == 2.0
+
+
+async def test_lean_posts_skip_route_matching_and_everything_else_still_routes(
+        client: httpx.AsyncClient) -> None:
+    app = client.app  # type: ignore[attr-defined]
+    matched: list[str] = []
+    hot = app.router.middleware_stack  # exact-path dispatch, in front of route matching
+    route_matching = hot._fallback
+
+    async def counting(scope: Any, receive: Any, send: Any) -> None:
+        matched.append(f"{scope['method']} {scope['path']}")
+        await route_matching(scope, receive, send)
+
+    hot._fallback = counting
+    response = await client.post("/v1/predict", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]})
+    assert response.status_code == 200 and response.headers["x-request-id"]
+    bad = await client.post("/v1/feedback", json={"items": []})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][:2] == ["body", "items"]
+    assert matched == []  # both answered by exact-path dispatch, errors formatted as before
+    wrong_method = await client.get("/v1/predict")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    slash = await client.post("/v1/predict/", json={"inputs": [[1.0, 2.0, 3.0, 4.0]]})
+    assert slash.status_code == 307 and slash.headers["location"].endswith("/v1/predict")
+    health = await client.get("/healthz")
+    assert health.status_code == 200
+    assert matched == ["GET /v1/predict", "POST /v1/predict/", "GET /healthz"]
