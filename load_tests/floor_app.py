@@ -1,5 +1,6 @@
 """The floor for `make bench-serve`: a bare FastAPI endpoint that parses the same predict JSON
-with pydantic (strict, the same shape) and returns a constant. Run with uvicorn like Mnemo."""
+with pydantic (strict, the same shape) and returns a constant. Run with uvicorn's defaults, or
+with `--tuned` on the server settings Mnemo uses (to tell the app's cost from the server's)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import argparse
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.app import without_framework_telemetry
+from service.api.app import freeze_startup_objects, without_framework_telemetry
+from service.api.write_coalescing import coalescing_http_protocol
 
 
 class Body(BaseModel):
@@ -34,10 +36,15 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--no-telemetry", action="store_true")
+    parser.add_argument("--tuned", action="store_true",
+                        help="Mnemo's server settings: no OpenTelemetry check, one send per "
+                             "response, start-up objects frozen out of the collector")
     args = parser.parse_args()
-    uvicorn.run(create_floor_app(telemetry=not args.no_telemetry), host="127.0.0.1",
-                port=args.port, access_log=False, log_config=None)
+    app = create_floor_app(telemetry=not args.tuned)
+    if args.tuned:
+        freeze_startup_objects()
+    uvicorn.run(app, host="127.0.0.1", port=args.port, access_log=False, log_config=None,
+                http=coalescing_http_protocol() if args.tuned else "auto")
 
 
 if __name__ == "__main__":

@@ -80,3 +80,23 @@ def test_locust_mix_runs_without_failures(server: str, tmp_path: Path) -> None:
     assert int(rows["/v1/predict"]["Request Count"]) > 0
     assert int(rows["/v1/feedback"]["Request Count"]) > 0  # the mix labels a fraction
     assert int(rows["Aggregated"]["Failure Count"]) == 0
+
+
+@pytest.mark.parametrize("tuned", [False, True])
+def test_the_floor_parses_like_predict_and_answers_a_constant(tuned: bool, tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "floor.log").open("wb")
+    args = [sys.executable, "-m", "load_tests.floor_app", "--port", str(port)]
+    proc = subprocess.Popen([*args, "--tuned"] if tuned else args, cwd=ROOT, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/predict"
+        wait_for(lambda: httpx.get(url).status_code == 405, 60, "floor",
+                 lambda: (tmp_path / "floor.log").read_text())
+        ok = httpx.post(url, json={"inputs": [[1.0, 2.0]], "tag": "t"})
+        assert ok.status_code == 200 and ok.json() == {"ok": 1}
+        for bad in ({"inputs": []}, {"inputs": [["1"]]}, {"inputs": [[1.0]], "extra": 1}):
+            assert httpx.post(url, json=bad).status_code == 422, bad
+    finally:
+        proc.terminate()
+        proc.wait(20)
