@@ -42,12 +42,18 @@ def run(seeds: Sequence[int], strategies: Sequence[str] = STRATEGIES,
         for strategy in strategies:
             base = RunSpec(strategy, DEFAULTS.buffer, DEFAULTS.buffer_size, seed,
                            strategy_kw=strategy_kw(hparams, strategy))
-            # Progressive columns route by tag whatever MNEMO_HEADS says.
-            for heads in ["per-tag"] if strategy.startswith(PROGRESSIVE) else READINGS:
+            # Progressive columns route by tag whatever MNEMO_HEADS says; they run at full width
+            # and with narrow later columns.
+            runs = ([("per-tag", c) for c in COLUMNS.values()] if strategy.startswith(PROGRESSIVE)
+                    else [(h, None) for h in READINGS])
+            for heads, narrow in runs:
                 start = time.perf_counter()
-                r = run_stream(scenario, replace(base, heads=heads))
+                r = run_stream(scenario, replace(base, heads=heads, column_hidden=narrow))
+                r["label"] = (heads if not strategy.startswith(PROGRESSIVE)
+                              else ("columns" if narrow is None
+                                    else f"columns, later {','.join(map(str, narrow))}"))
                 results.append(r)
-                log(f"heads     {heads:8s} {strategy:20s} seed {seed} "
+                log(f"heads     {r['label']:8s} {strategy:20s} seed {seed} "
                     + " ".join(f"{k} {v['final_acc']:.3f}" for k, v in r["settings"].items())
                     + f" ({time.perf_counter() - start:.1f} s)")
         if any(s.startswith(PROGRESSIVE) for s in strategies):
@@ -116,12 +122,13 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     forward = [r for r in results if "forward_transfer" in r]
     results = [r for r in results if "strategy" in r]
     for strategy in dict.fromkeys(r["strategy"] for r in results):
-        for heads, readings in READINGS.items():
-            runs = [r for r in results if r["strategy"] == strategy and r["heads"] == heads]
-            for reading in readings if runs else ():
+        mine = [r for r in results if r["strategy"] == strategy]
+        for label in dict.fromkeys(r["label"] for r in mine):
+            runs = [r for r in mine if r["label"] == label]
+            for reading in READINGS[runs[0]["heads"]]:
                 acc = [r["settings"][reading] for r in runs]
                 rows.append("| " + " | ".join([
-                    "columns" if strategy.startswith(PROGRESSIVE) else heads, strategy, reading,
+                    label, strategy, reading,
                     fmt([a["final_acc"] for a in acc]),
                     fmt([a["forgetting"] for a in acc]), fmt([r["preq_acc"] for r in runs]),
                     fmt([r["samples_per_s"] for r in runs], 0), fmt([r["state_mib"] for r in runs], 2),
