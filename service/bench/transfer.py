@@ -148,14 +148,18 @@ def run(seeds: Sequence[int], log: Callable[[str], None] = print) -> list[dict[s
 
 def markdown(results: list[dict[str, Any]], command: str) -> str:
     columns = ["start", "strategy", f"acc over each task's first {EARLY} samples",
-               "final acc (tasks 3-5, class-incr.)", "samples/s", "state MiB", "peak RSS MiB"]
+               "− scratch (paired)", "final acc (tasks 3-5, class-incr.)", "samples/s",
+               "state MiB", "peak RSS MiB"]
     rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     probes = [r["probe"] for r in results if "probe" in r]
     results = [r for r in results if "variant" in r]
+    scratch = {r["seed"]: r["early_acc"] for r in results if r["variant"] == "scratch"}
     for variant in VARIANTS:
         runs = [r for r in results if r["variant"] == variant]
         if runs:
-            rows.append(f"| {variant} | {runs[0]['strategy']} | {fmt([r['early_acc'] for r in runs])} | "
+            gain = "–" if variant == "scratch" else fmt(
+                [r["early_acc"] - scratch[r["seed"]] for r in runs if r["seed"] in scratch])
+            rows.append(f"| {variant} | {runs[0]['strategy']} | {fmt([r['early_acc'] for r in runs])} | {gain} | "
                         f"{fmt([r['final_acc'] for r in runs])} | {fmt([r['samples_per_s'] for r in runs], 0)} | "
                         f"{fmt([r['state_mib'] for r in runs], 2)} | {fmt([r['peak_rss_mib'] for r in runs], 0)} |")
     seeds = sorted({r["seed"] for r in results})
