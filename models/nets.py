@@ -23,6 +23,9 @@ class MLPConfig:
     tag_heads: TagHeads | None = None
     # MNEMO_STRATEGY=progressive: each tag head is a whole column (models/progressive.py).
     progressive: bool = False
+    # Progressive columns after the first (MNEMO_COLUMN_HIDDEN): their hidden sizes, as deep
+    # as `hidden`; None: as wide as the first. Narrower ones lean on the laterals and cost less.
+    column_hidden: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) so equal configs compare and hash equal.
@@ -37,6 +40,12 @@ class MLPConfig:
                                  f"{self.num_classes} classes")
         if self.progressive and self.tag_heads is None:
             raise ValueError("progressive columns need tag_heads (possibly empty)")
+        if self.column_hidden is not None:
+            object.__setattr__(self, "column_hidden", tuple(int(h) for h in self.column_hidden))
+            if (not self.progressive or len(self.column_hidden) != len(self.hidden)
+                    or any(h < 1 for h in self.column_hidden)):
+                raise ValueError(f"column_hidden {self.column_hidden} needs progressive columns "
+                                 f"and one positive size per hidden layer ({len(self.hidden)})")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if any(h < 1 for h in self.hidden):
@@ -51,18 +60,23 @@ class MLPConfig:
             out["tag_heads"] = [[t, list(cs)] for t, cs in self.tag_heads]
         if self.progressive:
             out["progressive"] = True
+        if self.column_hidden is not None:
+            out["column_hidden"] = list(self.column_hidden)
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
-        unknown = set(d) - {"input_dim", "hidden", "num_classes", "tag_heads", "progressive"}
+        unknown = set(d) - {"input_dim", "hidden", "num_classes", "tag_heads", "progressive",
+                            "column_hidden"}
         if unknown:
             raise ValueError(f"unknown MLPConfig keys: {sorted(unknown)}")
         heads = d.get("tag_heads")
         return cls(input_dim=int(d["input_dim"]), hidden=tuple(d.get("hidden", (128, 128))),
                    num_classes=int(d.get("num_classes", 0)),
                    tag_heads=None if heads is None else tuple((t, tuple(cs)) for t, cs in heads),
-                   progressive=bool(d.get("progressive", False)))
+                   progressive=bool(d.get("progressive", False)),
+                   column_hidden=None if d.get("column_hidden") is None
+                   else tuple(d["column_hidden"]))
 
 
 class Standardizer(nn.Module):
@@ -255,6 +269,7 @@ class MultiHeadMLP(MLP):
         super().__init__(config)
         self.tag_heads = nn.ModuleDict()  # keys "t0", "t1", ...: tags may hold "." and ":"
         self._classes: dict[str, list[int]] = {}
+        self.column_hidden = config.column_hidden
         self._init_tag_modules()
         for tag, classes in config.tag_heads or ():
             self._head_for(tag).grow(len(classes))
@@ -267,7 +282,8 @@ class MultiHeadMLP(MLP):
     @property
     def config(self) -> MLPConfig:
         heads = tuple((t, tuple(cs)) for t, cs in self._classes.items())
-        return MLPConfig(self.input_dim, self.hidden, self.num_classes, heads, self.PROGRESSIVE)
+        return MLPConfig(self.input_dim, self.hidden, self.num_classes, heads, self.PROGRESSIVE,
+                         self.column_hidden)
 
     @property
     def tags(self) -> list[str]:
@@ -280,9 +296,13 @@ class MultiHeadMLP(MLP):
     def _head_for(self, tag: str) -> GrowableHead:
         if tag not in self._classes:
             self._classes[tag] = []
-            self.tag_heads[f"t{len(self.tag_heads)}"] = GrowableHead(self.head.in_features).to(
+            self.tag_heads[f"t{len(self.tag_heads)}"] = GrowableHead(self._new_head_inputs()).to(
                 self.head.weight)
         return self.tag_heads[f"t{list(self._classes).index(tag)}"]  # type: ignore[return-value]
+
+    def _new_head_inputs(self) -> int:
+        """The width a new tag's head reads: the shared trunk's output."""
+        return self.head.in_features
 
     def trainable_tag(self, tag: str) -> bool:
         """Whether the tag's head still learns (progressive columns freeze older ones)."""

@@ -19,14 +19,17 @@ from models.nets import GrowableHead, MultiHeadMLP, Standardizer
 
 
 class Column(nn.Module):
-    def __init__(self, input_dim: int, hidden: tuple[int, ...], earlier: int) -> None:
+    def __init__(self, input_dim: int, hidden: tuple[int, ...],
+                 earlier: list[tuple[int, ...]]) -> None:
+        """`earlier`: the hidden sizes of each earlier column, which this one reads."""
         super().__init__()
+        self.hidden = hidden
         self.standardizer = Standardizer(input_dim)
         widths = (input_dim, *hidden)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, hidden, strict=False))
         # laterals[i - 1][j]: column j's layer i-1 activations into this column's layer i.
         self.laterals = nn.ModuleList(
-            nn.ModuleList(nn.Linear(widths[i], hidden[i], bias=False) for _ in range(earlier))
+            nn.ModuleList(nn.Linear(sizes[i - 1], hidden[i], bias=False) for sizes in earlier)
             for i in range(1, len(hidden)))
         # Zero at first: a new column starts as a fresh one and learns how much to read from
         # the old ones (random laterals only added noise on split digits).
@@ -59,9 +62,13 @@ class ProgressiveMLP(MultiHeadMLP):
             for column, head in zip(self.columns, self.tag_heads.values(), strict=True):
                 column.requires_grad_(False)  # frozen: what the new column reads never moves
                 head.requires_grad_(False)
-            self.columns.append(Column(self.input_dim, self.hidden, len(self.columns)).to(
-                self.head.weight))
+            hidden = self.hidden if not self.columns else self.column_hidden or self.hidden
+            self.columns.append(Column(self.input_dim, hidden,
+                                       [c.hidden for c in self.columns]).to(self.head.weight))
         return super()._head_for(tag)
+
+    def _new_head_inputs(self) -> int:
+        return self.columns[-1].hidden[-1]  # the column made just before its head
 
     def add_tag_classes(self, tag: str, classes: list[int],
                         generator: torch.Generator | None = None) -> None:

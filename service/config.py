@@ -48,6 +48,8 @@ class Settings(BaseSettings):
 
     model: Literal["mlp"] = "mlp"
     hidden: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [128, 128])
+    # Progressive columns after the first; empty: as wide as MNEMO_HIDDEN.
+    column_hidden: Annotated[list[int], NoDecode] = Field(default_factory=list)
     strategy: str = "online-ewc+replay"
     buffer: Literal["reservoir", "class-balanced", "recent", "generative"] = "reservoir"
     buffer_size: int = Field(1000, ge=1, le=10_000_000)
@@ -83,7 +85,8 @@ class Settings(BaseSettings):
     freeze: Annotated[list[str], NoDecode] = Field(default_factory=list)
     heads: Literal["shared", "per-tag"] = "shared"
 
-    _csv_fields = field_validator("labels", "hidden", "cors_origins", "freeze", mode="before")(
+    _csv_fields = field_validator("labels", "hidden", "column_hidden", "cors_origins", "freeze",
+                                  mode="before")(
         _split_csv
     )
 
@@ -143,7 +146,10 @@ class Settings(BaseSettings):
         if self.penalty == "expand" and self.heads == "per-tag":
             raise ValueError("MNEMO_STRATEGY: expand widens the shared trunk, which per-tag "
                              "heads read at a fixed width; use MNEMO_HEADS=shared with it")
-        config = self.network(len(self.labels))
+        try:
+            config = self.network(len(self.labels))
+        except ValueError as exc:  # MLPConfig checks the column sizes against the strategy
+            raise ValueError(f"MNEMO_COLUMN_HIDDEN: {exc}") from None
         try:
             frozen = resolve_freeze(config, self.freeze)
         except ValueError as exc:
@@ -163,7 +169,8 @@ class Settings(BaseSettings):
     def network(self, num_classes: int) -> MLPConfig:
         """The network these settings describe, over num_classes classes (no tag heads yet)."""
         return MLPConfig(self.input_dim, tuple(self.hidden), num_classes,
-                         () if self.routes_by_tag else None, self.penalty == "progressive")
+                         () if self.routes_by_tag else None, self.penalty == "progressive",
+                         tuple(self.column_hidden) or None)
 
     def typed_labels(self) -> list[str | int]:
         """The declared vocabulary as JSON values of the deployment's label type."""

@@ -45,6 +45,9 @@ def test_unknown_name_is_refused_by_name() -> None:
         ({"MNEMO_DURABILITY": "paranoid"}, "MNEMO_DURABILITY", "'normal' or 'strict'"),
         ({"MNEMO_LABEL_TYPE": "int", "MNEMO_LABELS": "1,two"}, "MNEMO_LABELS", "'two' is not an integer"),
         ({"MNEMO_LABELS": "a,b,a"}, "MNEMO_LABELS", "duplicate"),
+        ({"MNEMO_COLUMN_HIDDEN": "32,32"}, "MNEMO_COLUMN_HIDDEN", "progressive"),
+        ({"MNEMO_STRATEGY": "progressive", "MNEMO_COLUMN_HIDDEN": "32"}, "MNEMO_COLUMN_HIDDEN",
+         "one positive size per hidden layer"),
     ],
 )
 def test_invalid_value_names_the_variable(env: dict[str, str], name: str, fragment: str) -> None:

@@ -16,6 +16,7 @@ import torch
 from models.learner import IncrementalLearner
 from models.nets import MLPConfig
 from models.strategies import make_strategy
+from service.bench import memory
 from service.bench.datasets import split_digits
 from service.bench.metrics import fmt
 from service.bench.runner import DEFAULTS, RunSpec, predict_tagged, run_stream
@@ -23,6 +24,10 @@ from service.bench.suite import load_hparams, strategy_kw
 
 STRATEGIES = ("naive", "replay", DEFAULTS.strategy, "progressive", "progressive+replay")
 EARLY = 100  # samples of a new task after which forward transfer is read
+# Forward transfer is read with every column as wide as the first, and with later columns a
+# quarter as wide (MNEMO_COLUMN_HIDDEN), which must lean on the laterals.
+NARROW = tuple(h // 4 for h in DEFAULTS.hidden)
+COLUMNS = {"full width": None, "later columns " + ",".join(map(str, NARROW)): NARROW}
 START, END = "<!-- mnemo-bench-heads:start -->", "<!-- mnemo-bench-heads:end -->"
 PROGRESSIVE = "progressive"
 READINGS = {"shared": ("class", "task"), "per-tag": ("tag",)}
@@ -37,17 +42,26 @@ def run(seeds: Sequence[int], strategies: Sequence[str] = STRATEGIES,
         for strategy in strategies:
             base = RunSpec(strategy, DEFAULTS.buffer, DEFAULTS.buffer_size, seed,
                            strategy_kw=strategy_kw(hparams, strategy))
-            # Progressive columns route by tag whatever MNEMO_HEADS says.
-            for heads in ["per-tag"] if strategy.startswith(PROGRESSIVE) else READINGS:
+            # Progressive columns route by tag whatever MNEMO_HEADS says; they run at full width
+            # and with narrow later columns.
+            runs = ([("per-tag", c) for c in COLUMNS.values()] if strategy.startswith(PROGRESSIVE)
+                    else [(h, None) for h in READINGS])
+            for heads, narrow in runs:
                 start = time.perf_counter()
-                r = run_stream(scenario, replace(base, heads=heads))
+                r = run_stream(scenario, replace(base, heads=heads, column_hidden=narrow))
+                r["label"] = (heads if not strategy.startswith(PROGRESSIVE)
+                              else ("columns" if narrow is None
+                                    else f"columns, later {','.join(map(str, narrow))}"))
                 results.append(r)
-                log(f"heads     {heads:8s} {strategy:20s} seed {seed} "
+                log(f"heads     {r['label']:8s} {strategy:20s} seed {seed} "
                     + " ".join(f"{k} {v['final_acc']:.3f}" for k, v in r["settings"].items())
                     + f" ({time.perf_counter() - start:.1f} s)")
         if any(s.startswith(PROGRESSIVE) for s in strategies):
-            results.append({"seed": seed, "forward_transfer": forward_transfer(seed)})
-            log(f"heads     forward transfer seed {seed}: {results[-1]['forward_transfer']}")
+            for columns, narrow in COLUMNS.items():
+                results.append({"seed": seed, "columns": columns,
+                                "forward_transfer": forward_transfer(seed, column_hidden=narrow)})
+                log(f"heads     forward transfer, {columns}, seed {seed}: "
+                    f"{results[-1]['forward_transfer']}")
     return results
 
 
@@ -81,12 +95,14 @@ class Stream:
         return float(np.mean(predict_tagged(self.learner.model, seg.x_test, seg.name) == y))
 
 
-def forward_transfer(seed: int, hidden: tuple[int, ...] = tuple(DEFAULTS.hidden)) -> dict[str, float]:
+def forward_transfer(seed: int, hidden: tuple[int, ...] = tuple(DEFAULTS.hidden),
+                     column_hidden: tuple[int, ...] | None = None) -> dict[str, float]:
     """Progressive columns: accuracy on each new task's test set (tasks 2-5, read by tag)
-    after its first EARLY samples, with laterals and with a fresh column that cannot use them."""
+    after its first EARLY samples, with laterals and with a fresh column that cannot use them
+    (same seed, same data order), and the learner's state MiB after the five tasks."""
     out = {}
     for name, no_laterals in (("laterals", False), ("fresh column", True)):
-        learner = IncrementalLearner(MLPConfig(64, hidden, 0, (), True),
+        learner = IncrementalLearner(MLPConfig(64, hidden, 0, (), True, column_hidden),
                                      make_strategy(PROGRESSIVE), seed=seed)
         stream, accuracies = Stream(seed, learner), []
         for task in range(len(stream.scenario.segments)):
@@ -95,6 +111,7 @@ def forward_transfer(seed: int, hidden: tuple[int, ...] = tuple(DEFAULTS.hidden)
                 accuracies.append(stream.accuracy(task))
                 stream.feed(task, start=EARLY, no_laterals=no_laterals)
         out[name] = float(np.mean(accuracies))
+    out["state_mib"] = memory.state_mib(learner)
     return out
 
 
@@ -102,15 +119,16 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     columns = ["heads", "strategy", "read as", "final acc", "forgetting", "prequential acc",
                "samples/s", "state MiB", "peak RSS MiB"]
     rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    forward = [r["forward_transfer"] for r in results if "forward_transfer" in r]
+    forward = [r for r in results if "forward_transfer" in r]
     results = [r for r in results if "strategy" in r]
     for strategy in dict.fromkeys(r["strategy"] for r in results):
-        for heads, readings in READINGS.items():
-            runs = [r for r in results if r["strategy"] == strategy and r["heads"] == heads]
-            for reading in readings if runs else ():
+        mine = [r for r in results if r["strategy"] == strategy]
+        for label in dict.fromkeys(r["label"] for r in mine):
+            runs = [r for r in mine if r["label"] == label]
+            for reading in READINGS[runs[0]["heads"]]:
                 acc = [r["settings"][reading] for r in runs]
                 rows.append("| " + " | ".join([
-                    "columns" if strategy.startswith(PROGRESSIVE) else heads, strategy, reading,
+                    label, strategy, reading,
                     fmt([a["final_acc"] for a in acc]),
                     fmt([a["forgetting"] for a in acc]), fmt([r["preq_acc"] for r in runs]),
                     fmt([r["samples_per_s"] for r in runs], 0), fmt([r["state_mib"] for r in runs], 2),
@@ -122,11 +140,20 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
             + "\n".join(rows) + _forward_table(forward))
 
 
-def _forward_table(forward: list[dict[str, float]]) -> str:
+def _forward_table(forward: list[dict[str, Any]]) -> str:
     if not forward:
         return ""
-    cells = " | ".join(fmt([f[k] for f in forward]) for k in ("laterals", "fresh column"))
+    rows = []
+    for columns in COLUMNS:
+        runs = [r["forward_transfer"] for r in forward if r["columns"] == columns]
+        gain = [r["laterals"] - r["fresh column"] for r in runs]
+        cells = [fmt([r[k] for r in runs]) for k in ("laterals", "fresh column")]
+        rows.append(f"| {columns} | {' | '.join(cells)} | {fmt(gain)} | "
+                    f"{sum(g > 0 for g in gain)}/{len(gain)} | {fmt([r['state_mib'] for r in runs], 2)} |")
     return (f"\n\nProgressive columns, forward transfer: accuracy on each new task's test set "
-            f"(tasks 2-5, by tag) after its first {EARLY} samples, mean over tasks; one "
-            "column per task, hidden 128,128.\n\n| new column | with laterals | fresh, no "
-            f"laterals |\n| --- | --- | --- |\n| progressive | {cells} |")
+            f"(tasks 2-5, by tag) after its first {EARLY} samples, mean over tasks; one column "
+            f"per task, the first {','.join(map(str, DEFAULTS.hidden))}; both arms of a row see "
+            "the same seed and data order, the gain is their paired per-seed difference.\n\n"
+            "| later columns | with laterals | fresh, no laterals | gain (paired) | seeds "
+            "with a gain | state MiB, 5 tags |\n| --- | --- | --- | --- | --- | --- |\n"
+            + "\n".join(rows))

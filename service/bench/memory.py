@@ -38,11 +38,12 @@ def peak_rss_mib() -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
-def state_mib(learner: IncrementalLearner, buffer: ReplayBuffer) -> float:
+def state_mib(learner: IncrementalLearner, buffer: ReplayBuffer | None = None) -> float:
     """Model, optimizer moments, strategy state (Fisher, anchors, ...) and the replay buffer:
     the memory a strategy costs in the service, independent of allocator noise."""
     total = sum(t.numel() * t.element_size() for t in learner.state_dict().values())
     # A generative buffer's memory is its model's state, not tensors of samples.
-    held = buffer.state_dict().values() if hasattr(buffer, "state_dict") else vars(buffer).values()
+    held = (() if buffer is None else buffer.state_dict().values()
+            if hasattr(buffer, "state_dict") else vars(buffer).values())
     total += sum(t.numel() * t.element_size() for t in held if isinstance(t, torch.Tensor))
     return total / 2**20

@@ -244,13 +244,14 @@ class RunSpec:
     publish_every: int = DEFAULTS.publish_every_samples
     score_served: bool = False
     heads: str = "shared"  # "per-tag": a head per segment (its name is the tag), read by tag
+    column_hidden: tuple[int, ...] | None = None  # progressive: later columns' sizes
 
 
 def new_stream_learner(spec: RunSpec, input_dim: int) -> StreamLearner:
     penalty, use_replay = parse_strategy(spec.strategy)
     tag_heads = () if spec.heads == "per-tag" or penalty == "progressive" else None
     learner = IncrementalLearner(MLPConfig(input_dim, tuple(DEFAULTS.hidden), 0, tag_heads,
-                                           penalty == "progressive"),
+                                           penalty == "progressive", spec.column_hidden),
                                  make_strategy(penalty, **spec.strategy_kw), seed=spec.seed)
     # Version 0, the untrained model, is what the service serves before its first publish.
     return StreamLearner(

@@ -16,7 +16,7 @@ import torch
 
 from models.checkpoint import labels_metadata, model_to_bytes
 from models.learner import IncrementalLearner
-from models.nets import MLPConfig
+from models.nets import MLPConfig, Standardizer, build_model
 from models.strategies import make_strategy
 from models.transfer import model_from_checkpoint
 from service.bench import memory
@@ -36,6 +36,7 @@ from service.bench.suite import load_hparams, strategy_kw
 PRETRAIN_TASKS = 2
 PRETRAIN_EPOCHS = 5
 EARLY = 200  # samples of each remaining task the early accuracy is read over
+SHOTS = (8, 32)  # examples per new class the feature probe averages
 # name -> (layers frozen, or None: no checkpoint; whether the checkpoint's labels are declared)
 VARIANTS: dict[str, tuple[tuple[str, ...] | None, bool]] = {
     "scratch": (None, False), "checkpoint, fine-tune": ((), False),
@@ -98,6 +99,35 @@ def run_variant(scenario: Scenario, checkpoint: bytes, vocab: dict[int, int], va
             "peak_rss_mib": memory.peak_rss_mib()}
 
 
+@torch.no_grad()
+def feature_probe(scenario: Scenario, checkpoint: bytes, seed: int) -> dict[str, float]:
+    """How usable each starting trunk's features are for the new classes, learning aside:
+    nearest-class-mean accuracy on tasks 3-5's test sets (classes 4-9), the means taken over
+    the first SHOTS stream examples of each class, on the checkpoint's hidden layers and on an
+    untrained network's (what scratch starts from). Both standardise with the remaining tasks'
+    input statistics, so only the hidden layers differ."""
+    a, b = scenario.starts()[PRETRAIN_TASKS], scenario.ends[-1]
+    x, y = torch.from_numpy(scenario.x[a:b]), scenario.y[a:b]
+    tests = scenario.segments[PRETRAIN_TASKS:]
+    x_test = torch.from_numpy(np.concatenate([seg.x_test for seg in tests]))
+    y_test = np.concatenate([seg.y_test for seg in tests])
+    classes = sorted(set(y.tolist()))
+    config = MLPConfig(scenario.input_dim, tuple(DEFAULTS.hidden), 0)
+    trunks = {"checkpoint": model_from_checkpoint(checkpoint, config, []),
+              "untrained": build_model(config, seed=seed)}
+    out = {}
+    for name, model in trunks.items():
+        model.eval().standardizer.load_state_dict(Standardizer(scenario.input_dim).state_dict())
+        model.standardizer.update(x)
+        h, h_test = model.features(x), model.features(x_test)
+        for shots in SHOTS:
+            means = torch.stack([h[torch.from_numpy(np.flatnonzero(y == c)[:shots])].mean(0)
+                                 for c in classes])
+            guess = np.array(classes)[torch.cdist(h_test, means).argmin(1).numpy()]
+            out[f"{name} {shots}"] = float(np.mean(guess == y_test))
+    return out
+
+
 def run(seeds: Sequence[int], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     results = []
     for seed in seeds:
@@ -105,6 +135,8 @@ def run(seeds: Sequence[int], log: Callable[[str], None] = print) -> list[dict[s
         start = time.perf_counter()
         checkpoint, vocab = pretrain(scenario, seed)
         log(f"transfer  pretrain seed {seed} ({time.perf_counter() - start:.1f} s)")
+        results.append({"seed": seed, "probe": feature_probe(scenario, checkpoint, seed)})
+        log(f"transfer  feature probe seed {seed}: {results[-1]['probe']}")
         for variant in VARIANTS:
             start = time.perf_counter()
             r = run_variant(scenario, checkpoint, vocab, variant, seed)
@@ -116,16 +148,38 @@ def run(seeds: Sequence[int], log: Callable[[str], None] = print) -> list[dict[s
 
 def markdown(results: list[dict[str, Any]], command: str) -> str:
     columns = ["start", "strategy", f"acc over each task's first {EARLY} samples",
-               "final acc (tasks 3-5, class-incr.)", "samples/s", "state MiB", "peak RSS MiB"]
+               "− scratch (paired)", "final acc (tasks 3-5, class-incr.)", "samples/s",
+               "state MiB", "peak RSS MiB"]
     rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    probes = [r["probe"] for r in results if "probe" in r]
+    results = [r for r in results if "variant" in r]
+    scratch = {r["seed"]: r["early_acc"] for r in results if r["variant"] == "scratch"}
     for variant in VARIANTS:
         runs = [r for r in results if r["variant"] == variant]
         if runs:
-            rows.append(f"| {variant} | {runs[0]['strategy']} | {fmt([r['early_acc'] for r in runs])} | "
+            gain = "–" if variant == "scratch" else fmt(
+                [r["early_acc"] - scratch[r["seed"]] for r in runs if r["seed"] in scratch])
+            rows.append(f"| {variant} | {runs[0]['strategy']} | {fmt([r['early_acc'] for r in runs])} | {gain} | "
                         f"{fmt([r['final_acc'] for r in runs])} | {fmt([r['samples_per_s'] for r in runs], 0)} | "
                         f"{fmt([r['state_mib'] for r in runs], 2)} | {fmt([r['peak_rss_mib'] for r in runs], 0)} |")
     seeds = sorted({r["seed"] for r in results})
     return (f"`{command}` — seeds {seeds}; mean ± sample std. Checkpoint: {PRETRAIN_EPOCHS} shuffled "
             f"epochs on split-digits tasks 1-2 (classes 0-3), then tasks 3-5 streamed once in "
             f"batches of {BATCH} through the service's learning path; every start declares "
-            "no labels unless it says so (the stream's labels then append classes).\n\n" + "\n".join(rows))
+            "no labels unless it says so (the stream's labels then append classes).\n\n"
+            + "\n".join(rows) + _probe_table(probes))
+
+
+def _probe_table(probes: list[dict[str, float]]) -> str:
+    if not probes:
+        return ""
+    rows = [f"| {trunk} | " + " | ".join(fmt([p[f"{trunk} {k}"] for p in probes]) for k in SHOTS)
+            + " |" for trunk in ("checkpoint", "untrained")]
+    gain = " | ".join(fmt([p[f"checkpoint {k}"] - p[f"untrained {k}"] for p in probes])
+                      for k in SHOTS)
+    return ("\n\nFeature probe (learning aside): nearest-class-mean accuracy on tasks 3-5's test "
+            "sets (classes 4-9) from the first N stream examples of each class, on the trunk's "
+            "features; both trunks standardise with the remaining tasks' input statistics.\n\n"
+            "| trunk | " + " | ".join(f"N = {k}" for k in SHOTS) + " |\n| --- |"
+            + " --- |" * len(SHOTS) + "\n" + "\n".join(rows)
+            + f"\n| checkpoint − untrained (paired) | {gain} |")

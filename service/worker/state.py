@@ -48,7 +48,10 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
         # A shared-head deployment switched to per-tag heads or progressive columns: same
         # tensors, no tag heads or columns yet. (Switched back, they stay in the versions but
         # neither learn nor serve; per-tag heads and columns do not convert into each other.)
-        config = replace(config, tag_heads=(), progressive=settings.penalty == "progressive")
+        progressive = settings.penalty == "progressive"
+        config = replace(config, tag_heads=(), progressive=progressive,
+                         column_hidden=(tuple(settings.column_hidden) or None)
+                         if progressive else None)
     if state is not None:
         tensors, meta = tensors_from_bytes(state)
         learner = IncrementalLearner.from_state(

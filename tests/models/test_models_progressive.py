@@ -3,7 +3,7 @@ the task as the tag: a column per tag, older columns frozen, laterals from them.
 
 from __future__ import annotations
 
-import numpy as np
+import pytest
 import torch
 
 from models.checkpoint import model_from_bytes, model_to_bytes, tensors_from_bytes, tensors_to_bytes
@@ -16,9 +16,9 @@ from service.bench.heads import Stream, forward_transfer
 HIDDEN = (32, 32)
 
 
-def _learner(seed: int = 0) -> IncrementalLearner:
-    return IncrementalLearner(MLPConfig(64, HIDDEN, 0, (), True), make_strategy("progressive"),
-                              seed=seed)
+def _learner(seed: int = 0, column_hidden: tuple[int, ...] | None = None) -> IncrementalLearner:
+    return IncrementalLearner(MLPConfig(64, HIDDEN, 0, (), True, column_hidden),
+                              make_strategy("progressive"), seed=seed)
 
 
 def _outputs(model: ProgressiveMLP, tags: list[str], x: torch.Tensor) -> list[torch.Tensor]:
@@ -89,10 +89,44 @@ def test_laterals_start_at_zero_and_learn() -> None:
     assert fresh.model.columns[1].laterals[0][0].weight.abs().max() == 0  # ...from zero
 
 
-def test_forward_transfer_after_100_samples_is_measured_not_assumed() -> None:
-    """Issue 5 asks laterals to beat a fresh column after 100 samples of a new task. Measured on
-    split digits (BENCHMARKS.md, 8 seeds): a tie, so what holds is "no worse"."""
-    rows = [forward_transfer(seed, HIDDEN) for seed in (0, 1, 2)]
-    assert all(min(r.values()) > 0.85 for r in rows), rows  # both learn from 100 samples
-    gains = [r["laterals"] - r["fresh column"] for r in rows]
-    assert np.mean(gains) > -0.02, gains
+def test_narrow_later_columns_read_the_first_and_round_trip() -> None:
+    learner = _learner(column_hidden=(8, 4))
+    stream = Stream(0, learner)
+    for task in (0, 1, 2):
+        stream.feed(task, stop=64)
+    model = learner.model
+    assert isinstance(model, ProgressiveMLP)
+    assert [c.hidden for c in model.columns] == [HIDDEN, (8, 4), (8, 4)]
+    # Column 2's second layer reads column 0's first (32 wide) and column 1's (8 wide).
+    assert [lat.weight.shape for lat in model.columns[2].laterals[0]] == [(4, 32), (4, 8)]
+    assert model.tag_head(stream.scenario.segments[2].name).in_features == 4
+    probe = torch.from_numpy(stream.scenario.x[:32])
+    tags = [seg.name for seg in stream.scenario.segments[:3]]
+    served, _ = model_from_bytes(model_to_bytes(learner.snapshot()))
+    assert served.config == learner.config and served.config.column_hidden == (8, 4)
+    assert all(torch.equal(a, b) for a, b in zip(_outputs(model, tags, probe),
+                                                  _outputs(served, tags, probe), strict=True))
+    # Narrow columns are what cut progressive's state growth per tag.
+    wide = _learner()
+    wide_stream = Stream(0, wide)
+    for task in (0, 1, 2):
+        wide_stream.feed(task, stop=64)
+    assert sum(p.numel() for p in model.columns.parameters()) < 0.5 * sum(
+        p.numel() for p in wide.model.columns.parameters())
+    with pytest.raises(ValueError, match="one positive size per hidden layer"):
+        MLPConfig(64, HIDDEN, 0, (), True, (8,))
+    with pytest.raises(ValueError, match="progressive"):
+        MLPConfig(64, HIDDEN, 0, (), False, (8, 8))
+
+
+def test_forward_transfer_after_100_samples() -> None:
+    """Issue 5: laterals beat a fresh column after 100 samples of a new task. Measured on split
+    digits (BENCHMARKS.md): where later columns are narrow (MNEMO_COLUMN_HIDDEN) they must lean
+    on the first column's features, and the laterals win on every seed; at the first column's
+    width (128,128 in the bench) a fresh column learns a digit pair as well alone, a tie."""
+    for seed in (0, 1, 2):
+        narrow = forward_transfer(seed, HIDDEN, column_hidden=(8, 8))
+        assert narrow["laterals"] > narrow["fresh column"] + 0.05, (seed, narrow)
+        full = forward_transfer(seed, HIDDEN)
+        assert min(full["laterals"], full["fresh column"]) > 0.85, (seed, full)  # both learn
+        assert full["laterals"] > full["fresh column"] - 0.02, (seed, full)

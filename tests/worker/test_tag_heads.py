@@ -116,6 +116,24 @@ def test_a_shared_deployment_switched_to_per_tag_heads_continues_from_its_weight
         assert torch.equal(learner.model.eval()(x), served(x))
 
 
+def test_narrow_later_columns_come_from_the_settings_and_stay_in_the_versions(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """MNEMO_COLUMN_HIDDEN: version 0's config carries it, and so does a shared deployment
+    switched to progressive columns, whose columns after the first are that narrow."""
+    narrow = settings_for(strategy="progressive", column_hidden=[8, 4])
+    _, weights = initial_version(narrow)
+    assert model_from_bytes(weights)[0].config.column_hidden == (8, 4)
+    _, shared = initial_version(settings_for())
+    learner, _ = restore(narrow, shared, None)
+    assert learner.config.column_hidden == (8, 4)
+    y = torch.tensor([0, 1])
+    for tag in ("north", "south"):
+        learner.ensure_tags([tag] * 2, y, 10)
+    assert [c.hidden for c in learner.model.columns] == [tuple(narrow.hidden), (8, 4)]
+    assert learner.model.tag_head("south").in_features == 4
+
+
 def test_an_unknown_heads_mode_is_refused_by_name() -> None:
     with pytest.raises(SettingsError, match="MNEMO_HEADS: Input should be 'shared' or 'per-tag'"):
         load_settings({"MNEMO_HEADS": "per-task"})
