@@ -89,6 +89,16 @@ async def client(make_settings: Callable[..., Settings]) -> AsyncIterator[httpx.
         yield c
 
 
+def seen_entries(client: redis.Redis, model: str) -> dict[str, str]:
+    """Every dedupe id the feedback script holds for the model -> the stream id it made,
+    over all its windows (and the unbounded hash of earlier versions)."""
+    keys = Keys(model)
+    out: dict[str, str] = {}
+    for key in [keys.seen_ids, *client.scan_iter(match=keys.seen_pattern, count=1000)]:
+        out.update({k.decode(): v.decode() for k, v in client.hgetall(key).items()})
+    return out
+
+
 def snapshot(client: redis.Redis, model: str) -> dict[bytes, Any]:
     """Every key of the model with its full content (TTL-free), to compare before/after."""
     out: dict[bytes, Any] = {}

@@ -54,7 +54,8 @@ async def test_thousand_versions_and_200k_items_stay_under_200_mb(tmp_path: Path
         redis, keys, scripts, registry = (deployment.redis, deployment.keys, deployment.scripts,
                                           deployment.registry)
         try:
-            feedback = FeedbackStore(redis, keys, scripts)
+            # One dedupe window for the whole run (a real clock could cross a window's edge).
+            feedback = FeedbackStore(redis, keys, scripts, clock=lambda: 1_800_000_000.0)
             stats = StatsStore(redis, keys)
             reader = FeedbackReader(redis, keys, DIM)
             await reader.ensure_group()
@@ -106,13 +107,15 @@ async def test_thousand_versions_and_200k_items_stay_under_200_mb(tmp_path: Path
             assert await feedback.lag() == 0
             stream_len = await redis.xlen(keys.stream)
             assert stream_len < 2 * BATCH  # trimmed below the committed id (approximately)
-            seen = await redis.hlen(keys.seen_ids)
-            assert seen == ITEMS // 2  # the dedupe hash keeps every id ever seen
+            (window,) = [k async for k in redis.scan_iter(match=keys.seen_pattern)]
+            seen = await redis.hlen(window)
+            assert seen == ITEMS // 2  # every id of this dedupe window, which then expires
+            assert 0 < await redis.ttl(window) <= 3 * settings.prediction_ttl_seconds
 
             info = await redis.info("memory")
             used = int(info["used_memory"])
             usage = {name: await redis.memory_usage(key, samples=0) for name, key in (
-                ("seen_ids", keys.seen_ids), ("stream", keys.stream),
+                ("seen_ids", window), ("stream", keys.stream),
                 ("kept version", keys.version(VERSIONS)), ("pruned version", keys.version(1)),
             )}
             report = (f"used_memory={used / 2**20:.1f} MiB "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -63,24 +64,43 @@ def _pack_items(records: list[FeedbackRecord]) -> bytes:
 
 
 class FeedbackStore:
+    """Dedupe ids live in hashes of one window each (the prediction-log TTL: after it a
+    prediction id cannot be labelled anyway), read over the window before, this one and the
+    next (so API processes whose clocks differ by less than a window agree), and expiring
+    three windows after their own began. A repeat within a window of the first label is
+    always caught; the memory they hold is bounded by three windows of labels."""
+
     def __init__(
         self, redis: Redis, keys: Keys, scripts: Scripts, *, strict: bool = False,
-        strict_timeout_ms: int = 1000,
+        strict_timeout_ms: int = 1000, dedupe_window_seconds: int = 86_400,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._scripts = scripts
         self._strict = strict
         self._strict_timeout_ms = strict_timeout_ms
+        self._window = dedupe_window_seconds
+        self._clock = clock
+
+    def _seen_keys(self, now: float) -> list[str]:
+        """The buckets a dedupe id is looked up in: previous, current (written), next, and
+        the unbounded hash of earlier versions (given a TTL on first use)."""
+        bucket = int(now // self._window)
+        k = self._keys
+        return [k.seen_bucket(bucket - 1), k.seen_bucket(bucket), k.seen_bucket(bucket + 1),
+                k.seen_ids]
 
     async def append(
         self, records: list[FeedbackRecord], *, max_lag: int, max_classes: int
     ) -> AppendResult:
         k = self._keys
+        now = self._clock()
         result = await self._scripts.feedback_append(
-            keys=[k.stream, k.seen_ids, k.vocab, k.vocab_order, k.counters, k.learner_stats],
-            args=[max_lag, max_classes, len(records), int(time.time() * 1000),
-                  _pack_items(records)],
+            keys=[k.stream, *self._seen_keys(now), k.vocab, k.vocab_order, k.counters,
+                  k.learner_stats],
+            args=[max_lag, max_classes, len(records), int(now * 1000), _pack_items(records),
+                  3 * self._window],
         )
         status = result[0]
         if status == b"shed":
@@ -98,8 +118,11 @@ class FeedbackStore:
 
     async def already_accepted(self, dedupe_ids: list[str]) -> list[bool]:
         """Whether a label was already accepted under each id (first label wins)."""
-        found = await self._redis.hmget(self._keys.seen_ids, dedupe_ids)
-        return [value is not None for value in found]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in self._seen_keys(self._clock()):
+            pipe.hmget(key, dedupe_ids)
+        found = await pipe.execute()
+        return [any(values) for values in zip(*found, strict=True)]
 
     async def lag(self) -> int:
         """Items accepted but not yet processed by the learner."""

@@ -40,8 +40,17 @@ class Keys:
         return f"{self.base}:feedback"
 
     @property
-    def seen_ids(self) -> str:  # hash feedback/prediction id -> stream id (first label wins)
+    def seen_ids(self) -> str:  # the unbounded hash of earlier versions: read, then expires
         return f"{self.base}:feedback:seen"
+
+    def seen_bucket(self, bucket: int) -> str:
+        """Hash feedback/prediction id -> stream id for ids first accepted in one dedupe
+        window (first label wins); each bucket expires (service/store/feedback.py)."""
+        return f"{self.base}:feedback:seen:{bucket}"
+
+    @property
+    def seen_pattern(self) -> str:  # every dedupe bucket
+        return f"{self.base}:feedback:seen:*"
 
     @property
     def counters(self) -> str:  # hash: accepted, duplicates

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.config import Settings
 from service.embedded import EmbeddedRedis
 from service.store.keys import Keys
-from tests.conftest import running_app, snapshot
+from tests.conftest import running_app, seen_entries, snapshot
 
 ROW_A = [5.1, 3.5, 1.4, 0.2]
 ROW_B = [6.7, 3.0, 5.2, 2.3]
@@ -74,8 +74,7 @@ async def test_feedback_by_prediction_id_copies_input_version_and_tag(
     assert (second["y"], second["tag"], second["v"]) == ("setosa", "override", "0")
     assert before_ms <= int(first["t"]) <= after_ms
     # The dedupe record points at the entry it made.
-    seen = redis_client.hget(Keys(model_name).seen_ids, f"p:{ids[1]}")
-    assert seen is not None and seen.decode() == first["sid"]
+    assert seen_entries(redis_client, model_name)[f"p:{ids[1]}"] == first["sid"]
 
 
 async def test_client_chosen_ids(client: httpx.AsyncClient, redis_client: redis.Redis,

@@ -21,7 +21,7 @@ import numpy as np
 import redis
 
 from service.store.keys import Keys
-from tests.conftest import free_port
+from tests.conftest import free_port, seen_entries
 from tests.e2e.procs import Proc, Procs, base_env, wait_for
 
 LABELS = ["a", "b", "c"]
@@ -168,8 +168,8 @@ class Feeder:
 
 
 def seen_ids(r: redis.Redis, model: str) -> set[str]:
-    """Every feedback id the feedback script ever appended (its dedupe hash)."""
-    return {k.decode() for k in r.hkeys(Keys(model).seen_ids)}
+    """Every feedback id the feedback script appended (its dedupe hashes)."""
+    return set(seen_entries(r, model))
 
 
 def stream_ids(r: redis.Redis, model: str) -> list[str]:
