@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -23,13 +24,17 @@ class RequestIdMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # A random prefix per process and a counter: unique across replicas without a
+        # getrandom() system call per request.
+        prefix = os.urandom(8).hex()
+        self._new_id = (f"{prefix}{n:016x}" for n in itertools.count()).__next__
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = _header(scope, b"x-request-id")
-        request_id = given if given and _VALID_ID.match(given) else os.urandom(16).hex()
+        request_id = given if given and _VALID_ID.match(given) else self._new_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

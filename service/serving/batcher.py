@@ -131,7 +131,8 @@ class MicroBatcher:
         self.counters.waits += 1
         self._more.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._more.wait(), remaining)
+            async with asyncio.timeout(remaining):  # a timer, not wait_for's extra task
+                await self._more.wait()
 
     def _take(self) -> list[_Pending]:
         """Whole requests up to max_rows rows (a larger request goes alone)."""
