@@ -107,8 +107,14 @@ async def test_infer_is_counted_like_predict(make_settings: Callable[..., Settin
         url = f"/v2/models/{model_name}/infer"
         assert (await c.post(url, json=_body([1, 2, 3, 4], [1, 4]))).status_code == 200
         assert (await c.post(url, json=_body([1, 2, 1e39, 4], [1, 4]))).status_code == 400
+        # Refused before the handler runs: by the schema, an unknown model, binary data.
+        assert (await c.post(url, json={"inputs": "nope"})).status_code == 400
+        assert (await c.post("/v2/models/other/infer",
+                             json=_body([1, 2, 3, 4], [1, 4]))).status_code == 404
+        assert (await c.post(url, json=_body([1, 2, 3, 4], [1, 4]),
+                             headers={"Inference-Header-Content-Length": "10"})).status_code == 400
         get = c.app.state.ctx.metrics.registry.get_sample_value  # type: ignore[attr-defined]
         count = {s: get("mnemo_predict_requests_total", {"model": model_name, "status": s})
                  for s in ("ok", "client_error")}
-        assert count == {"ok": 1.0, "client_error": 1.0}
+        assert count == {"ok": 1.0, "client_error": 4.0}
         assert get("mnemo_predict_latency_seconds_count", {"model": model_name}) == 1.0

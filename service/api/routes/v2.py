@@ -54,6 +54,8 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
+                if request.method == "POST":  # a refused infer body, counted like predict's
+                    request.app.state.ctx.metrics.requests_by_status["client_error"].inc()
                 return JSONResponse({"error": _describe(list(exc.errors()))}, status_code=400)
             except HTTPException as exc:
                 status = 400 if exc.status_code == 422 else exc.status_code
@@ -135,13 +137,13 @@ async def model_ready(name: str, ctx: Ctx) -> dict[str, Any]:
 @router.post("/v2/models/{name}/infer", response_model=InferResponse,
              response_model_exclude_none=True)
 async def infer(name: str, body: InferRequest, ctx: Ctx, request: Request) -> InferResponse:
+    return await counted(ctx, _infer(name, body, ctx, request))
+
+
+async def _infer(name: str, body: InferRequest, ctx: Ctx, request: Request) -> InferResponse:
     _model(ctx, name)
     if "inference-header-content-length" in request.headers:
         raise HTTPException(400, "binary tensor data is not supported: send the JSON encoding")
-    return await counted(ctx, _infer(name, body, ctx))
-
-
-async def _infer(name: str, body: InferRequest, ctx: Ctx) -> InferResponse:
     wanted = _requested_outputs(body)
     x = _input_matrix(body.inputs[0], ctx)
     answer = await ctx.batcher.predict(x, "", None)
