@@ -14,6 +14,8 @@ from typing import Any
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
+FLUSH_AT = 64 * 1024  # queued bytes that go out at once, without waiting for the turn's end
+
 
 class CoalescingTransport:
     """Wraps a transport: write() queues, the queue goes out in one write at the end of the
@@ -23,6 +25,7 @@ class CoalescingTransport:
     def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
         self._pending: list[bytes] = []
+        self._queued = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -30,6 +33,9 @@ class CoalescingTransport:
         if not self._pending:
             asyncio.get_running_loop().call_soon(self.flush)
         self._pending.append(bytes(data))
+        self._queued += len(data)
+        if self._queued >= FLUSH_AT:  # a large body: the transport's own buffering and
+            self.flush()  # flow control take over at once
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
@@ -40,11 +46,12 @@ class CoalescingTransport:
             return
         data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
         self._pending.clear()
+        self._queued = 0
         if not self._transport.is_closing():
             self._transport.write(data)
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+        return self._transport.get_write_buffer_size() + self._queued
 
     def write_eof(self) -> None:
         self.flush()
@@ -56,6 +63,7 @@ class CoalescingTransport:
 
     def abort(self) -> None:
         self._pending.clear()
+        self._queued = 0
         self._transport.abort()
 
     def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, ...

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
-from service.api.write_coalescing import CoalescingTransport, coalescing_http_protocol
+from service.api.write_coalescing import FLUSH_AT, CoalescingTransport, coalescing_http_protocol
 from tests.conftest import free_port
 
 BODY = b'{"predictions": [' + b"0.1, " * 200 + b"0.1]}"
@@ -109,7 +109,19 @@ async def test_the_queue_goes_out_in_order_once_per_loop_turn() -> None:
     wrapped.writelines([b"b", b"", bytearray(b"c")])
     assert wrapped.get_write_buffer_size() == 3 and received == b""
     await asyncio.sleep(0)  # the end of this loop turn
+    assert received == b"abc" or await _until(lambda: received == b"abc")
+    big = b"x" * FLUSH_AT
+    wrapped.write(big)  # a large write goes out at once, in order
+    assert wrapped.get_write_buffer_size() < FLUSH_AT
     wrapped.write(b"d")
     wrapped.close()  # flushes what is queued, then closes
     await asyncio.wait_for(got_eof.wait(), 5)
-    assert bytes(received) == b"abcd" and wrapped.is_closing()
+    assert bytes(received) == b"abc" + big + b"d" and wrapped.is_closing()
+
+
+async def _until(check: Callable[[], bool]) -> bool:
+    for _ in range(1000):
+        await asyncio.sleep(0.001)
+        if check():
+            return True
+    return False
