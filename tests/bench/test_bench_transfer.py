@@ -79,3 +79,20 @@ def test_on_permuted_digits_the_checkpoint_knows_its_tasks_but_starts_new_permut
     probe = transfer.feature_probe(scenario, checkpoint, seed)
     assert probe["untrained 32"] > 0.7, probe
     assert probe["checkpoint 32"] < probe["untrained 32"] - 0.1, probe
+
+
+def test_each_streams_table_pairs_its_starts_with_its_own_first_row() -> None:
+    stats = {"strategy": "naive", "final_acc": 0.9, "samples_per_s": 1.0, "state_mib": 0.5,
+             "peak_rss_mib": 400.0}
+    early = {("split", "scratch"): (0.7, 0.8), ("split", "checkpoint, fine-tune"): (0.75, 0.78),
+             ("permuted", "scratch + the 10 labels"): (0.4, 0.5),
+             ("permuted", "checkpoint + its 10 labels, fine-tune"): (0.3, 0.45)}
+    results = [{"stream": stream, "variant": variant, "seed": seed, "early_acc": acc, **stats}
+               for (stream, variant), accs in early.items() for seed, acc in enumerate(accs)]
+    text = transfer.markdown(results, "cmd")
+    split, permuted = text.split("**Permuted digits.**")
+    # split: +0.05 and -0.02 (1 of 2 seeds gains); permuted: -0.10 and -0.05 (none gains)
+    assert "| checkpoint, fine-tune | naive | 0.765 ± 0.021 | 0.015 ± 0.049 | 1/2 |" in split
+    assert ("| checkpoint + its 10 labels, fine-tune | naive | 0.375 ± 0.106 | -0.075 ± 0.035 | 0/2 |"
+            in permuted)
+    assert "permuted" not in split.split("**Split digits.**")[1]
