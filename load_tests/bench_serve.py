@@ -18,6 +18,8 @@ on the same machine, so ratios measured in the same run are what matter, not abs
    reload that version's learner state, CPU a publish by the learner itself does not cost,
    and on 2 cores it would be charged to the API's latency.
 
+`--phases 2,3` runs the learner's throughput alone (3 needs 2's backlog; 5 needs 1 and 4).
+
 The learner (`python -m service learn`) runs throughout (idle while there is no feedback).
 MLP 64→128→128→10, the default strategy. Redis: the machine's (a DB of its own, a unique model
 name, its keys deleted afterwards).
@@ -190,7 +192,24 @@ def _freshness_p95(before: dict[str, float], after: dict[str, float]) -> tuple[f
     return float("nan"), int(total)
 
 
+# Phases whose results a later one uses: 3 trains on 2's backlog; 5 takes half of 1's
+# capacity and swaps between two versions 4 trained.
+NEEDS = {3: {2}, 5: {1, 4}}
+
+
+def parse_phases(text: str) -> set[int]:
+    """'2,3' → {2, 3}; a phase without those it needs is refused."""
+    phases = {int(p) for p in text.split(",") if p.strip()}
+    if not phases or not phases <= set(range(1, 6)):
+        raise argparse.ArgumentTypeError(f"phases are numbers 1-5, got {text!r}")
+    for phase, needed in NEEDS.items():
+        if phase in phases and not needed <= phases:
+            raise argparse.ArgumentTypeError(f"phase {phase} needs phases {sorted(needed)}")
+    return phases
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    phases = args.phases
     model = f"bench-{uuid.uuid4().hex[:8]}"
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
@@ -198,17 +217,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = _mnemo_env(args.redis_url, model, ports["mnemo"])
     results: dict[str, Any] = {"model": model}
-    seconds = args.seconds
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_process(["-m", "load_tests.floor_app", "--port", str(ports["floor"])],
-                                     env, logs / "floor.log"))
-        stack.enter_context(_process(["-m", "load_tests.floor_app", "--no-telemetry", "--port",
-                                      str(ports["floor_nt"])], env, logs / "floor_nt.log"))
+        if 1 not in phases:  # the floor servers are phase 1's only
+            del base["floor"], base["floor_nt"]
+        else:
+            stack.enter_context(_process(["-m", "load_tests.floor_app", "--port",
+                                          str(ports["floor"])], env, logs / "floor.log"))
+            stack.enter_context(_process(["-m", "load_tests.floor_app", "--no-telemetry",
+                                          "--port", str(ports["floor_nt"])], env,
+                                         logs / "floor_nt.log"))
         stack.enter_context(_process(["-m", "service", "serve"], env, logs / "serve.log"))
         stack.enter_context(_process(["-m", "service", "learn"], env, logs / "learn.log"))
         for name in base:
             _wait_ready(f"{base[name]}/openapi.json")
+        _phases(args, phases, base, results)
 
+    client = redis.Redis.from_url(args.redis_url)
+    for pattern in Keys(model).all_patterns():
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
+    return results
+
+
+def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
+            results: dict[str, Any]) -> None:
+    """The phases asked for, in order, with the servers up (module docstring)."""
+    seconds = args.seconds
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    fb_url = f"{base['mnemo']}/v1/feedback"
+    fb_bodies = _bodies(fb_url, _feedback_body)
+    if 1 in phases:
         print("1. capacity (16 clients back to back; best of "
               f"{args.rounds} alternating rounds)", flush=True)
         targets = {
@@ -231,15 +271,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["ratio_vs_floor_no_otel"] = capacity["mnemo_1"] / capacity["floor_nt"]
         results["rows_ratio_16_vs_1"] = 16 * capacity["mnemo_16"] / capacity["mnemo_1"]
 
+    if 2 in phases:
         print("2. feedback ingestion, batches of 100 (learner paused)", flush=True)
-        admin = {"Authorization": f"Bearer {ADMIN}"}
         httpx.post(f"{base['mnemo']}/v1/learning/pause", headers=admin).raise_for_status()
-        fb_url = f"{base['mnemo']}/v1/feedback"
-        fb_bodies = _bodies(fb_url, _feedback_body)
         ingest = _capacity(fb_url, fb_bodies, seconds)
         results["feedback_items_per_s"] = 100 * ingest.achieved_rate
         results["feedback_errors"] = ingest.errors
 
+    if 3 in phases:
         print("3. learner throughput on that backlog", flush=True)
         start_seen = _stats(base["mnemo"])["samples_seen"] or 0
         backlog = _stats(base["mnemo"])["feedback_lag"]
@@ -258,6 +297,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {processed} of {backlog} items in {elapsed:.1f} s: "
               f"{processed / elapsed:.0f} items/s", flush=True)
 
+    if 4 in phases:
         print("4. freshness at 1,000 items/s (learner running)", flush=True)
         name = "mnemo_update_freshness_seconds_bucket"
         before = _metric(base["mnemo"], name)
@@ -267,6 +307,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["freshness"] = {"p95_bound_s": p95, "swaps": observed,
                                 "feedback_errors": fresh.errors}
         print(f"  p95 <= {p95} s over {observed} swaps", flush=True)
+
+    if 5 in phases:
         # Two trained versions for phase 5, chosen while they are among the newest (retention
         # deletes older unactivated blobs) and kept by activating each once. After the
         # freshness phase: an operator's activation makes the learner's next publish carry
@@ -306,50 +348,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["quarter_load"] = {"quiet": quarter_quiet.summary(),
                                    "swapping": quarter_swapping.summary()}
 
-    client = redis.Redis.from_url(args.redis_url)
-    for pattern in Keys(model).all_patterns():
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        if keys:
-            client.delete(*keys)
-    client.close()
-    return results
-
 
 def markdown(r: dict[str, Any]) -> str:
-    c = r["capacity_rps"]
-    q, s = r["half_load"]["quiet"], r["half_load"]["swapping"]
-    qq, qs = r["quarter_load"]["quiet"], r["quarter_load"]["swapping"]
-    per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(r["capacity_rounds"]["mnemo_1"],
-                                                          r["capacity_rounds"]["floor"],
-                                                          strict=True))
-    lr = r["learner"]
-    return "\n".join([
-        "| measure | value | target |",
-        "| --- | --- | --- |",
-        f"| floor (bare FastAPI + pydantic), 1 row | {c['floor']:.0f} req/s | |",
-        f"| floor without FastAPI's OpenTelemetry check | {c['floor_nt']:.0f} req/s | |",
-        f"| Mnemo predict, 1 row | {c['mnemo_1']:.0f} req/s = **{r['ratio_vs_floor']:.2f}× the "
-        f"floor** ({r['ratio_vs_floor_no_otel']:.2f}× the floor without OTel) | ≥ 0.7× |",
-        f"| Mnemo predict, 16 rows | {c['mnemo_16']:.0f} req/s = {16 * c['mnemo_16']:.0f} rows/s "
-        f"= **{r['rows_ratio_16_vs_1']:.1f}×** the 1-row rows/s | ≥ 8× |",
-        f"| p99 at half the median capacity ({q['offered_rate']:.0f}/s, open loop) | **{q['p99_ms']:.1f} ms**"
-        f" (p50 {q['p50_ms']:.1f}, p99.9 {q['p99.9_ms']:.1f}, max {q['max_ms']:.1f}) | ≤ 10 ms |",
-        f"| same load, a new version every second ({r['half_load']['swaps']:.0f} swaps) | "
-        f"p99 **{s['p99_ms']:.1f} ms** = {s['p99_ms'] / q['p99_ms']:.2f}× quiet; "
-        f"errors **{s['errors']:.0f}** | ≤ 1.5×, 0 errors |",
-        f"| at a quarter of capacity ({qq['offered_rate']:.0f}/s): p99 quiet / with a version "
-        f"a second | {qq['p99_ms']:.1f} ms / {qs['p99_ms']:.1f} ms = "
-        f"**{qs['p99_ms'] / qq['p99_ms']:.2f}×**; errors **{qs['errors']:.0f}** | ≤ 1.5×, 0 errors |",
-        f"| Mnemo / floor, per round (same round, side by side) | {per_round} | |",
-        f"| feedback ingestion, batches of 100 | **{r['feedback_items_per_s']:.0f} items/s** "
-        f"({r['feedback_errors']} errors) | ≥ 20,000 |",
-        f"| learner end to end (backlog {lr['backlog']}) | **{lr['items_per_s']:.0f} items/s** "
-        f"({lr['processed']} in {lr['seconds']} s{'' if lr['caught_up'] else ', not caught up'})"
-        " | ≥ 10,000 |",
-        f"| freshness p95 (accepted → served) at 1,000 items/s | "
-        f"**≤ {r['freshness']['p95_bound_s']} s** (histogram bucket; "
-        f"{r['freshness']['swaps']} swaps) | ≤ 5 s |",
-    ])
+    """The table, with the rows of the phases that ran."""
+    rows = ["| measure | value | target |", "| --- | --- | --- |"]
+    if "capacity_rps" in r:
+        c = r["capacity_rps"]
+        rows += [
+            f"| floor (bare FastAPI + pydantic), 1 row | {c['floor']:.0f} req/s | |",
+            f"| floor without FastAPI's OpenTelemetry check | {c['floor_nt']:.0f} req/s | |",
+            f"| Mnemo predict, 1 row | {c['mnemo_1']:.0f} req/s = **{r['ratio_vs_floor']:.2f}× "
+            f"the floor** ({r['ratio_vs_floor_no_otel']:.2f}× the floor without OTel) | ≥ 0.7× |",
+            f"| Mnemo predict, 16 rows | {c['mnemo_16']:.0f} req/s = {16 * c['mnemo_16']:.0f} "
+            f"rows/s = **{r['rows_ratio_16_vs_1']:.1f}×** the 1-row rows/s | ≥ 8× |",
+        ]
+    if "half_load" in r:
+        q, s = r["half_load"]["quiet"], r["half_load"]["swapping"]
+        qq, qs = r["quarter_load"]["quiet"], r["quarter_load"]["swapping"]
+        rows += [
+            f"| p99 at half the median capacity ({q['offered_rate']:.0f}/s, open loop) | "
+            f"**{q['p99_ms']:.1f} ms** (p50 {q['p50_ms']:.1f}, p99.9 {q['p99.9_ms']:.1f}, "
+            f"max {q['max_ms']:.1f}) | ≤ 10 ms |",
+            f"| same load, a new version every second ({r['half_load']['swaps']:.0f} swaps) | "
+            f"p99 **{s['p99_ms']:.1f} ms** = {s['p99_ms'] / q['p99_ms']:.2f}× quiet; "
+            f"errors **{s['errors']:.0f}** | ≤ 1.5×, 0 errors |",
+            f"| at a quarter of capacity ({qq['offered_rate']:.0f}/s): p99 quiet / with a "
+            f"version a second | {qq['p99_ms']:.1f} ms / {qs['p99_ms']:.1f} ms = "
+            f"**{qs['p99_ms'] / qq['p99_ms']:.2f}×**; errors **{qs['errors']:.0f}** | "
+            "≤ 1.5×, 0 errors |",
+        ]
+    if "capacity_rounds" in r:
+        per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(r["capacity_rounds"]["mnemo_1"],
+                                                              r["capacity_rounds"]["floor"],
+                                                              strict=True))
+        rows.append(f"| Mnemo / floor, per round (same round, side by side) | {per_round} | |")
+    if "feedback_items_per_s" in r:
+        rows.append(f"| feedback ingestion, batches of 100 | **{r['feedback_items_per_s']:.0f} "
+                    f"items/s** ({r['feedback_errors']} errors) | ≥ 20,000 |")
+    if "learner" in r:
+        lr = r["learner"]
+        rows.append(f"| learner end to end (backlog {lr['backlog']}) | **{lr['items_per_s']:.0f} "
+                    f"items/s** ({lr['processed']} in {lr['seconds']} s"
+                    f"{'' if lr['caught_up'] else ', not caught up'}) | ≥ 10,000 |")
+    if "freshness" in r:
+        rows.append(f"| freshness p95 (accepted → served) at 1,000 items/s | "
+                    f"**≤ {r['freshness']['p95_bound_s']} s** (histogram bucket; "
+                    f"{r['freshness']['swaps']} swaps) | ≤ 5 s |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learner-timeout", type=float, default=120)
     parser.add_argument("--freshness-seconds", type=float, default=20)
     parser.add_argument("--logs", default="bench_results/serve_logs")
+    parser.add_argument("--phases", type=parse_phases, default=parse_phases("1,2,3,4,5"),
+                        help="comma-separated phases to run (module docstring), e.g. 2,3 for "
+                        "the learner's throughput alone; 3 needs 2, 5 needs 1 and 4")
     parser.add_argument("--markdown", default=None, help="write the table here too")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
