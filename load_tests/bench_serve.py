@@ -293,9 +293,13 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         results["learner"] = {"backlog": backlog, "processed": processed,
                               "seconds": round(elapsed, 1),
                               "items_per_s": processed / elapsed,
-                              "caught_up": not stats["feedback_lag"]}
+                              "caught_up": not stats["feedback_lag"],
+                              # each one retrains a copy and re-consolidates: CPU to know about
+                              "drift_events": (stats.get("drift") or {}).get(
+                                  "concept_drift_events")}
         print(f"  {processed} of {backlog} items in {elapsed:.1f} s: "
-              f"{processed / elapsed:.0f} items/s", flush=True)
+              f"{processed / elapsed:.0f} items/s "
+              f"({results['learner']['drift_events']} concept drift events)", flush=True)
 
     if 4 in phases:
         print("4. freshness at 1,000 items/s (learner running)", flush=True)
