@@ -18,6 +18,8 @@ on the same machine, so ratios measured in the same run are what matter, not abs
    reload that version's learner state, CPU a publish by the learner itself does not cost,
    and on 2 cores it would be charged to the API's latency.
 
+`--phases 2,3` runs the learner's throughput alone (3 needs 2's backlog; 5 needs 1 and 4).
+
 The learner (`python -m service learn`) runs throughout (idle while there is no feedback).
 MLP 64→128→128→10, the default strategy. Redis: the machine's (a DB of its own, a unique model
 name, its keys deleted afterwards).
@@ -77,12 +79,6 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_ready(url: str, timeout: float = 60) -> None:
@@ -196,7 +192,24 @@ def _freshness_p95(before: dict[str, float], after: dict[str, float]) -> tuple[f
     return float("nan"), int(total)
 
 
+# Phases whose results a later one uses: 3 trains on 2's backlog; 5 takes half of 1's
+# capacity and swaps between two versions 4 trained.
+NEEDS = {3: {2}, 5: {1, 4}}
+
+
+def parse_phases(text: str) -> set[int]:
+    """'2,3' → {2, 3}; a phase without those it needs is refused."""
+    phases = {int(p) for p in text.split(",") if p.strip()}
+    if not phases or not phases <= set(range(1, 6)):
+        raise argparse.ArgumentTypeError(f"phases are numbers 1-5, got {text!r}")
+    for phase, needed in NEEDS.items():
+        if phase in phases and not needed <= phases:
+            raise argparse.ArgumentTypeError(f"phase {phase} needs phases {sorted(needed)}")
+    return phases
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    phases = args.phases
     model = f"bench-{uuid.uuid4().hex[:8]}"
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
@@ -204,22 +217,62 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = _mnemo_env(args.redis_url, model, ports["mnemo"])
     results: dict[str, Any] = {"model": model}
-    seconds = args.seconds
     with contextlib.ExitStack() as stack:
-        servers = {
-            "floor": stack.enter_context(_process(
-                ["-m", "load_tests.floor_app", "--port", str(ports["floor"])], env,
-                logs / "floor.log")),
-            "floor_tuned": stack.enter_context(_process(
-                ["-m", "load_tests.floor_app", "--tuned", "--port", str(ports["floor_tuned"])],
-                env, logs / "floor_tuned.log")),
-            "mnemo": stack.enter_context(_process(["-m", "service", "serve"], env,
-                                                  logs / "serve.log")),
-        }
-        stack.enter_context(_process(["-m", "service", "learn"], env, logs / "learn.log"))
+        pids: dict[str, int] = {}
+        if 1 not in phases:  # the floor servers are phase 1's only
+            del base["floor"], base["floor_tuned"]
+        else:
+            for name, extra in (("floor", []), ("floor_tuned", ["--tuned"])):
+                pids[name] = stack.enter_context(_process(
+                    ["-m", "load_tests.floor_app", *extra, "--port", str(ports[name])], env,
+                    logs / f"{name}.log")).pid
+        pids["mnemo"] = stack.enter_context(_process(["-m", "service", "serve"], env,
+                                                     logs / "serve.log")).pid
+        learner = stack.enter_context(_process(["-m", "service", "learn"], env,
+                                               logs / "learn.log"))
         for name in base:
             _wait_ready(f"{base[name]}/openapi.json")
+        _wait_learner_started(base["mnemo"])
+        _phases(args, phases, base, results, learner.pid, pids)
 
+    client = redis.Redis.from_url(args.redis_url)
+    for pattern in Keys(model).all_patterns():
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
+    return results
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process and its threads so far (Linux /proc; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_learner_started(url: str, timeout: float = 120) -> None:
+    """Until the learner has reported once: its start-up (imports, restoring state) takes
+    seconds of CPU that would otherwise land in the first phase measured."""
+    deadline = time.monotonic() + timeout
+    while _stats(url).get("learning") is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the learner did not report")
+        time.sleep(0.5)
+
+
+def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
+            results: dict[str, Any], learner_pid: int, pids: dict[str, int]) -> None:
+    """The phases asked for, in order, with the servers up (module docstring)."""
+    seconds = args.seconds
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    fb_url = f"{base['mnemo']}/v1/feedback"
+    # Distinct items (a body repeats a few times at most): a stream cycling a few dozen fixed
+    # bodies made the learner's concept-drift detector fire tens of times per backlog.
+    fb_bodies = _bodies(fb_url, _feedback_body, count=1000)
+    if 1 in phases:
         print("1. capacity (16 clients back to back; best of "
               f"{args.rounds} alternating rounds)", flush=True)
         targets = {
@@ -234,15 +287,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cpu: dict[str, list[float]] = {k: [] for k in targets}
         for _ in range(args.rounds):
             for key, (url, _rows) in targets.items():
-                server = servers[key.partition("_")[0] if key.startswith("mnemo") else key]
-                used = _cpu_seconds(server.pid)
+                pid = pids["mnemo" if key.startswith("mnemo") else key]
+                used = _cpu_seconds(pid) or 0.0
                 report = _capacity(url, bodies[key], seconds)
-                cpu[key].append((_cpu_seconds(server.pid) - used) / max(report.ok, 1) * 1e6)
+                spent = (_cpu_seconds(pid) or 0.0) - used
+                cpu[key].append(spent / max(report.ok, 1) * 1e6)
                 rounds[key].append(report.achieved_rate)
                 capacity[key] = max(capacity[key], report.achieved_rate)
         results["capacity_rps"] = capacity
         results["capacity_rounds"] = rounds
-        # The server's own CPU per request, the figure the shared cores disturb least.
+        # The server's own CPU per request: the figure the shared cores disturb least.
         results["server_cpu_us"] = {k: float(np.median(v)) for k, v in cpu.items()}
         results["ratio_vs_floor"] = capacity["mnemo_1"] / capacity["floor"]
         results["ratio_vs_floor_tuned"] = capacity["mnemo_1"] / capacity["floor_tuned"]
@@ -250,33 +304,43 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                          / results["server_cpu_us"]["mnemo_1"])
         results["rows_ratio_16_vs_1"] = 16 * capacity["mnemo_16"] / capacity["mnemo_1"]
 
+    if 2 in phases:
         print("2. feedback ingestion, batches of 100 (learner paused)", flush=True)
-        admin = {"Authorization": f"Bearer {ADMIN}"}
         httpx.post(f"{base['mnemo']}/v1/learning/pause", headers=admin).raise_for_status()
-        fb_url = f"{base['mnemo']}/v1/feedback"
-        fb_bodies = _bodies(fb_url, _feedback_body)
         ingest = _capacity(fb_url, fb_bodies, seconds)
         results["feedback_items_per_s"] = 100 * ingest.achieved_rate
         results["feedback_errors"] = ingest.errors
 
+    if 3 in phases:
         print("3. learner throughput on that backlog", flush=True)
         start_seen = _stats(base["mnemo"])["samples_seen"] or 0
         backlog = _stats(base["mnemo"])["feedback_lag"]
-        started = time.monotonic()
+        started, cpu_before = time.monotonic(), _cpu_seconds(learner_pid)
         httpx.post(f"{base['mnemo']}/v1/learning/resume", headers=admin).raise_for_status()
         stats = _stats(base["mnemo"])
         while stats["feedback_lag"] and time.monotonic() - started < args.learner_timeout:
             time.sleep(0.5)
             stats = _stats(base["mnemo"])
-        elapsed = time.monotonic() - started
+        elapsed, cpu_after = time.monotonic() - started, _cpu_seconds(learner_pid)
         processed = (stats["samples_seen"] or 0) - start_seen
+        # On a shared machine the learner gets what the others leave: items per CPU-second of
+        # the learner process is the figure that compares across runs.
+        cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         results["learner"] = {"backlog": backlog, "processed": processed,
                               "seconds": round(elapsed, 1),
                               "items_per_s": processed / elapsed,
-                              "caught_up": not stats["feedback_lag"]}
+                              "caught_up": not stats["feedback_lag"],
+                              "cpu_seconds": cpu,
+                              "items_per_cpu_s": processed / cpu if cpu else None,
+                              # each one retrains a copy and re-consolidates: CPU to know about
+                              "drift_events": (stats.get("drift") or {}).get(
+                                  "concept_drift_events")}
         print(f"  {processed} of {backlog} items in {elapsed:.1f} s: "
-              f"{processed / elapsed:.0f} items/s", flush=True)
+              f"{processed / elapsed:.0f} items/s; learner CPU {cpu or float('nan'):.1f} s: "
+              f"{results['learner']['items_per_cpu_s'] or float('nan'):.0f} items per CPU-second "
+              f"({results['learner']['drift_events']} concept drift events)", flush=True)
 
+    if 4 in phases:
         print("4. freshness at 1,000 items/s (learner running)", flush=True)
         name = "mnemo_update_freshness_seconds_bucket"
         before = _metric(base["mnemo"], name)
@@ -286,6 +350,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["freshness"] = {"p95_bound_s": p95, "swaps": observed,
                                 "feedback_errors": fresh.errors}
         print(f"  p95 <= {p95} s over {observed} swaps", flush=True)
+
+    if 5 in phases:
         # Two trained versions for phase 5, chosen while they are among the newest (retention
         # deletes older unactivated blobs) and kept by activating each once. After the
         # freshness phase: an operator's activation makes the learner's next publish carry
@@ -325,55 +391,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["quarter_load"] = {"quiet": quarter_quiet.summary(),
                                    "swapping": quarter_swapping.summary()}
 
-    client = redis.Redis.from_url(args.redis_url)
-    for pattern in Keys(model).all_patterns():
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        if keys:
-            client.delete(*keys)
-    client.close()
-    return results
-
 
 def markdown(r: dict[str, Any]) -> str:
-    c = r["capacity_rps"]
-    q, s = r["half_load"]["quiet"], r["half_load"]["swapping"]
-    qq, qs = r["quarter_load"]["quiet"], r["quarter_load"]["swapping"]
-    per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(r["capacity_rounds"]["mnemo_1"],
-                                                          r["capacity_rounds"]["floor"],
-                                                          strict=True))
-    lr = r["learner"]
-    us = r["server_cpu_us"]
-    return "\n".join([
-        "| measure | value | target |",
-        "| --- | --- | --- |",
-        f"| floor (bare FastAPI + pydantic, uvicorn defaults), 1 row | {c['floor']:.0f} req/s; "
-        f"server CPU {us['floor']:.0f} µs/request | |",
-        f"| floor on Mnemo's server settings (no OTel check, one send per response, frozen "
-        f"start-up objects) | {c['floor_tuned']:.0f} req/s; {us['floor_tuned']:.0f} µs/request | |",
-        f"| Mnemo predict, 1 row | {c['mnemo_1']:.0f} req/s = **{r['ratio_vs_floor']:.2f}× the "
-        f"floor** ({r['ratio_vs_floor_tuned']:.2f}× the floor on Mnemo's settings); server CPU "
-        f"{us['mnemo_1']:.0f} µs/request = **{r['cpu_ratio_vs_floor']:.2f}×** the floor's "
-        "requests per CPU-second | ≥ 0.7× |",
-        f"| Mnemo predict, 16 rows | {c['mnemo_16']:.0f} req/s = {16 * c['mnemo_16']:.0f} rows/s "
-        f"= **{r['rows_ratio_16_vs_1']:.1f}×** the 1-row rows/s | ≥ 8× |",
-        f"| p99 at half the median capacity ({q['offered_rate']:.0f}/s, open loop) | **{q['p99_ms']:.1f} ms**"
-        f" (p50 {q['p50_ms']:.1f}, p99.9 {q['p99.9_ms']:.1f}, max {q['max_ms']:.1f}) | ≤ 10 ms |",
-        f"| same load, a new version every second ({r['half_load']['swaps']:.0f} swaps) | "
-        f"p99 **{s['p99_ms']:.1f} ms** = {s['p99_ms'] / q['p99_ms']:.2f}× quiet; "
-        f"errors **{s['errors']:.0f}** | ≤ 1.5×, 0 errors |",
-        f"| at a quarter of capacity ({qq['offered_rate']:.0f}/s): p99 quiet / with a version "
-        f"a second | {qq['p99_ms']:.1f} ms / {qs['p99_ms']:.1f} ms = "
-        f"**{qs['p99_ms'] / qq['p99_ms']:.2f}×**; errors **{qs['errors']:.0f}** | ≤ 1.5×, 0 errors |",
-        f"| Mnemo / floor, per round (same round, side by side) | {per_round} | |",
-        f"| feedback ingestion, batches of 100 | **{r['feedback_items_per_s']:.0f} items/s** "
-        f"({r['feedback_errors']} errors) | ≥ 20,000 |",
-        f"| learner end to end (backlog {lr['backlog']}) | **{lr['items_per_s']:.0f} items/s** "
-        f"({lr['processed']} in {lr['seconds']} s{'' if lr['caught_up'] else ', not caught up'})"
-        " | ≥ 10,000 |",
-        f"| freshness p95 (accepted → served) at 1,000 items/s | "
-        f"**≤ {r['freshness']['p95_bound_s']} s** (histogram bucket; "
-        f"{r['freshness']['swaps']} swaps) | ≤ 5 s |",
-    ])
+    """The table, with the rows of the phases that ran."""
+    rows = ["| measure | value | target |", "| --- | --- | --- |"]
+    if "capacity_rps" in r:
+        c, us = r["capacity_rps"], r["server_cpu_us"]
+        rows += [
+            f"| floor (bare FastAPI + pydantic, uvicorn defaults), 1 row | {c['floor']:.0f} "
+            f"req/s; server CPU {us['floor']:.0f} µs/request | |",
+            f"| floor on Mnemo's server settings (no OTel check, one send per response, frozen "
+            f"start-up objects) | {c['floor_tuned']:.0f} req/s; {us['floor_tuned']:.0f} "
+            "µs/request | |",
+            f"| Mnemo predict, 1 row | {c['mnemo_1']:.0f} req/s = **{r['ratio_vs_floor']:.2f}× "
+            f"the floor** ({r['ratio_vs_floor_tuned']:.2f}× the floor on Mnemo's settings); "
+            f"server CPU {us['mnemo_1']:.0f} µs/request = **{r['cpu_ratio_vs_floor']:.2f}×** "
+            "the floor's requests per CPU-second | ≥ 0.7× |",
+            f"| Mnemo predict, 16 rows | {c['mnemo_16']:.0f} req/s = {16 * c['mnemo_16']:.0f} "
+            f"rows/s = **{r['rows_ratio_16_vs_1']:.1f}×** the 1-row rows/s | ≥ 8× |",
+        ]
+    if "half_load" in r:
+        q, s = r["half_load"]["quiet"], r["half_load"]["swapping"]
+        qq, qs = r["quarter_load"]["quiet"], r["quarter_load"]["swapping"]
+        rows += [
+            f"| p99 at half the median capacity ({q['offered_rate']:.0f}/s, open loop) | "
+            f"**{q['p99_ms']:.1f} ms** (p50 {q['p50_ms']:.1f}, p99.9 {q['p99.9_ms']:.1f}, "
+            f"max {q['max_ms']:.1f}) | ≤ 10 ms |",
+            f"| same load, a new version every second ({r['half_load']['swaps']:.0f} swaps) | "
+            f"p99 **{s['p99_ms']:.1f} ms** = {s['p99_ms'] / q['p99_ms']:.2f}× quiet; "
+            f"errors **{s['errors']:.0f}** | ≤ 1.5×, 0 errors |",
+            f"| at a quarter of capacity ({qq['offered_rate']:.0f}/s): p99 quiet / with a "
+            f"version a second | {qq['p99_ms']:.1f} ms / {qs['p99_ms']:.1f} ms = "
+            f"**{qs['p99_ms'] / qq['p99_ms']:.2f}×**; errors **{qs['errors']:.0f}** | "
+            "≤ 1.5×, 0 errors |",
+        ]
+    if "capacity_rounds" in r:
+        per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(r["capacity_rounds"]["mnemo_1"],
+                                                              r["capacity_rounds"]["floor"],
+                                                              strict=True))
+        rows.append(f"| Mnemo / floor, per round (same round, side by side) | {per_round} | |")
+    if "feedback_items_per_s" in r:
+        rows.append(f"| feedback ingestion, batches of 100 | **{r['feedback_items_per_s']:.0f} "
+                    f"items/s** ({r['feedback_errors']} errors) | ≥ 20,000 |")
+    if "learner" in r:
+        lr = r["learner"]
+        rows.append(f"| learner end to end (backlog {lr['backlog']}) | **{lr['items_per_s']:.0f} "
+                    f"items/s** ({lr['processed']} in {lr['seconds']} s"
+                    f"{'' if lr['caught_up'] else ', not caught up'}; "
+                    f"{lr['items_per_cpu_s'] or float('nan'):.0f} per learner CPU-second) | ≥ 10,000 |")
+    if "freshness" in r:
+        rows.append(f"| freshness p95 (accepted → served) at 1,000 items/s | "
+                    f"**≤ {r['freshness']['p95_bound_s']} s** (histogram bucket; "
+                    f"{r['freshness']['swaps']} swaps) | ≤ 5 s |")
+    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learner-timeout", type=float, default=120)
     parser.add_argument("--freshness-seconds", type=float, default=20)
     parser.add_argument("--logs", default="bench_results/serve_logs")
+    parser.add_argument("--phases", type=parse_phases, default=parse_phases("1,2,3,4,5"),
+                        help="comma-separated phases to run (module docstring), e.g. 2,3 for "
+                        "the learner's throughput alone; 3 needs 2, 5 needs 1 and 4")
     parser.add_argument("--markdown", default=None, help="write the table here too")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

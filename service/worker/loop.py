@@ -307,11 +307,15 @@ class LearnerService(SampleRemoval, Reporting, Publishing):
         if self.settings.routes_by_tag:  # each tag's head or column learns its tag's labels
             tags = [batch.tags[i] for i, held in zip(fresh, holdout, strict=True) if not held]
             self.learner.ensure_tags(tags, train_y, self.settings.max_tags)
-        for chunk in train_chunks(len(train_y)):
+        chunks = train_chunks(len(train_y))
+        for n, chunk in enumerate(chunks, 1):
+            # Only the read's last chunk is reported (loss, penalty): one evaluation per read.
             stats = self.learner.learn_many(train_x[chunk], train_y[chunk], buffer,
-                                            None if tags is None else tags[chunk])
-            self.last_loss, self.last_penalty = stats.loss, stats.penalty
+                                            None if tags is None else tags[chunk],
+                                            report=n == len(chunks))
             self.metrics.steps.inc(stats.steps)
+        if chunks:
+            self.last_loss, self.last_penalty = stats.loss, stats.penalty
         self.recent.extend(zip(x[~holdout], y[~holdout].tolist(), strict=True))
         if drifted:
             await self._on_concept_drift()

@@ -5,6 +5,13 @@ import torch.nn.functional as F
 from models.nets import MLP, MLPConfig, build_model
 from models.strategies import OnlineEWC, make_strategy
 from models.strategies.base import trainable_parameters
+from models.strategies.fisher import (
+    _affine_layers,
+    _cross_entropy,
+    diagonal_fisher,
+    per_sample_grad_mean,
+)
+from models.transfer import freeze_layers
 
 LAM = 3.0
 
@@ -142,3 +149,32 @@ def test_make_strategy_names() -> None:
     assert make_strategy("naive").name == "naive"
     with pytest.raises(ValueError, match="unknown strategy"):
         make_strategy("nope")
+
+
+@pytest.mark.parametrize("frozen", [(), ("body.0",), ("head",), ("body.0", "body.2")])
+def test_mlp_fisher_equals_the_per_sample_path(frozen: tuple[str, ...]) -> None:
+    """A plain MLP's Fisher comes from each layer's inputs and output gradients; it must equal
+    the vmapped per-sample path, frozen layers and a grown head included."""
+    m = build_model(MLPConfig(5, (6, 7), 2), seed=1)
+    m.standardizer.update(torch.randn(40, 5) * 3 - 1)
+    m.grow_head(4, torch.Generator().manual_seed(2))
+    freeze_layers(m, frozen)
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(33, 5, generator=g), torch.randint(4, (33,), generator=g)
+    params = trainable_parameters(m)
+    assert _affine_layers(m, params) is not None
+    fast = diagonal_fisher(m, params, x, y)
+    slow = per_sample_grad_mean(m, params, _cross_entropy, (x, y), torch.square, chunk_size=8)
+    assert list(fast) == list(slow) == list(params)
+    assert not any(k.startswith(frozen) for k in fast)
+    for k in slow:
+        torch.testing.assert_close(fast[k], slow[k], rtol=1e-5, atol=1e-9)
+    assert all(p.grad is None for p in m.parameters())  # no gradients left behind
+
+
+def test_models_other_than_a_plain_mlp_take_the_per_sample_path() -> None:
+    heads = build_model(MLPConfig(3, (4,), 3, tag_heads=(("a", (0, 1)),)), seed=0)
+    assert _affine_layers(heads, trainable_parameters(heads)) is None
+    plain = tiny_model()
+    params = {**trainable_parameters(plain), "extra": torch.zeros(1)}
+    assert _affine_layers(plain, params) is None

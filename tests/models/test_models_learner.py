@@ -227,3 +227,30 @@ def test_a_relaxed_penalty_is_restored_relaxed() -> None:
     b = IncrementalLearner.from_state(CONFIG, make_strategy("online-ewc", lam=50.0),
                                       learner.state_dict(), meta=learner.meta())
     assert b.strategy.penalty(b.model).item() == pytest.approx(full / 2, rel=1e-6)
+
+
+def test_learning_without_a_report_trains_identically_and_reports_nan() -> None:
+    """report=False only skips evaluating loss and penalty: the same steps, the same state."""
+    a, buf_a = trained_learner()
+    b, buf_b = trained_learner()
+    for i in range(3):
+        xs, ys = stream(30 + i, 16, 3)
+        reported = a.learn_many(xs, ys, buf_a)
+        quiet = b.learn_many(xs, ys, buf_b, report=False)
+        assert (quiet.samples, quiet.steps) == (reported.samples, reported.steps) == (16, 2)
+        assert quiet.loss != quiet.loss and quiet.penalty != quiet.penalty  # NaN
+        assert reported.penalty > 0
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_training_logits_are_the_models_up_to_rounding() -> None:
+    from models.learner import _training_logits
+    from models.nets import build_model
+
+    learner, _ = trained_learner()
+    learner.ensure_classes(70)  # past one 64-row padding block
+    x = stream(40, 20, 3)[0]
+    torch.testing.assert_close(_training_logits(learner.model, x), learner.model(x))
+    heads = build_model(MLPConfig(6, (8,), 3, tag_heads=(("a", (0, 1)),)), seed=0)
+    assert torch.equal(_training_logits(heads, x), heads(x))  # other models: their forward

@@ -26,17 +26,24 @@ async def test_backlog_reads_larger_pieces_and_trains_in_the_same_chunks(
     await append(aredis, settings, x, y)
 
     chunks: list[int] = []
+    reports: list[bool] = []
     learn_many = service.learner.learn_many
 
-    def recording(bx: torch.Tensor, by: torch.Tensor, buffer: object, tags: object = None) -> object:
+    def recording(bx: torch.Tensor, by: torch.Tensor, buffer: object, tags: object = None, *,
+                  report: bool = True) -> object:
         chunks.append(len(by))
-        return learn_many(bx, by, buffer, tags)
+        reports.append(report)
+        return learn_many(bx, by, buffer, tags, report=report)
 
     service.learner.learn_many = recording  # type: ignore[method-assign]
 
     # A first full read: maybe a burst, so small chunks still, but the next read is larger.
     assert await service.step() == READ_COUNT
     assert chunks == [TRAIN_CHUNK] * (READ_COUNT // TRAIN_CHUNK) and service.backlog
+    # Loss and penalty are evaluated once per read, on its last chunk, and reported.
+    assert reports == [False] * (len(chunks) - 1) + [True]
+    assert service.last_loss is not None and np.isfinite(service.last_loss)
+    assert service.last_penalty is not None and np.isfinite(service.last_penalty)
     chunks.clear()
     # The backlog lasts: one large read, trained in the same chunks.
     assert await service.step() == BACKLOG_READ_COUNT
