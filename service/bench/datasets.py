@@ -1,4 +1,5 @@
-"""The benchmark's streams: permuted digits, split digits, and a drifting synthetic stream.
+"""The benchmark's streams: permuted digits, split digits, and a drifting synthetic stream;
+shifted digits (translated per task) for the transfer bench only.
 
 Every scenario is a stream of (x, raw label) pairs cut into segments (tasks or phases), plus a
 fixed test set per segment. The test split never depends on the run's seed: the seed only
@@ -9,6 +10,7 @@ seen), other pixel permutations, another pairing of classes, another generator d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,19 +66,61 @@ def _concat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
             np.concatenate([y for _, y in parts]).astype(np.int64), ends)
 
 
-def permuted_digits(seed: int, tuning: bool = False) -> Scenario:
-    """Domain-incremental: 5 fixed pixel permutations (the first is the identity), 10 classes."""
+def _domain_tasks(name: str, transforms: list[tuple[str, Callable[[np.ndarray], np.ndarray]]],
+                  seed: int, tuning: bool) -> Scenario:
+    """Domain-incremental: every task is all 10 classes of the digits under its own fixed input
+    transform (applied to its test set too), shuffled by the seed."""
     x_tr, y_tr, x_te, y_te = _digits(tuning)
-    perm_rng = np.random.default_rng(TUNING_SEED if tuning else 0)
-    perms = [np.arange(64)] + [perm_rng.permutation(64) for _ in range(N_TASKS - 1)]
     order_rng = np.random.default_rng(seed)
     parts, segments = [], []
-    for t, perm in enumerate(perms):
+    for task, transform in transforms:
         order = order_rng.permutation(len(y_tr))
-        parts.append((x_tr[order][:, perm], y_tr[order]))
-        segments.append(Segment(f"perm {t}", x_te[:, perm], y_te, tuple(range(10))))
+        parts.append((transform(x_tr[order]), y_tr[order]))
+        segments.append(Segment(task, transform(x_te), y_te, tuple(range(10))))
     x, y, ends = _concat(parts)
-    return Scenario("permuted", ("domain",), x, y, ends, tuple(segments))
+    return Scenario(name, ("domain",), x, y, ends, tuple(segments))
+
+
+def permuted_digits(seed: int, tuning: bool = False) -> Scenario:
+    """Domain-incremental: 5 fixed pixel permutations (the first is the identity), 10 classes."""
+    perm_rng = np.random.default_rng(TUNING_SEED if tuning else 0)
+    perms = [np.arange(64)] + [perm_rng.permutation(64) for _ in range(N_TASKS - 1)]
+    return _domain_tasks("permuted", [(f"perm {t}", _take(perm)) for t, perm in enumerate(perms)],
+                         seed, tuning)
+
+
+def _take(perm: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: x[:, perm]
+
+
+# (name, rows down, columns right) of each shifted-digits task; the first is the clean input.
+SHIFTS = (("clean", 0, 0), ("right", 0, 1), ("down", 1, 0), ("left", 0, -1), ("up", -1, 0))
+
+
+def translate(x: np.ndarray, down: int, right: int) -> np.ndarray:
+    """8x8 digits (N, 64) moved by whole pixels; what moves in is background (0), what moves
+    out is lost."""
+    img = x.reshape(-1, 8, 8)
+    out = np.zeros_like(img)
+    rows, cols = slice(max(0, down), 8 + min(0, down)), slice(max(0, right), 8 + min(0, right))
+    src_rows = slice(max(0, -down), 8 + min(0, -down))
+    src_cols = slice(max(0, -right), 8 + min(0, -right))
+    out[:, rows, cols] = img[:, src_rows, src_cols]
+    return out.reshape(len(x), 64)
+
+
+def shifted_digits(seed: int, tuning: bool = False) -> Scenario:
+    """Domain-incremental under misregistration: the same 10 digits, each task seen through its
+    own fixed one-pixel translation (clean, then right, down, left, up) -- what a deployed digit
+    reader meets when a new scanner or cropping step feeds it, the image content and the labels
+    unchanged. Unlike a pixel permutation, tasks share the input structure: strokes keep their
+    shapes and neighbours. (The tuning stream uses the same shifts on its own split.)"""
+    return _domain_tasks("shifted", [(f"shift {task}", _translator(down, right))
+                                     for task, down, right in SHIFTS], seed, tuning)
+
+
+def _translator(down: int, right: int) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda x: translate(x, down, right)
 
 
 def split_digits(seed: int, tuning: bool = False) -> Scenario:

@@ -2,9 +2,10 @@
 the first two tasks, then the remaining three tasks streamed as the service learns them
 (runner.process_batch), started from scratch (the untrained version 0 over the same declared
 labels), from the checkpoint fine-tuning everything (MNEMO_INIT_CHECKPOINT), and from the
-checkpoint with its trunk frozen (MNEMO_FREEZE=trunk). Two streams: split digits (tasks 1-2
-are classes 0-3, the rest new classes: nothing shared but the pixels) and permuted digits (the
-same 10 labels under a new pixel permutation per task: the related data a user transfers from).
+checkpoint with its trunk frozen (MNEMO_FREEZE=trunk). Three streams: split digits (tasks 1-2
+are classes 0-3, the rest new classes: nothing shared but the pixels), permuted digits (the
+same 10 labels under a new pixel permutation per task: no input structure shared) and shifted
+digits (the same 10 labels, each task translated by one pixel another way: shared structure).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from models.nets import MLPConfig, Standardizer, build_model
 from models.strategies import make_strategy
 from models.transfer import model_from_checkpoint
 from service.bench import memory
-from service.bench.datasets import Scenario, Segment, permuted_digits, split_digits
+from service.bench.datasets import Scenario, Segment, permuted_digits, shifted_digits, split_digits
 from service.bench.metrics import fmt
 from service.bench.runner import (
     BATCH,
@@ -39,7 +40,8 @@ PRETRAIN_TASKS = 2
 PRETRAIN_EPOCHS = 5
 EARLY = 200  # samples of each remaining task the early accuracy is read over
 SHOTS = (8, 32)  # examples per new class the feature probe averages
-STREAMS: dict[str, Callable[[int], Scenario]] = {"split": split_digits, "permuted": permuted_digits}
+STREAMS: dict[str, Callable[[int], Scenario]] = {"split": split_digits, "permuted": permuted_digits,
+                                                  "shifted": shifted_digits}
 # stream -> start -> (layers frozen, or None: no checkpoint; whether the checkpoint's labels
 # are declared). The first start of each stream is the scratch every other is paired with.
 VARIANTS: dict[str, dict[str, tuple[tuple[str, ...] | None, bool]]] = {
@@ -52,6 +54,7 @@ VARIANTS: dict[str, dict[str, tuple[tuple[str, ...] | None, bool]]] = {
                  "checkpoint + its 10 labels, fine-tune": ((), True),
                  "checkpoint + its 10 labels, frozen trunk": (("trunk",), True),
                  "checkpoint, fine-tune (trunk only)": ((), False)}}
+VARIANTS["shifted"] = VARIANTS["permuted"]  # the same label set, so the same starts
 START, END = "<!-- mnemo-bench-transfer:start -->", "<!-- mnemo-bench-transfer:end -->"
 
 
@@ -77,7 +80,7 @@ def run_variant(scenario: Scenario, checkpoint: bytes, vocab: dict[int, int], va
                 seed: int, strategy: str = DEFAULTS.strategy) -> dict[str, Any]:
     """Stream the remaining tasks (declaring no labels, or the checkpoint's): prequential
     accuracy over each task's first EARLY samples, final accuracy on their test sets (read as
-    the stream is: class-incremental on split, domain-incremental on permuted), cost."""
+    the stream is: class-incremental on split, domain-incremental on the others), cost."""
     freeze, declare = VARIANTS[scenario.name][variant]
     vocab = vocab if declare else {}
     spec = RunSpec(strategy, DEFAULTS.buffer, DEFAULTS.buffer_size, seed,
@@ -118,7 +121,8 @@ def feature_probe(scenario: Scenario, checkpoint: bytes, seed: int) -> dict[str,
     examples of each class, on the checkpoint's hidden layers and on an untrained network's
     (what scratch starts from). Both standardise with the remaining tasks' input statistics, so
     only the hidden layers differ. Split digits: one set of means over the new classes;
-    permuted digits: each task its own means (the same labels under another permutation)."""
+    permuted and shifted digits: each task its own means (the same labels, another input
+    transform)."""
     a, b = scenario.starts()[PRETRAIN_TASKS], scenario.ends[-1]
     tasks = list(zip(scenario.starts()[PRETRAIN_TASKS:], scenario.ends[PRETRAIN_TASKS:],
                      scenario.segments[PRETRAIN_TASKS:], strict=True))
@@ -177,7 +181,9 @@ def run(seeds: Sequence[int], log: Callable[[str], None] = print) -> list[dict[s
 # stream -> (what its tasks 1-2 are, how its final accuracy is read, its tasks 3-5's classes)
 STREAM_TEXT = {"split": ("split-digits tasks 1-2 (classes 0-3)", "class-incr.", "classes 4-9"),
                "permuted": ("permuted-digits tasks 1-2 (identity and one pixel permutation, "
-                            "classes 0-9)", "domain-incr.", "classes 0-9, new permutations")}
+                            "classes 0-9)", "domain-incr.", "classes 0-9, new permutations"),
+               "shifted": ("shifted-digits tasks 1-2 (clean and moved one pixel right, classes "
+                           "0-9)", "domain-incr.", "classes 0-9, moved down, left, up")}
 
 
 def markdown(results: list[dict[str, Any]], command: str) -> str:
