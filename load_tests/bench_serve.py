@@ -16,7 +16,8 @@ on the same machine, so ratios measured in the same run are what matter, not abs
    second (alternating between two published versions: each is loaded, warmed and swapped).
    The learner is paused for both runs: an operator's activation also makes the learner
    reload that version's learner state, CPU a publish by the learner itself does not cost,
-   and on 2 cores it would be charged to the API's latency.
+   and on 2 cores it would be charged to the API's latency. A few seconds at the same rate
+   warm up first and are not counted (the first seconds of a rate ran 2-3x the steady p99).
 
 `--phases 2,3` runs the learner's throughput alone (3 needs 2's backlog; 5 needs 1 and 4).
 
@@ -54,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DIM, CLASSES = 64, 10
 LABELS = [f"c{i}" for i in range(CLASSES)]
 ADMIN = "bench-admin"
+WARM_UP_SECONDS = 4
 
 
 def _free_port() -> int:
@@ -368,6 +370,12 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
               "every second (learner paused)", flush=True)
         httpx.post(f"{base['mnemo']}/v1/learning/pause", headers=admin).raise_for_status()
         url = targets["mnemo_1"][0]
+        # Steady state, not the moments after the activations above (the learner reloads the
+        # activated version's state, the API loads it) or a cold start of this rate: a warm-up
+        # at the same rate, not counted.
+        time.sleep(2)
+        print("  warm-up:", flush=True)
+        _load(url, bodies["mnemo_1"], half, WARM_UP_SECONDS)
         quiet = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         swaps_before = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values())
 

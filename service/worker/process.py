@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import contextlib
 import logging
 import signal
@@ -91,6 +92,22 @@ async def _learn_until_stopped(settings: Settings, redis: Redis, metrics: Learne
                 await asyncio.sleep(RECONNECT_SECONDS)
 
 
+# The learner is background work: where it shares cores with API processes, their requests
+# come first. Measured on 2 cores at half the API's capacity: the learner's drift calibration
+# (numpy on both cores for a second or two) took p99 from 14 to 39 ms at normal priority.
+# Nice changes nothing while a core is free (a learner host of its own, or an idle API).
+LEARNER_NICENESS = 10
+
+
 def run_learner(settings: Settings) -> int:
     torch.set_num_threads(1)  # one core for the learner, the other for the API (2-core boxes)
+    lower_priority(LEARNER_NICENESS)
     return asyncio.run(_main(settings))
+
+
+def lower_priority(niceness: int) -> None:
+    """Raise this process's niceness to at least `niceness` (never lowers it: an operator's
+    `nice` stays)."""
+    current = os.nice(0)
+    if current < niceness:
+        os.nice(niceness - current)
