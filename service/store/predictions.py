@@ -35,17 +35,19 @@ DRIFT_STREAM_MAXLEN = 10_000
 
 @dataclass(frozen=True)
 class LogGroup:
-    """One predict request's rows within a micro-batch."""
+    """One predict request's rows within a logged batch."""
 
     x: np.ndarray  # float32 (rows, input_dim)
     tag: str
     client_ids: list[str] | None = None
+    version: int = 0  # the served version that answered it
 
 
 @dataclass(frozen=True)
 class _KeyPlan:
     batch: str
     tag: str
+    version: int
     members: list[int]  # indices of the groups stored under this key, in row order
 
 
@@ -82,20 +84,20 @@ class PredictionLog:
         self._rng = np.random.default_rng()
 
     def plan(self, groups: list[LogGroup]) -> LogPlan:
-        """Server ids for every row of a micro-batch: its requests with one tag share one key,
-        so an id ``<batch>-<row>`` names the key and the row in it."""
-        by_tag: dict[str, list[int]] = {}
+        """Server ids for every row of a logged batch: its requests with one tag and version
+        share one key, so an id ``<batch>-<row>`` names the key and the row in it."""
+        by_key: dict[tuple[str, int], list[int]] = {}
         for index, group in enumerate(groups):
-            by_tag.setdefault(group.tag, []).append(index)
+            by_key.setdefault((group.tag, group.version), []).append(index)
         ids: list[list[str]] = [[] for _ in groups]
         keys = []
-        for tag, members in by_tag.items():
+        for (tag, version), members in by_key.items():
             batch, offset = secrets.token_hex(8), 0
             for index in members:
                 rows = len(groups[index].x)
                 ids[index] = [f"{batch}-{row}" for row in range(offset, offset + rows)]
                 offset += rows
-            keys.append(_KeyPlan(batch, tag, members))
+            keys.append(_KeyPlan(batch, tag, version, members))
         return LogPlan(ids, keys)
 
     async def log(self, batch: str, rows: np.ndarray, version: int, tag: str,
@@ -104,15 +106,15 @@ class PredictionLog:
         """One batch under a key of the caller's choosing (the one-request form of write);
         without `predicted`, no drift sample."""
         plan = LogPlan([[f"{batch}-{row}" for row in range(len(rows))]],
-                       [_KeyPlan(batch, tag, [0])])
-        await self.write(plan, [LogGroup(rows, tag, client_ids)], version,
+                       [_KeyPlan(batch, tag, version, [0])])
+        await self.write(plan, [LogGroup(rows, tag, client_ids, version)],
                          None if predicted is None else [predicted])
 
-    async def write(self, plan: LogPlan, groups: list[LogGroup], version: int,
+    async def write(self, plan: LogPlan, groups: list[LogGroup],
                     predicted: list[np.ndarray] | None) -> None:
-        """One pipelined round trip for the whole micro-batch: per tag one record and one
-        drift sample (<= DRIFT_SAMPLE_ROWS rows with their predicted class indices), and one
-        alias per client-chosen id."""
+        """One pipelined round trip for the whole batch: per tag and version one record and
+        one drift sample (<= DRIFT_SAMPLE_ROWS rows with their predicted class indices), and
+        one alias per client-chosen id."""
         pipe = self._redis.pipeline(transaction=False)
         for key in plan.keys:
             members = [groups[i] for i in key.members]
@@ -120,13 +122,13 @@ class PredictionLog:
             if predicted is not None:
                 self._sample(pipe, key.tag, rows,
                              np.concatenate([predicted[i] for i in key.members]))
-            pipe.set(self._keys.prediction_batch(key.batch), _record(version, key.tag, rows),
-                     ex=self._ttl)
+            pipe.set(self._keys.prediction_batch(key.batch),
+                     _record(key.version, key.tag, rows), ex=self._ttl)
         for group in groups:
             for row, client_id in enumerate(group.client_ids or ()):
                 pipe.set(
                     self._keys.prediction_alias(client_id),
-                    _record(version, group.tag, group.x[row : row + 1]),
+                    _record(group.version, group.tag, group.x[row : row + 1]),
                     ex=self._ttl,
                 )
         await pipe.execute()

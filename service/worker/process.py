@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
 import logging
+import os
 import signal
 
 import torch

@@ -274,3 +274,51 @@ async def test_a_pass_routes_each_request_to_its_tags_head(parts, model_name) ->
             if tuple(row) in by_row:  # the global index of the label answered
                 assert labels[by_row[tuple(row)]] == answer.labels[best]
     assert by_row, "no drift samples written"
+
+
+class GatedLog(PredictionLog):
+    """The real prediction log whose first write waits for a gate: passes that finish while
+    it is out must go together in the next write."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.gate = asyncio.Event()
+        self.writes: list[int] = []  # groups per write
+
+    async def write(self, plan, groups, predicted) -> None:  # type: ignore[no-untyped-def]
+        self.writes.append(len(groups))
+        if len(self.writes) == 1:
+            await self.gate.wait()
+        await super().write(plan, groups, predicted)
+
+
+async def test_passes_finished_during_a_write_share_the_next_one(parts, model_name) -> None:
+    redis, _, metrics = parts
+    log = GatedLog(redis, Keys(model_name), 4, 600)
+    holder = ModelHolder()
+    holder.swap(served(1))
+    batcher = MicroBatcher(holder, log, metrics, max_rows=64, max_wait_seconds=0.0)
+    rng = np.random.default_rng(3)
+    first = asyncio.create_task(batcher.predict(rng.normal(size=(1, 4)).astype(np.float32),
+                                                "", None))
+    while not log.writes:  # pass 1 ran; its write is out, held at the gate
+        await asyncio.sleep(0)
+    holder.swap(served(2))  # later passes answer from another version, logged as such
+    later = []
+    for tag in ("", "t", ""):  # three more passes, one at a time, while the write is out
+        x = rng.normal(size=(2, 4)).astype(np.float32)
+        later.append((x, asyncio.create_task(batcher.predict(x, tag, ["cid-" + tag + str(len(later))]))))
+        while batcher.counters.passes < len(later) + 1:
+            await asyncio.sleep(0)
+    assert not first.done() and not any(task.done() for _, task in later)
+    log.gate.set()
+    answers = [await first] + [await task for _, task in later]
+    assert batcher.counters.passes == 4 and batcher.counters.log_writes == 2
+    assert log.writes == [1, 3]  # the three later passes in one write
+    assert all(a.logged for a in answers)
+    for (x, _), answer in zip(later, answers[1:], strict=True):
+        (found,) = await log.resolve(answer.ids[:1])
+        assert found is not None and found.version == 2
+        np.testing.assert_array_equal(found.x, x[0])
+    (found,) = await log.resolve(answers[0].ids)
+    assert found is not None and found.version == 1
