@@ -290,9 +290,11 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         for _ in range(args.rounds):
             for key, (url, _rows) in targets.items():
                 pid = pids["mnemo" if key.startswith("mnemo") else key]
-                used = _cpu_seconds(pid) or 0.0
+                used = _cpu_seconds(pid)
                 report = _capacity(url, bodies[key], seconds)
-                spent = (_cpu_seconds(pid) or 0.0) - used
+                after = _cpu_seconds(pid)
+                # Not Linux (no /proc): NaN, not a division by zero in the ratio below.
+                spent = after - used if after is not None and used is not None else float("nan")
                 cpu[key].append(spent / max(report.ok, 1) * 1e6)
                 rounds[key].append(report.achieved_rate)
                 capacity[key] = max(capacity[key], report.achieved_rate)

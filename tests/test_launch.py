@@ -35,3 +35,16 @@ def test_the_module_entry_goes_through_the_launcher() -> None:
     done = subprocess.run([sys.executable, "-m", "service", "--help"], cwd=ROOT, check=True,
                           capture_output=True, text=True)
     assert "serve" in done.stdout and "learn" in done.stdout
+
+
+def _niceness_after(lower_to: int, started_at: int) -> int:
+    probe = ("import os; from service.worker.process import lower_priority; "
+             f"lower_priority({lower_to}); print(os.nice(0))")
+    done = subprocess.run(["nice", "-n", str(started_at), sys.executable, "-c", probe],
+                          cwd=ROOT, check=True, capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_the_learner_lowers_its_priority_but_never_raises_it() -> None:
+    assert _niceness_after(10, 0) == 10  # background work: the API's requests come first
+    assert _niceness_after(10, 15) == 15  # an operator's lower priority stays

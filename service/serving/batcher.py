@@ -10,8 +10,8 @@ in it.
 Logging and drift sampling cost one pipelined Redis round trip per write, and at most one
 write is in flight: the passes that finish while it is out go together in the next one (group
 commit). Idle, a pass is written at once; under load a write carries several passes, and the
-round trip, the most expensive part of a small pass (measured: about 40% of a 1-row request's
-CPU at ~4 rows a pass), is shared by all of them. Answers wait for their write: feedback by
+round trip, the most expensive part of a small pass (measured: about a third of a 1-row
+request's CPU at ~4 rows a pass), is shared by all of them. Answers wait for their write: feedback by
 prediction id must work as soon as predict has answered.
 """
 
