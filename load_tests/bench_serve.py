@@ -13,7 +13,8 @@ on the same machine, so ratios measured in the same run are what matter, not abs
 4. freshness: feedback at 1,000 items/s with the learner running; accepted → served p95 from
    the API's mnemo_update_freshness_seconds histogram;
 5. latency at half of Mnemo's 1-row capacity, without and with a new current version every
-   second (alternating between two published versions: each is loaded, warmed and swapped).
+   second (alternating between two published versions: each is loaded, warmed and swapped;
+   activated from a process of its own, load_tests/publisher.py).
    The learner is paused for both runs: an operator's activation also makes the learner
    reload that version's learner state, CPU a publish by the learner itself does not cost,
    and on 2 cores it would be charged to the API's latency. A few seconds at the same rate
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -126,21 +126,31 @@ def _feedback_body(rng: np.random.Generator) -> dict[str, Any]:
                       for row, k in zip(x.tolist(), y.tolist(), strict=True)]}
 
 
-def _load(url: str, bodies: list[bytes], rate: float, seconds: float,
-          during: Callable[[], Any] | None = None) -> open_loop.Report:
-    async def go() -> open_loop.Report:
-        side = asyncio.create_task(during()) if during else None
-        try:
-            return await open_loop.run(url, rate, seconds, lambda i: bodies[i % len(bodies)])
-        finally:
-            if side:
-                side.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await side
-
-    report = asyncio.run(go())
+def _load(url: str, bodies: list[bytes], rate: float, seconds: float) -> open_loop.Report:
+    report = asyncio.run(open_loop.run(url, rate, seconds, lambda i: bodies[i % len(bodies)]))
     print(f"  {url.rsplit('/', 2)[-1]:>9} @ {rate:>6.0f}/s: {report.line()}", flush=True)
     return report
+
+
+@contextlib.contextmanager
+def _publishing(base: str, versions: tuple[int, int]) -> Iterator[None]:
+    """A new current version every second (alternating between two published versions: the
+    API process loads, warms and swaps every time), activated from a process of its own
+    (load_tests/publisher.py says why)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "load_tests.publisher", "--url", base, "--token", ADMIN,
+         "--versions", ",".join(map(str, versions))],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":  # its start-up is not in the window
+            raise RuntimeError("the publisher did not start")
+        yield
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        if proc.returncode:
+            raise RuntimeError(f"the publisher failed ({proc.returncode}): {out}")
 
 
 def _capacity(url: str, bodies: list[bytes], seconds: float) -> open_loop.Report:
@@ -381,23 +391,14 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         quiet = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         swaps_before = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values())
 
-        async def publish_every_second() -> None:
-            async with httpx.AsyncClient(base_url=base["mnemo"],
-                                         headers={"Authorization": f"Bearer {ADMIN}"}) as admin:
-                for turn in itertools.count():
-                    await asyncio.sleep(1.0)
-                    # A new current version (and epoch) each second, alternating between two
-                    # weight sets: the API process loads, warms and swaps every time.
-                    version = pair[turn % 2]
-                    (await admin.post(f"/v1/versions/{version}/activate")).raise_for_status()
-
-        swapping = _load(url, bodies["mnemo_1"], half, 2 * seconds, publish_every_second)
+        with _publishing(base["mnemo"], pair):
+            swapping = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         swaps = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values()) - swaps_before
         results["half_load"] = {"quiet": quiet.summary(), "swapping": swapping.summary(),
                                 "swaps": swaps}
         quarter_quiet = _load(url, bodies["mnemo_1"], half / 2, 2 * seconds)
-        quarter_swapping = _load(url, bodies["mnemo_1"], half / 2, 2 * seconds,
-                                 publish_every_second)
+        with _publishing(base["mnemo"], pair):
+            quarter_swapping = _load(url, bodies["mnemo_1"], half / 2, 2 * seconds)
         results["quarter_load"] = {"quiet": quarter_quiet.summary(),
                                    "swapping": quarter_swapping.summary()}
 

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from load_tests import open_loop
+from service.config import Settings
+from service.worker.state import restore
 from tests.conftest import REDIS_URL, free_port
 from tests.e2e.procs import ROOT, Procs, base_env, wait_for
+from tests.publishing import open_store, publish_learned
+
+ADMIN = "load-tests-admin"
 
 
 @pytest.fixture
@@ -26,7 +32,7 @@ def server(tmp_path: Path, model_name: str) -> Iterator[str]:
     try:
         procs.start("serve", ["serve"], base_env(
             port=port, redis_url=REDIS_URL, model_name=model_name, input_dim=4,
-            labels="setosa,versicolor,virginica"))
+            labels="setosa,versicolor,virginica", admin_token=ADMIN))
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", procs.logs)
         yield url
@@ -100,3 +106,45 @@ def test_the_floor_parses_like_predict_and_answers_a_constant(tuned: bool, tmp_p
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def _swaps(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(float(v) for v in re.findall(r"^mnemo_model_swaps_total\{.*\} (\S+)$", text, re.M))
+
+
+def _publisher(url: str, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "load_tests.publisher", "--url", url, "--token", token,
+         "--versions", "1,0", "--every", "0.3", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=base_env())
+
+
+async def _publish_second_version(settings: Settings) -> None:
+    """Version 1 beside the initial 0 (the same weights: a swap is a new epoch either way)."""
+    async with open_store(settings.model_name) as (registry, scripts, keys):
+        learner, _ = restore(settings, await registry.weights(0), None)
+        await publish_learned(settings, registry, scripts, keys, learner,
+                              await registry.labels(), samples_seen=0)
+        await registry.activate(0)
+
+
+def test_the_publisher_makes_the_api_swap_at_each_activation(
+        server: str, make_settings: Callable[..., Settings]) -> None:
+    asyncio.run(_publish_second_version(make_settings()))
+    before = _swaps(server)
+    done = _publisher(server, ADMIN, "--limit", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["ready", "activations: 3"]
+    # Each activation moves the current pointer (1, 0, 1): the API loads and swaps each one.
+    wait_for(lambda: _swaps(server) - before == 3, 10, "three swaps")
+    assert httpx.get(f"{server}/v1/versions/current").json()["version"] == 1
+
+
+def test_the_publisher_fails_loudly_when_an_activation_is_refused(
+        server: str, make_settings: Callable[..., Settings]) -> None:
+    asyncio.run(_publish_second_version(make_settings()))
+    before = _swaps(server)
+    done = _publisher(server, "not-the-token", "--limit", "1")
+    assert done.returncode != 0 and "401" in done.stderr
+    assert _swaps(server) == before
