@@ -96,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await asyncio.wait_for(task, 5)
             except TimeoutError:
                 log.warning("version follower did not stop in time")
+            await ctx.predictions.close()
             await ctx.redis.aclose()
 
     app = FastAPI(

@@ -2,11 +2,12 @@
 later label can be joined to it by prediction id.
 
 A whole micro-batch (its requests with one tag) is one string key (a fixed header, then the
-float32 rows), so logging costs one command per micro-batch; a server-made id
+float32 rows), so logging costs one command per micro-batch, sent on the log's own connection
+(store/dedicated.py); a server-made id
 ``<batch>-<row>`` locates its row with GETRANGE.
 A client-chosen id costs one more key holding that row alone.
 
-The same pipeline appends a few sampled rows of the batch, with their predicted class indices,
+The same round trip appends a few sampled rows of the batch, with their predicted class indices,
 to the drift sample stream (DESIGN §5): capped by MAXLEN ~ DRIFT_STREAM_MAXLEN here, and
 trimmed to the prediction TTL by the learner (XTRIM MINID now − TTL, in the same round trip as
 its read), so a raw input never outlives the prediction log's TTL there either. The entry's
@@ -20,11 +21,12 @@ import secrets
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
+from service.store.dedicated import DedicatedConnection
 from service.store.keys import Keys
 
 _HEADER = struct.Struct("<qIB64s")  # version, input dim, tag length, tag (padded)
@@ -82,6 +84,7 @@ class PredictionLog:
         self._keys = keys
         self._ttl = ttl_seconds
         self._rng = np.random.default_rng()
+        self._writer = DedicatedConnection(redis)  # every predict pass writes: the lean path
 
     def plan(self, groups: list[LogGroup]) -> LogPlan:
         """Server ids for every row of a logged batch: its requests with one tag and version
@@ -112,36 +115,35 @@ class PredictionLog:
 
     async def write(self, plan: LogPlan, groups: list[LogGroup],
                     predicted: list[np.ndarray] | None) -> None:
-        """One pipelined round trip for the whole batch: per tag and version one record and
-        one drift sample (<= DRIFT_SAMPLE_ROWS rows with their predicted class indices), and
-        one alias per client-chosen id."""
-        pipe = self._redis.pipeline(transaction=False)
+        """One round trip for the whole batch on the log's own connection: per tag and
+        version one record and one drift sample (<= DRIFT_SAMPLE_ROWS rows with their
+        predicted class indices), and one alias per client-chosen id."""
+        commands: list[tuple[Any, ...]] = []
         for key in plan.keys:
             members = [groups[i] for i in key.members]
             rows = members[0].x if len(members) == 1 else np.concatenate([g.x for g in members])
             if predicted is not None:
-                self._sample(pipe, key.tag, rows,
-                             np.concatenate([predicted[i] for i in key.members]))
-            pipe.set(self._keys.prediction_batch(key.batch),
-                     _record(key.version, key.tag, rows), ex=self._ttl)
+                commands.append(self._sample(key.tag, rows, np.concatenate(
+                    [predicted[i] for i in key.members])))
+            commands.append(("SET", self._keys.prediction_batch(key.batch),
+                             _record(key.version, key.tag, rows), "EX", self._ttl))
         for group in groups:
             for row, client_id in enumerate(group.client_ids or ()):
-                pipe.set(
-                    self._keys.prediction_alias(client_id),
-                    _record(group.version, group.tag, group.x[row : row + 1]),
-                    ex=self._ttl,
-                )
-        await pipe.execute()
+                commands.append(("SET", self._keys.prediction_alias(client_id),
+                                 _record(group.version, group.tag, group.x[row : row + 1]),
+                                 "EX", self._ttl))
+        await self._writer.execute(commands)
 
-    def _sample(self, pipe: Pipeline, tag: str, rows: np.ndarray, best: np.ndarray) -> None:
+    async def close(self) -> None:
+        await self._writer.close()
+
+    def _sample(self, tag: str, rows: np.ndarray, best: np.ndarray) -> tuple[Any, ...]:
         take = min(len(rows), DRIFT_SAMPLE_ROWS)
         picked = (np.arange(take) if take == len(rows)
                   else np.sort(self._rng.choice(len(rows), take, replace=False)))
-        pipe.xadd(self._keys.drift_samples, {
-            "x": np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
-            "p": np.asarray(best, dtype="<i4")[picked].tobytes(),
-            "t": tag,
-        }, maxlen=DRIFT_STREAM_MAXLEN, approximate=True)
+        return ("XADD", self._keys.drift_samples, "MAXLEN", "~", DRIFT_STREAM_MAXLEN, "*",
+                "x", np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
+                "p", np.asarray(best, dtype="<i4")[picked].tobytes(), "t", tag)
 
     async def resolve(self, ids: list[str]) -> list[LoggedPrediction | None]:
         """Look every id up in one round trip; None where it is unknown or expired."""
