@@ -30,7 +30,6 @@ name, its keys deleted afterwards).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -127,7 +126,7 @@ def _feedback_body(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _load(url: str, bodies: list[bytes], rate: float, seconds: float) -> open_loop.Report:
-    report = asyncio.run(open_loop.run(url, rate, seconds, lambda i: bodies[i % len(bodies)]))
+    report = open_loop.drive(open_loop.run(url, rate, seconds, lambda i: bodies[i % len(bodies)]))
     print(f"  {url.rsplit('/', 2)[-1]:>9} @ {rate:>6.0f}/s: {report.line()}", flush=True)
     return report
 
@@ -154,7 +153,7 @@ def _publishing(base: str, versions: tuple[int, int]) -> Iterator[None]:
 
 
 def _capacity(url: str, bodies: list[bytes], seconds: float) -> open_loop.Report:
-    report = asyncio.run(open_loop.saturate(url, seconds, lambda i: bodies[i % len(bodies)]))
+    report = open_loop.drive(open_loop.saturate(url, seconds, lambda i: bodies[i % len(bodies)]))
     print(f"  {url.rsplit('/', 2)[-1]:>9} saturated: {report.achieved_rate:.0f}/s "
           f"(ok {report.ok}, errors {report.errors})", flush=True)
     return report

@@ -19,32 +19,54 @@ from load_tests import open_loop
 from service.config import Settings
 from service.worker.state import restore
 from tests.conftest import REDIS_URL, free_port
-from tests.e2e.procs import ROOT, Procs, base_env, wait_for
+from tests.e2e.procs import ROOT, Proc, Procs, base_env, wait_for
 from tests.publishing import open_store, publish_learned
 
 ADMIN = "load-tests-admin"
 
 
 @pytest.fixture
-def server(tmp_path: Path, model_name: str) -> Iterator[str]:
+def serve_proc(tmp_path: Path, model_name: str) -> Iterator[tuple[str, Proc]]:
+    """A real `serve` process: its base URL and the process."""
     procs = Procs(tmp_path)
     port = free_port()
     try:
-        procs.start("serve", ["serve"], base_env(
+        proc = procs.start("serve", ["serve"], base_env(
             port=port, redis_url=REDIS_URL, model_name=model_name, input_dim=4,
             labels="setosa,versicolor,virginica", admin_token=ADMIN))
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", procs.logs)
-        yield url
+        yield url, proc
     finally:
         procs.stop_all()
+
+
+@pytest.fixture
+def server(serve_proc: tuple[str, Proc]) -> str:
+    return serve_proc[0]
+
+
+def test_serve_runs_on_uvloop_and_httptools(serve_proc: tuple[str, Proc]) -> None:
+    """What uvicorn picks by itself once they are installed (pyproject.toml says why)."""
+    _url, proc = serve_proc
+    maps = Path(f"/proc/{proc.pid}/maps").read_text()
+    assert "/uvloop/loop." in maps and "/httptools/parser/parser." in maps
+
+
+def test_drive_runs_the_load_on_uvloop() -> None:
+    import uvloop
+
+    async def running_loop() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert open_loop.drive(running_loop()) is uvloop.Loop
 
 
 def test_open_loop_generator_sends_at_the_rate_and_times_from_the_schedule(server: str) -> None:
     url = f"{server}/v1/predict"
     bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(2, 4, count=8)]
-    report = asyncio.run(open_loop.run(url, rate=100, seconds=2,
-                                       requests=lambda i: bodies[i % len(bodies)]))
+    report = open_loop.drive(open_loop.run(url, rate=100, seconds=2,
+                                           requests=lambda i: bodies[i % len(bodies)]))
     assert report.sent == 200 and report.ok == 200 and report.errors == 0
     assert report.statuses == {200: 200}
     assert len(report.latencies) == 200 and min(report.latencies) > 0

@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await build_context(settings)
         app.state.ctx = ctx
+        await ctx.predictions.open()
         follower = VersionFollower(ctx.redis, ctx.keys, ctx.registry, ctx.holder, ctx.metrics,
                                    settings.swap_poll_seconds)
         await follower.sync_once()

@@ -28,6 +28,14 @@ class DedicatedConnection:
         self._conn: AbstractConnection | None = None
         self._lock = asyncio.Lock()
 
+    async def open(self) -> None:
+        """Take and connect the connection now (at start-up) rather than in the first call."""
+        async with self._lock:
+            if self._conn is None:
+                self._conn = await self._pool.get_connection()
+            if not self._conn.is_connected:
+                await self._conn.connect()
+
     async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send `commands` in one write and return their raw replies (no response callbacks);
         raises the first error reply (redis ResponseError), or what the connection raised."""

@@ -134,6 +134,10 @@ class PredictionLog:
                                  "EX", self._ttl))
         await self._writer.execute(commands)
 
+    async def open(self) -> None:
+        """Connect the log's own connection (start-up, not a request's first write)."""
+        await self._writer.open()
+
     async def close(self) -> None:
         await self._writer.close()
 

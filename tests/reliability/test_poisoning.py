@@ -71,6 +71,8 @@ def test_a_targeted_relabelling_burst_is_stopped_by_the_golden_set(procs: Procs,
     burst_y = (["b"] * len(poisoned_x) + [LABELS[t] for t in honest_y])
     burst_y = [burst_y[i] for i in order]
     first_new = max(versions(api)) + 1
+    # The clean phase may have had rejections of its own (the holdout's noise, below).
+    rejected_before = learner.metric("mnemo_model_publish_total", outcome="rejected")
     total += send(api, burst_x, burst_y, "burst", slow=True)
     wait_caught_up(api, total, procs)
 
@@ -89,7 +91,8 @@ def test_a_targeted_relabelling_burst_is_stopped_by_the_golden_set(procs: Procs,
                             and c["eval"]["rejected_by"] for c in rejected)
     assert any("golden" in c["eval"]["rejected_by"] for c in rejected), summary
     assert round(before - after, 6) <= 0.02, (before, after, summary)  # golden set: 300 items
-    assert learner.metric("mnemo_model_publish_total", outcome="rejected") == len(rejected)
+    rejected_since = learner.metric("mnemo_model_publish_total", outcome="rejected") - rejected_before
+    assert rejected_since == len(rejected)
     api.close()
 
     # A rejected candidate's samples leave the replay buffer: the poisoned items left there

@@ -22,6 +22,7 @@ async def test_replies_come_back_in_order_and_the_commands_ran(model_name: str) 
     key = Keys(model_name).prediction_batch("dedicated")
     conn = DedicatedConnection(redis)
     try:
+        await conn.open()  # what the API's start-up does; execute() would take one itself
         replies = await conn.execute([("SET", key, b"v1", "EX", 60), ("GET", key),
                                       ("APPEND", key, b"23"), ("TTL", key)])
         assert replies[:3] == [b"OK", b"v1", 4] and 0 < replies[3] <= 60
