@@ -5,6 +5,11 @@ IncrementalLearner.learn_many exactly as the service's learner does (new chunk �
 sample from a reservoir, online EWC applied to the gradients, periodic consolidation) and
 prints items/s, ms per learn_many, consolidation time, and the penalty's cost as a ratio to a
 naive step measured side by side in the same run. Writes a markdown table with --markdown.
+
+--precision fp32,bf16 trains each row in those precisions (IncrementalLearner's `precision`,
+bf16 autocast; consolidation stays fp32). Default: fp32 on CPU; fp32 and bf16 on CUDA, where
+the `xl` size (2048 wide, MNEMO_PRECISION=auto's bf16 threshold) is added too, so one command
+on a GPU host measures where bf16 pays.
 """
 
 from __future__ import annotations
@@ -17,17 +22,23 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from models.learner import IncrementalLearner
+from models.learner import PRECISIONS, IncrementalLearner
 from models.nets import MLPConfig
 from models.replay import ReservoirBuffer
 from models.strategies import make_strategy
 
-SIZES = {"small": (64, (128, 128), 10), "large": (784, (1024, 1024), 100)}
+SIZES = {"small": (64, (128, 128), 10), "large": (784, (1024, 1024), 100),
+         "xl": (784, (2048, 2048), 100)}
+# xl by default only on CUDA: it measures MNEMO_PRECISION=auto's bf16 threshold, which only
+# CUDA uses, and on CPU it costs ~4x the large size's time per row.
+DEFAULT_SIZES = {"cpu": ["small", "large"], "cuda": ["small", "large", "xl"]}
+DEFAULT_PRECISIONS = {"cpu": ["fp32"], "cuda": ["fp32", "bf16"]}
 
 
 @dataclass
 class Row:
     device: str
+    precision: str
     size: str
     chunk: int
     strategy: str
@@ -48,11 +59,12 @@ def _stream(dim: int, classes: int, n: int, gen: torch.Generator) -> tuple[torch
     return centres[y] + torch.randn(n, dim, generator=gen), y
 
 
-def _time_learner(device: str, size: str, chunk: int, strategy: str, seconds: float) -> tuple[float, float]:
+def _time_learner(device: str, precision: str, size: str, chunk: int, strategy: str,
+                  seconds: float) -> tuple[float, float]:
     dim, hidden, classes = SIZES[size]
     gen = torch.Generator().manual_seed(0)
     learner = IncrementalLearner(MLPConfig(dim, hidden, classes), make_strategy(strategy),
-                                 device=device)
+                                 device=device, precision=precision)
     buffer = ReservoirBuffer(1000, dim)
     x, y = _stream(dim, classes, 20_000, gen)
     for i in range(1000):
@@ -84,25 +96,30 @@ def _time_learner(device: str, size: str, chunk: int, strategy: str, seconds: fl
     return elapsed / calls, min(consolidate)
 
 
-def run(devices: list[str], sizes: list[str], chunks: list[int], seconds: float) -> list[Row]:
+def run(devices: list[str], sizes: list[str] | None, chunks: list[int], seconds: float,
+        precisions: list[str] | None = None) -> list[Row]:
+    """Rows per device, size, chunk and precision; None: that device's defaults."""
     rows = []
     for device in devices:
-        for size in sizes:
+        kind = torch.device(device).type
+        for size in sizes or DEFAULT_SIZES[kind]:
             for chunk in chunks:
-                naive, _ = _time_learner(device, size, chunk, "naive", seconds)
-                step, consolidate = _time_learner(device, size, chunk, "online-ewc", seconds)
-                rows.append(Row(device, size, chunk, "online-ewc+replay", round(chunk / step, 1),
-                                round(step * 1000, 3), round(consolidate * 1000, 2),
-                                round(step / naive, 3)))
-                print(json.dumps(asdict(rows[-1])), flush=True)
+                for precision in precisions or DEFAULT_PRECISIONS[kind]:
+                    naive, _ = _time_learner(device, precision, size, chunk, "naive", seconds)
+                    step, consolidate = _time_learner(device, precision, size, chunk,
+                                                      "online-ewc", seconds)
+                    rows.append(Row(device, precision, size, chunk, "online-ewc+replay",
+                                    round(chunk / step, 1), round(step * 1000, 3),
+                                    round(consolidate * 1000, 2), round(step / naive, 3)))
+                    print(json.dumps(asdict(rows[-1])), flush=True)
     return rows
 
 
 def markdown(rows: list[Row]) -> str:
-    head = ("| device | model | chunk | items/s | ms per learn_many | consolidate 512 (ms) "
-            "| EWC step / naive step |\n|---|---|---|---|---|---|---|\n")
+    head = ("| device | precision | model | chunk | items/s | ms per learn_many "
+            "| consolidate 512 (ms) | EWC step / naive step |\n|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r.device} | {r.size} {SIZES[r.size][0]}→{'→'.join(map(str, SIZES[r.size][1]))}"
+        f"| {r.device} | {r.precision} | {r.size} {SIZES[r.size][0]}→{'→'.join(map(str, SIZES[r.size][1]))}"
         f"→{SIZES[r.size][2]} | {r.chunk} | {r.items_per_s:,.0f} | {r.ms_per_learn_many} "
         f"| {r.consolidate_ms} | {r.naive_ratio} |\n"
         for r in rows
@@ -110,10 +127,21 @@ def markdown(rows: list[Row]) -> str:
     return head + body
 
 
+def _precisions(text: str) -> list[str]:
+    wanted = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in wanted if p not in PRECISIONS]
+    if bad or not wanted:
+        raise argparse.ArgumentTypeError(f"precisions are {', '.join(PRECISIONS)}; got {text!r}")
+    return wanted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--devices", nargs="+", default=None)
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES))
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=None,
+                        help="default: small large, and xl on cuda")
+    parser.add_argument("--precision", type=_precisions, default=None,
+                        help="comma-separated, e.g. fp32,bf16; default: fp32 on cpu, both on cuda")
     parser.add_argument("--chunks", nargs="+", type=int, default=[32, 256])
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=1)
@@ -124,7 +152,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{args.threads} CPU thread(s), GPU: {gpu}", flush=True)
-    rows = run(devices, args.sizes, args.chunks, args.seconds)
+    rows = run(devices, args.sizes, args.chunks, args.seconds, args.precision)
     table = markdown(rows)
     print(table)
     if args.markdown:

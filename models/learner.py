@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -30,6 +31,11 @@ DEFAULT_STEPS_PER_BATCH = 2
 _PREFIXES = ("model.", "optim.", "strategy.", "generator.")
 _TEACHER = "teacher."
 _HPARAMS = {"lr": float, "replay_size": int, "steps_per_batch": int, "seed": int}
+# Resolved training precisions (MNEMO_PRECISION's `auto` is resolved by the worker). Not saved
+# in meta: like the device, each start decides it, and every saved tensor is float32 either way.
+PRECISIONS = ("fp32", "bf16")
+# fp32 steps enter a nullcontext (0.2 µs), not a disabled autocast (~5 µs here, per step).
+_FP32 = contextlib.nullcontext()
 
 
 @dataclass
@@ -55,9 +61,13 @@ class IncrementalLearner:
     def __init__(self, config: MLPConfig, strategy: Strategy, *, lr: float = DEFAULT_LR,
                  replay_size: int = DEFAULT_REPLAY_SIZE,
                  steps_per_batch: int = DEFAULT_STEPS_PER_BATCH, device: str = "cpu",
-                 seed: int = 0, generator: GenerativeReplay | None = None) -> None:
+                 seed: int = 0, generator: GenerativeReplay | None = None,
+                 precision: str = "fp32") -> None:
         if steps_per_batch < 1 or replay_size < 0 or lr <= 0:
             raise ValueError("need steps_per_batch >= 1, replay_size >= 0 and lr > 0")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         self.strategy = strategy
         self.lr, self.replay_size, self.steps_per_batch = lr, replay_size, steps_per_batch
         self.seed = seed
@@ -171,6 +181,21 @@ class IncrementalLearner:
                              "call ensure_classes first")
         return x, y
 
+    def _step_precision(self) -> contextlib.AbstractContextManager[Any]:
+        """The context of a training step's forward and loss. bf16: autocast runs the matmuls
+        in bfloat16 against float32 parameters (autograd casts their gradients back to
+        float32), so the optimizer, its state and every published or saved tensor stay float32;
+        bfloat16 has float32's exponent range, so no GradScaler. Cross-entropy comes out float32
+        (autocast's rule on CPU and CUDA). The strategy's loss term runs inside it too: the only
+        one (LwF) casts its logits to float32 before its log_softmax and KL, so only its
+        teacher's no-grad forward gets bf16 matmuls, like the student's. Everything else a
+        strategy does runs outside it, in float32: apply_to_grads on the float32 .grad, the
+        penalties, Fisher/MAS/SI consolidation. Those weigh (θ - θ*)² by importances, where θ
+        and its anchor θ* differ in digits that bfloat16's 8-bit mantissa would round away."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return _FP32
+
     def learn_many(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None = None,
                    tags: Sequence[str] | None = None, *, report: bool = True) -> StepStats:
         """Train on a batch (plus a replay sample). With per-tag heads and `tags` (one per
@@ -201,14 +226,15 @@ class IncrementalLearner:
                 by = torch.cat([y, ry.to(self.device)])
             # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
             strategy.before_step(model)
-            if tagged:
-                h = model.features(bx)
-                logits = model.head(h)
-                loss = F.cross_entropy(logits, by) + self._tag_loss(h, x, tagged)
-            else:
-                logits = _training_logits(model, bx)
-                loss = F.cross_entropy(logits, by)
-            term = strategy.loss_term(model, bx, logits)
+            with self._step_precision():
+                if tagged:
+                    h = model.features(bx)
+                    logits = model.head(h)
+                    loss = F.cross_entropy(logits, by) + self._tag_loss(h, x, tagged)
+                else:
+                    logits = _training_logits(model, bx)
+                    loss = F.cross_entropy(logits, by)
+                term = strategy.loss_term(model, bx, logits)
             self._opt.zero_grad()
             (loss if term is None else loss + term).backward()
             strategy.apply_to_grads(model)

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     buffer: Literal["reservoir", "class-balanced", "recent", "generative"] = "reservoir"
     buffer_size: int = Field(1000, ge=1, le=10_000_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The learner's training precision; `auto` is resolved per device and model
+    # (service/worker/state.py: resolve_precision).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     drift_detector: Literal["adwin", "page-hinkley", "none"] = "adwin"
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     holdout_size: int = Field(500, ge=1, le=1_000_000)

@@ -43,6 +43,7 @@ def test_unknown_name_is_refused_by_name() -> None:
         ({"MNEMO_INPUT_DIM": "0"}, "MNEMO_INPUT_DIM", "greater than or equal to 1"),
         ({"MNEMO_MODEL_NAME": "Has Spaces"}, "MNEMO_MODEL_NAME", "pattern"),
         ({"MNEMO_DURABILITY": "paranoid"}, "MNEMO_DURABILITY", "'normal' or 'strict'"),
+        ({"MNEMO_PRECISION": "fp16"}, "MNEMO_PRECISION", "'auto', 'fp32' or 'bf16'"),
         ({"MNEMO_LABEL_TYPE": "int", "MNEMO_LABELS": "1,two"}, "MNEMO_LABELS", "'two' is not an integer"),
         ({"MNEMO_LABELS": "a,b,a"}, "MNEMO_LABELS", "duplicate"),
         ({"MNEMO_COLUMN_HIDDEN": "32,32"}, "MNEMO_COLUMN_HIDDEN", "progressive"),
@@ -68,10 +69,12 @@ def test_values_are_parsed_by_type() -> None:
     other = load_settings({
         "MNEMO_PORT": "9000", "MNEMO_HIDDEN": "64, 32", "MNEMO_API_TOKEN": "", "MNEMO_LOG_LEVEL": "debug",
         "MNEMO_CORS_ORIGINS": "http://a.example,http://b.example", "MNEMO_DURABILITY": "strict",
+        "MNEMO_PRECISION": "bf16",
     })
     assert (other.port, other.hidden, other.api_token, other.log_level) == (9000, [64, 32], None, "DEBUG")
     assert other.cors_origins == ["http://a.example", "http://b.example"]
     assert other.durability == "strict"
+    assert (other.precision, load_settings({}).precision) == ("bf16", "auto")
 
 
 @pytest.mark.parametrize(
@@ -159,3 +162,6 @@ def test_cli_refuses_unknown_and_invalid_settings() -> None:
     invalid = _cli("serve", MNEMO_REDIS_URL="redis://127.0.0.1:6379/11", MNEMO_PORT="eighty")
     assert invalid.returncode == 2, invalid.stderr
     assert "MNEMO_PORT" in invalid.stderr and "Traceback" not in invalid.stderr
+    precision = _cli("learn", MNEMO_REDIS_URL="redis://127.0.0.1:6379/11", MNEMO_PRECISION="fp16")
+    assert precision.returncode == 2, precision.stderr
+    assert "MNEMO_PRECISION" in precision.stderr and "Traceback" not in precision.stderr

@@ -79,7 +79,12 @@ class LwF(StrategyBase):
         if k == 0:
             return None
         t = self.temperature
-        kl = F.kl_div(F.log_softmax(logits[..., :k] / t, dim=-1), F.log_softmax(target / t, dim=-1),
+        # float32 even under bf16 autocast (a no-op otherwise): CPU autocast would leave
+        # log_softmax and its backward in bfloat16, rounding the log-probabilities (to ~0.4%)
+        # before their difference, the whole of this term, is taken. Only the two networks'
+        # matmuls run in bf16.
+        student, target = logits[..., :k].float(), target.float()
+        kl = F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(target / t, dim=-1),
                       reduction="batchmean", log_target=True)
         return (weight * t * t) * kl  # T² keeps the gradient's scale independent of T (Hinton)
 

@@ -205,8 +205,9 @@ class LearnerService(SampleRemoval, Reporting, Publishing):
         self.tag_accuracy.seed(json.loads(previous).get("tags") if previous else None)
         self._evaluate_tags()
         await self._write_stats()
-        log.info("learner resumed from version %s at %s (%s samples seen)",
-                 self.served_version, self.committed, self.samples_seen)
+        log.info("learner resumed from version %s at %s (%s samples seen) on %s, %s",
+                 self.served_version, self.committed, self.samples_seen,
+                 self.learner.device, self.learner.precision)
 
     async def _load_buffer(self) -> None:
         """Mirror the Redis replay buffer (a reservoir written by an older learner gets its

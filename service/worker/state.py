@@ -15,11 +15,49 @@ from models.replay import GENERATIVE
 from models.strategies import make_strategy
 from service.config import Settings
 
+# MNEMO_PRECISION=auto trains in bf16 only on a CUDA device with bf16 and a hidden layer at
+# least this wide. From the H200 figures in BENCHMARKS.md (fp32, ms per learn_many): the small
+# 64→128→128→10 MLP takes 5.35 / 4.81 ms at chunk 32 / 256, the large 784→1024→1024→100 (73×
+# the parameters) 5.23 / 5.69 ms. Both are launch-bound at ~5 ms, and everything that grows
+# with the model, the arithmetic bf16 could speed up, is at most the large one's extra 0.9 ms;
+# below this width autocast's extra cast kernels only add launches to a launch-bound step.
+# That work grows with width², so it reaches the ~5 ms floor near 1024·√(5/0.9) ≈ 2400: at
+# 2048 it is ~3.6 ms, a share bf16 can cut. The bench's `xl` size (2048 wide) measures it.
+AUTO_BF16_MIN_WIDTH = 2048
+
 
 def resolve_device(setting: str) -> str:
     if setting == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return setting
+
+
+def resolve_precision(setting: str, device: str, config: MLPConfig, *,
+                      bf16_supported: bool) -> str:
+    """MNEMO_PRECISION for a resolved device and the network: "fp32" or "bf16". A pure
+    function (bf16_supported: what torch.cuda.is_bf16_supported() says on that device), so
+    the choice is testable without a GPU. On CPU `auto` is fp32: there bf16 autocast adds
+    casts without faster matmuls (BENCHMARKS.md). An explicit bf16 is honoured on CPU and
+    refused on a CUDA device without bf16, rather than silently trained otherwise."""
+    if setting == "fp32":
+        return "fp32"
+    cuda = device.startswith("cuda")
+    if setting == "bf16":
+        if cuda and not bf16_supported:
+            raise ValueError("MNEMO_PRECISION=bf16: this CUDA device does not support "
+                             "bfloat16; use fp32 or auto")
+        return "bf16"
+    if setting != "auto":
+        raise ValueError(f"MNEMO_PRECISION: expected auto, fp32 or bf16, got {setting!r}")
+    widest = max((*config.hidden, *(config.column_hidden or ())))
+    return "bf16" if cuda and bf16_supported and widest >= AUTO_BF16_MIN_WIDTH else "fp32"
+
+
+def _device_and_precision(settings: Settings, config: MLPConfig) -> dict[str, str]:
+    device = resolve_device(settings.device)
+    supported = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return {"device": device, "precision": resolve_precision(settings.precision, device, config,
+                                                             bf16_supported=supported)}
 
 
 def _generator(settings: Settings) -> GenerativeReplay | None:
@@ -31,8 +69,8 @@ def _generator(settings: Settings) -> GenerativeReplay | None:
 
 def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
     learner = IncrementalLearner(
-        config, make_strategy(settings.penalty),
-        device=resolve_device(settings.device), generator=_generator(settings),
+        config, make_strategy(settings.penalty), generator=_generator(settings),
+        **_device_and_precision(settings, config),
     )
     learner.freeze(settings.freeze)
     return learner
@@ -56,7 +94,7 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
         tensors, meta = tensors_from_bytes(state)
         learner = IncrementalLearner.from_state(
             config, make_strategy(settings.penalty), tensors, meta,
-            device=resolve_device(settings.device), generator=_generator(settings),
+            generator=_generator(settings), **_device_and_precision(settings, config),
         )
         learner.freeze(settings.freeze)  # MNEMO_FREEZE of this start, not of the saved one
     else:
