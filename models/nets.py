@@ -140,7 +140,12 @@ class Standardizer(nn.Module):
         self.hi.fill_(bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.clamp((x - self.shift) * self.scale, self.lo, self.hi)
+        return standardize(x, self.shift, self.scale, self.lo, self.hi)
+
+
+def standardize(x: Tensor, shift: Tensor, scale: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
+    """Standardizer's transform on its buffers (also the serving fast path's, on their values)."""
+    return torch.clamp((x - shift) * scale, lo, hi)
 
 
 def _refresh_after_load(module: nn.Module, _incompatible: Any) -> None:

@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 from models.checkpoint import model_from_bytes
+from service.serving.fast_forward import Forward, checked_forward
+
+PROBE_ROWS = 8  # rows on which a fast forward must match the module's exactly
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,8 @@ class ServedModel:
     labels: list[str | int]
     module: nn.Module
     meta: dict[str, Any] = field(default_factory=dict)
+    # The module's forward without its call machinery (serving/fast_forward.py), or None.
+    fast: Forward | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def parameter_count(self) -> int:
@@ -29,7 +34,7 @@ class ServedModel:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            logits = self.module(torch.from_numpy(x))
+            logits = (self.fast or self.module)(torch.from_numpy(x))
             return torch.softmax(logits, dim=1).numpy()
 
 
@@ -49,7 +54,10 @@ def load_served(blob: bytes, meta: dict[str, Any], epoch: int) -> ServedModel:
         raise ValueError(
             f"version {meta['version']}: {len(labels)} labels but {_num_outputs(module)} outputs"
         )
-    served = ServedModel(meta["version"], epoch, labels, module, meta)
+    probe = torch.from_numpy(np.random.default_rng(0).normal(
+        size=(PROBE_ROWS, module.config.input_dim)).astype(np.float32))
+    served = ServedModel(meta["version"], epoch, labels, module, meta,
+                         checked_forward(module, probe))
     if labels:  # warm the first-call paths before any request sees it
         served.predict_proba(np.zeros((1, module.config.input_dim), dtype=np.float32))
     return served
