@@ -53,8 +53,18 @@ def _training_logits(model: MLP, x: Tensor) -> Tensor:
     against 120 µs (this CPU, one thread). Same logits up to float rounding."""
     if type(model) is not MLP:
         return model(x)
+    # The trunk's layers called as functions: nn.Module.__call__ costs ~4 µs a layer (hook
+    # checks), 6 calls a step. Same ops, same operands: bit-identical.
+    h = model.standardizer.forward(x)
+    for layer in model.body:
+        if type(layer) is nn.Linear:
+            h = F.linear(h, layer.weight, layer.bias)
+        elif type(layer) is nn.ReLU and not layer.inplace:
+            h = F.relu(h)
+        else:
+            h = layer(h)
     head = model.head
-    return F.linear(model.features(x), head.weight, head.bias)
+    return F.linear(h, head.weight, head.bias)
 
 
 class IncrementalLearner:
@@ -217,6 +227,7 @@ class IncrementalLearner:
         x, y = x.to(self.device), y.to(self.device)
         replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
         model, strategy = self._model, self.strategy
+        params = self._opt.param_groups[0]["params"]  # the learner's only group
         losses, terms = [], []
         for _ in range(self.steps_per_batch):
             bx, by = x, y
@@ -235,7 +246,9 @@ class IncrementalLearner:
                     logits = _training_logits(model, bx)
                     loss = F.cross_entropy(logits, by)
                 term = strategy.loss_term(model, bx, logits)
-            self._opt.zero_grad()
+            # zero_grad(set_to_none=True) without its profiler context and foreach grouping.
+            for p in params:
+                p.grad = None
             (loss if term is None else loss + term).backward()
             strategy.apply_to_grads(model)
             self._opt.step()
