@@ -184,12 +184,16 @@ class IncrementalLearner:
     def _check_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         x = torch.as_tensor(x, dtype=torch.float32)
         y = torch.as_tensor(y, dtype=torch.int64)
-        if x.dim() != 2 or x.shape[1] != self.config.input_dim or y.shape != (x.shape[0],):
-            raise ValueError(f"expected x (N, {self.config.input_dim}) and y (N,), "
+        # The model's input_dim, not self.config's: that builds and validates an MLPConfig.
+        dim = self._model.input_dim
+        if x.dim() != 2 or x.shape[1] != dim or y.shape != (x.shape[0],):
+            raise ValueError(f"expected x (N, {dim}) and y (N,), "
                              f"got {tuple(x.shape)} and {tuple(y.shape)}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}); "
-                             "call ensure_classes first")
+        if y.numel():
+            lowest, highest = torch.aminmax(y)  # one pass, not min() and max()
+            if int(lowest) < 0 or int(highest) >= self.num_classes:
+                raise ValueError(f"labels must lie in [0, {self.num_classes}); "
+                                 "call ensure_classes first")
         return x, y
 
     def _step_precision(self) -> contextlib.AbstractContextManager[Any]:
