@@ -119,20 +119,26 @@ class Standardizer(nn.Module):
             return
         mean_b = xb.mean(0)
         m2_b = (xb - mean_b).square_().sum(0)
-        n_a = self.count.clone()
+        # Counts as Python floats (exact below 2**53): the same float64 arithmetic as 0-dim
+        # tensors, without a tensor op for each scalar; in-place ops where a temporary was.
+        n_a = self.count.item()
         n = n_a + n_b
-        delta = mean_b - self.mean
-        self.mean.add_(delta * (n_b / n))
-        self.m2.add_(m2_b + delta.square() * (n_a * n_b / n))
+        delta = mean_b.sub_(self.mean)
+        # (1 / n) * n_b, not n_b / n: what `n_b / tensor` (Tensor.__rtruediv__) computed.
+        self.mean.add_(delta * ((1.0 / n) * n_b))
+        self.m2.add_(m2_b.add_(delta.square_().mul_(n_a * n_b / n)))
         self.count.add_(n_b)
-        self.refresh()
+        self._refresh(n)
 
     @torch.no_grad()
     def refresh(self) -> None:
-        fitted = self.count.item() > 0
+        self._refresh(self.count.item())
+
+    def _refresh(self, count: float) -> None:
+        fitted = count > 0
         self.shift.copy_(self.mean)
-        if fitted:
-            self.scale.copy_((self.var + self.eps).rsqrt())
+        if fitted:  # rsqrt(var + eps), var = m2 / count as in `var`
+            self.scale.copy_(torch.div(self.m2, count).add_(self.eps).rsqrt_())
         else:
             self.scale.fill_(1.0)
         bound = self.clip if fitted else math.inf

@@ -184,7 +184,8 @@ class _SlotBuffer:
         if self._size == 0:
             raise ValueError("cannot sample from an empty buffer")
         idx = torch.randint(self._size, (n,), generator=generator)
-        return self._x[idx], self._y[idx]
+        # index_select: the rows x[idx] gathers, without advanced indexing's Python overhead.
+        return self._x.index_select(0, idx), self._y.index_select(0, idx)
 
     def retire(self, mask: Tensor) -> int:
         if mask.dtype != torch.bool or mask.shape != (self._size,):

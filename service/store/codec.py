@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,6 +22,26 @@ def encode_entry(x: np.ndarray, y: int, tag: str) -> bytes:
     """A replay/holdout/golden entry: class index, tag and the float32 input."""
     tag_bytes = tag.encode()
     return _ENTRY_HEADER.pack(y, len(tag_bytes)) + tag_bytes + vector_to_bytes(x)
+
+
+def encode_entries(x: np.ndarray, y: Sequence[int], tags: Sequence[str]) -> list[bytes]:
+    """[encode_entry(x[i], y[i], tags[i]) ...], the same bytes. Untagged rows (the usual
+    case) are laid out by one numpy record array and sliced from its buffer: ~0.2 µs a row
+    against ~0.9 µs for encode_entry's pack, numpy row and join (the learner encodes every
+    row it reads)."""
+    if any(tags):
+        return [encode_entry(row, int(c), tag) for row, c, tag in zip(x, y, tags, strict=True)]
+    n, dim = x.shape
+    # Unaligned records: the header's 6 bytes, then the row, as _ENTRY_HEADER + vector bytes.
+    rec = np.empty(n, dtype=[("y", "<i4"), ("tag_len", "<u2"), ("x", "<f4", (dim,))])
+    classes = np.asarray(y, dtype=np.int64)
+    if n and not (classes.min() >= -(2**31) and classes.max() < 2**31):
+        raise struct.error("class index out of the int32 range")  # what pack("<i") raises
+    rec["y"] = classes
+    rec["tag_len"] = 0
+    rec["x"] = x
+    blob, size = rec.tobytes(), rec.itemsize
+    return [blob[i : i + size] for i in range(0, n * size, size)]
 
 
 def decode_entry(blob: bytes) -> tuple[np.ndarray, int, str]:

@@ -101,16 +101,20 @@ class FeedbackReader:
         self._delivered.difference_update(ids)
 
     def _decode(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> FeedbackBatch:
-        n = len(entries)
-        x = np.empty((n, self._dim), dtype=np.float32)
-        ids, labels, tags, versions, accepted = [], [], [], [], []
-        for row, (sid, fields) in enumerate(entries):
+        n, size = len(entries), 4 * self._dim
+        ids, labels, tags, versions, accepted, rows = [], [], [], [], [], []
+        for sid, fields in entries:
             ids.append(sid.decode())
-            x[row] = np.frombuffer(fields[b"x"], dtype="<f4")
+            row = fields[b"x"]
+            if len(row) != size:  # what assigning a wrong-sized row into x raised
+                raise ValueError(f"entry {sid!r}: {len(row)} input bytes, expected {size}")
+            rows.append(row)
             labels.append(fields[b"y"].decode())
             tags.append(fields[b"tag"].decode())
             version = fields.get(b"v", b"")
             versions.append(int(version) if version else None)
             accepted.append(int(fields.get(b"t", b"0")))
+        # One conversion for the read, not a numpy row assignment per entry.
+        x = np.frombuffer(b"".join(rows), dtype="<f4").astype(np.float32).reshape(n, self._dim)
         self._delivered.update(ids)
         return FeedbackBatch(ids, x, labels, tags, versions, accepted)

@@ -27,7 +27,7 @@ from service.monitor.drift_monitor import DriftMonitor
 from service.monitor.learner_metrics import LearnerMetrics
 from service.monitor.tag_accuracy import TagAccuracy
 from service.store import buffers
-from service.store.codec import decode_entry, encode_entry
+from service.store.codec import decode_entry, encode_entries
 from service.store.control import Control
 from service.store.golden import GoldenSet
 from service.store.ingest import HOLDOUT, IngestItem, ingest
@@ -346,9 +346,11 @@ class LearnerService(SampleRemoval, Reporting, Publishing):
         # them in memory instead (they reach Redis only as holdout).
         kept = (np.flatnonzero(holdout) if self.settings.buffer == GENERATIVE
                 else np.arange(len(ids)))
-        items = [IngestItem(ids[i], bool(holdout[i]), float(u[i]), int(y[i]),
-                            encode_entry(x[i], int(y[i]), tags[i]))
-                 for i in kept]
+        # Python scalars once per read (tolist), not numpy ones per row: same values.
+        held, draws, classes, rows = holdout.tolist(), u.tolist(), y.tolist(), kept.tolist()
+        entries = encode_entries(x[kept], [classes[i] for i in rows], [tags[i] for i in rows])
+        items = [IngestItem(ids[i], held[i], draws[i], classes[i], entry)
+                 for i, entry in zip(rows, entries, strict=True)]
         if self.settings.buffer == GENERATIVE:
             for i in np.flatnonzero(~holdout):
                 self.replay.insert(torch.from_numpy(x[i].copy()), int(y[i]))

@@ -254,3 +254,66 @@ def test_training_logits_are_the_models_up_to_rounding() -> None:
     torch.testing.assert_close(_training_logits(learner.model, x), learner.model(x))
     heads = build_model(MLPConfig(6, (8,), 3, tag_heads=(("a", (0, 1)),)), seed=0)
     assert torch.equal(_training_logits(heads, x), heads(x))  # other models: their forward
+
+
+def _reference_step_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The general code each shortcut in learn_many stands for: nn.Module calls for the trunk,
+    Optimizer.step, the uncached aligned() walk, advanced indexing for replay rows."""
+    import models.learner as learner_module
+    from models.strategies.base import aligned
+    from models.strategies.quadratic import QuadraticPenalty
+
+    def logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        head = model.head
+        return torch.nn.functional.linear(model.features(x), head.weight, head.bias)
+
+    def sample(self: ReservoirBuffer, n: int, generator: torch.Generator) -> tuple[
+            torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self), (n,), generator=generator)
+        return self._x[idx], self._y[idx]
+
+    monkeypatch.setattr(learner_module, "_training_logits", logits)
+    monkeypatch.setattr(IncrementalLearner, "_adam_step", lambda self: self._opt.step())
+    monkeypatch.setattr(QuadraticPenalty, "_aligned_params",
+                        lambda self, model: aligned(model, self.importance))
+    monkeypatch.setattr(ReservoirBuffer, "sample", sample)
+
+
+def _train_through_growth() -> tuple[dict[str, torch.Tensor], list[float]]:
+    """learn_many with replay and online EWC across a consolidation, a relax and a head that
+    grows (new Parameters, so every per-step cache must follow): its state and reports."""
+    learner, buf = trained_learner()
+    reports = []
+    for i in range(8):
+        if i == 4:
+            learner.ensure_classes(5)
+        x, y = stream(200 + i, 24, 5 if i >= 4 else 3)
+        stats = learner.learn_many(x, y, buf)
+        reports += [stats.loss, stats.penalty]
+        if i == 2:
+            learner.consolidate(*buf.items())
+            learner.relax(0.5)
+    return snapshot_state(learner), reports
+
+
+def test_learn_many_shortcuts_train_bit_identically_to_the_general_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_state, fast_reports = _train_through_growth()
+    _reference_step_path(monkeypatch)
+    ref_state, ref_reports = _train_through_growth()
+    assert fast_reports == ref_reports
+    assert fast_state.keys() == ref_state.keys()
+    for k in ref_state:
+        assert torch.equal(fast_state[k], ref_state[k]), k
+
+
+def test_adam_shortcut_defers_to_optimizer_step_when_it_does_not_apply() -> None:
+    learner, buf = trained_learner()
+    calls = []
+    # A step hook must run, so the general path must be taken.
+    handle = learner.optimizer.register_step_post_hook(lambda *_: calls.append(1))
+    x, y = stream(7, 16, 3)
+    learner.learn_many(x, y, buf)
+    handle.remove()
+    learner.learn_many(x, y, buf)
+    assert len(calls) == learner.steps_per_batch

@@ -104,3 +104,29 @@ def test_frozen_head_notices_loaded_weights() -> None:
     assert not torch.equal(a(x), b(x))  # also fills a's cached padded head
     a.load_state_dict(b.state_dict())
     assert torch.equal(a(x), b(x).detach())
+
+
+def test_standardizer_update_is_bit_identical_to_the_tensor_formula() -> None:
+    """update() counts with Python floats and reuses its temporaries; the statistics must stay
+    those of the Chan merge written with 0-dim float64 tensors (the earlier code), bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    s = Standardizer(7)
+    count = torch.zeros((), dtype=torch.float64)
+    mean = torch.zeros(7, dtype=torch.float64)
+    m2 = torch.zeros(7, dtype=torch.float64)
+    for i in range(200):
+        x = torch.randn(25 + i % 9, 7, generator=g) * (1 + i % 4) + 0.01 * i
+        s.update(x)
+        xb = x.to(torch.float64)
+        n_b = xb.shape[0]
+        mean_b = xb.mean(0)
+        m2_b = (xb - mean_b).square_().sum(0)
+        n_a = count.clone()
+        n = n_a + n_b
+        delta = mean_b - mean
+        mean.add_(delta * (n_b / n))
+        m2.add_(m2_b + delta.square() * (n_a * n_b / n))
+        count.add_(n_b)
+    assert torch.equal(s.count, count) and torch.equal(s.mean, mean) and torch.equal(s.m2, m2)
+    assert torch.equal(s.scale, (m2 / count + s.eps).rsqrt().float())
+    assert torch.equal(s.shift, mean.float())
