@@ -281,9 +281,11 @@ class IncrementalLearner:
         yet), step hooks, or settings other than the learner's own (see __init__)."""
         opt = self._opt
         group = opt.param_groups[0]
-        if (len(opt.param_groups) != 1 or not group["fused"] or group["amsgrad"]
-                or group["capturable"] or group["differentiable"] or group["maximize"]
-                or group["decoupled_weight_decay"] or isinstance(group["lr"], Tensor)
+        # .get: older torch releases in the supported range lack some of these keys.
+        if (len(opt.param_groups) != 1 or not group.get("fused") or group.get("amsgrad")
+                or group.get("capturable") or group.get("differentiable")
+                or group.get("maximize") or group.get("decoupled_weight_decay")
+                or isinstance(group["lr"], Tensor)
                 or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
                 or _optim_module._global_optimizer_pre_hooks
                 or _optim_module._global_optimizer_post_hooks):
