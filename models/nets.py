@@ -154,6 +154,21 @@ def standardize(x: Tensor, shift: Tensor, scale: Tensor, lo: Tensor, hi: Tensor)
     return torch.clamp((x - shift) * scale, lo, hi)
 
 
+def run_trunk(body: nn.Sequential, h: Tensor) -> Tensor:
+    """body(h) with its Linear and ReLU layers called as functions: nn.Module.__call__ costs
+    ~4 µs a layer (hook checks). Same ops on the same operands, so bit-identical; any other
+    layer is called as a module. Callers make sure no hooks are registered where it matters
+    (the learner registers none; serving checks)."""
+    for layer in body:
+        if type(layer) is nn.Linear:
+            h = F.linear(h, layer.weight, layer.bias)
+        elif type(layer) is nn.ReLU and not layer.inplace:
+            h = F.relu(h)
+        else:
+            h = layer(h)
+    return h
+
+
 def _refresh_after_load(module: nn.Module, _incompatible: Any) -> None:
     assert isinstance(module, Standardizer)
     module.refresh()
