@@ -32,9 +32,7 @@ class DedicatedConnection:
         """Take and connect the connection now (at start-up) rather than in the first call."""
         async with self._lock:
             if self._conn is None:
-                self._conn = await self._pool.get_connection()
-            if not self._conn.is_connected:
-                await self._conn.connect()
+                self._conn = await self._pool.get_connection()  # connected by the pool
 
     async def execute(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send `commands` in one write and return their raw replies (no response callbacks);
