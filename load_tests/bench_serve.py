@@ -14,7 +14,8 @@ on the same machine, so ratios measured in the same run are what matter, not abs
    the API's mnemo_update_freshness_seconds histogram;
 5. latency at half of Mnemo's 1-row capacity, without and with a new current version every
    second (alternating between two published versions: each is loaded, warmed and swapped;
-   activated from a process of its own, load_tests/publisher.py).
+   activated in Redis as the learner publishes, from a process of its own,
+   load_tests/publisher.py); as information, the same through the API's admin route.
    The learner is paused for both runs: an operator's activation also makes the learner
    reload that version's learner state, CPU a publish by the learner itself does not cost,
    and on 2 cores it would be charged to the API's latency. A few seconds at the same rate
@@ -132,12 +133,12 @@ def _load(url: str, bodies: list[bytes], rate: float, seconds: float) -> open_lo
 
 
 @contextlib.contextmanager
-def _publishing(base: str, versions: tuple[int, int]) -> Iterator[None]:
+def _publishing(route: list[str], versions: tuple[int, int]) -> Iterator[None]:
     """A new current version every second (alternating between two published versions: the
     API process loads, warms and swaps every time), activated from a process of its own
-    (load_tests/publisher.py says why)."""
+    (load_tests/publisher.py says why) by `route`: its arguments that say where."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "load_tests.publisher", "--url", base, "--token", ADMIN,
+        [sys.executable, "-m", "load_tests.publisher", *route,
          "--versions", ",".join(map(str, versions))],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -388,15 +389,21 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         print("  warm-up:", flush=True)
         _load(url, bodies["mnemo_1"], half, WARM_UP_SECONDS)
         quiet = _load(url, bodies["mnemo_1"], half, 2 * seconds)
+        # Published in Redis, as the learner publishes (every replica follows); then, as
+        # information, through this process's admin route (an operator's rollback), which
+        # also makes it answer a request on FastAPI's full path.
+        published = ["--redis-url", args.redis_url, "--model", results["model"]]
+        admin_route = ["--url", base["mnemo"], "--token", ADMIN]
         swaps_before = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values())
-
-        with _publishing(base["mnemo"], pair):
+        with _publishing(published, pair):
             swapping = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         swaps = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values()) - swaps_before
+        with _publishing(admin_route, pair):
+            through_admin = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         results["half_load"] = {"quiet": quiet.summary(), "swapping": swapping.summary(),
-                                "swaps": swaps}
+                                "swaps": swaps, "admin_route": through_admin.summary()}
         quarter_quiet = _load(url, bodies["mnemo_1"], half / 2, 2 * seconds)
-        with _publishing(base["mnemo"], pair):
+        with _publishing(published, pair):
             quarter_swapping = _load(url, bodies["mnemo_1"], half / 2, 2 * seconds)
         results["quarter_load"] = {"quiet": quarter_quiet.summary(),
                                    "swapping": quarter_swapping.summary()}
@@ -422,6 +429,7 @@ def markdown(r: dict[str, Any]) -> str:
         ]
     if "half_load" in r:
         q, s = r["half_load"]["quiet"], r["half_load"]["swapping"]
+        a = r["half_load"]["admin_route"]
         qq, qs = r["quarter_load"]["quiet"], r["quarter_load"]["swapping"]
         rows += [
             f"| p99 at half the median capacity ({q['offered_rate']:.0f}/s, open loop) | "
@@ -430,6 +438,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"| same load, a new version every second ({r['half_load']['swaps']:.0f} swaps) | "
             f"p99 **{s['p99_ms']:.1f} ms** = {s['p99_ms'] / q['p99_ms']:.2f}× quiet; "
             f"errors **{s['errors']:.0f}** | ≤ 1.5×, 0 errors |",
+            f"| same load, activated through the admin route instead | p99 {a['p99_ms']:.1f} ms "
+            f"= {a['p99_ms'] / q['p99_ms']:.2f}× quiet; errors {a['errors']:.0f} | |",
             f"| at a quarter of capacity ({qq['offered_rate']:.0f}/s): p99 quiet / with a "
             f"version a second | {qq['p99_ms']:.1f} ms / {qs['p99_ms']:.1f} ms = "
             f"**{qs['p99_ms'] / qq['p99_ms']:.2f}×**; errors **{qs['errors']:.0f}** | "

@@ -12,6 +12,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from models.nets import MLP, MLPConfig, build_model
+from models.rebind import rebind
 
 CONFIG_KEY = "config"
 # Weights blobs name their head's rows (a JSON list of label texts), so a checkpoint used to
@@ -30,7 +31,7 @@ def _digest(tensors: dict[str, Tensor]) -> str:
     for k in sorted(tensors):
         t = tensors[k]
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # its buffer: no copy
     return h.hexdigest()
 
 
@@ -94,9 +95,11 @@ def labels_metadata(labels: list[str]) -> dict[str, str]:
     return {LABELS_KEY: json.dumps([str(label) for label in labels])}
 
 
-def model_from_bytes(blob: bytes) -> tuple[MLP, dict[str, str]]:
+def model_from_bytes(blob: bytes, template: MLP | None = None) -> tuple[MLP, dict[str, str]]:
     """Rebuild a model from its blob alone, for serving: eval mode, parameters frozen
-    (requires_grad_(True) to train it), plus the caller's metadata."""
+    (requires_grad_(True) to train it), plus the caller's metadata. With a `template` loaded
+    this way (the version being served), a blob of the same config is bound to a copy of it
+    instead of a new build (models/rebind.py: the same module, a fraction of the CPU)."""
     tensors, md = tensors_from_bytes(blob)
     if CONFIG_KEY not in md:
         raise CheckpointError("checkpoint has no model config in its metadata")
@@ -104,6 +107,10 @@ def model_from_bytes(blob: bytes) -> tuple[MLP, dict[str, str]]:
         config = MLPConfig.from_dict(json.loads(md.pop(CONFIG_KEY)))
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise CheckpointError(f"invalid model config in checkpoint: {e}") from e
+    if template is not None and template.config == config:
+        rebound = rebind(template, tensors)
+        if rebound is not None:  # a copy of the template's class: an MLP
+            return rebound.requires_grad_(False).eval(), md  # type: ignore[return-value]
     model = build_model(config)
     try:
         model.load_state_dict(tensors, strict=True)

@@ -77,6 +77,24 @@ def test_open_loop_generator_sends_at_the_rate_and_times_from_the_schedule(serve
     assert "achieved" in report.line()
 
 
+def test_a_request_sent_early_is_timed_from_when_it_went_out(
+        server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """uvloop's timers fire up to ~0.8 ms early; here every wait ends at once, so the whole
+    second's schedule goes out immediately: timed from the schedule, the late-scheduled ones
+    would show up to a second of negative latency."""
+    url = f"{server}/v1/predict"
+    bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(1, 4, count=4)]
+
+    async def wakes_at_once(_delay: float) -> None:
+        return None
+
+    monkeypatch.setattr(open_loop.asyncio, "sleep", wakes_at_once)
+    report = open_loop.drive(open_loop.run(url, rate=50, seconds=1.0,
+                                           requests=lambda i: bodies[i % len(bodies)]))
+    assert report.ok == 50 and report.elapsed < 1.0  # it did not wait for the schedule
+    assert min(report.latencies) > 0
+
+
 def test_saturate_keeps_its_clients_busy_until_the_deadline(server: str) -> None:
     url = f"{server}/v1/predict"
     bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(1, 4, count=4)]
@@ -135,10 +153,10 @@ def _swaps(url: str) -> float:
     return sum(float(v) for v in re.findall(r"^mnemo_model_swaps_total\{.*\} (\S+)$", text, re.M))
 
 
-def _publisher(url: str, token: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _publisher(*route: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "load_tests.publisher", "--url", url, "--token", token,
-         "--versions", "1,0", "--every", "0.3", *extra],
+        [sys.executable, "-m", "load_tests.publisher", *route, "--versions", "1,0",
+         "--every", "0.3"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=base_env())
 
 
@@ -151,11 +169,15 @@ async def _publish_second_version(settings: Settings) -> None:
         await registry.activate(0)
 
 
+@pytest.mark.parametrize("where", ["redis", "admin route"])
 def test_the_publisher_makes_the_api_swap_at_each_activation(
-        server: str, make_settings: Callable[..., Settings]) -> None:
+        where: str, server: str, model_name: str,
+        make_settings: Callable[..., Settings]) -> None:
     asyncio.run(_publish_second_version(make_settings()))
     before = _swaps(server)
-    done = _publisher(server, ADMIN, "--limit", "3")
+    route = (["--redis-url", REDIS_URL, "--model", model_name] if where == "redis"
+             else ["--url", server, "--token", ADMIN])
+    done = _publisher(*route, "--limit", "3")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["ready", "activations: 3"]
     # Each activation moves the current pointer (1, 0, 1): the API loads and swaps each one.
@@ -164,9 +186,25 @@ def test_the_publisher_makes_the_api_swap_at_each_activation(
 
 
 def test_the_publisher_fails_loudly_when_an_activation_is_refused(
-        server: str, make_settings: Callable[..., Settings]) -> None:
+        server: str, model_name: str, make_settings: Callable[..., Settings]) -> None:
     asyncio.run(_publish_second_version(make_settings()))
     before = _swaps(server)
-    done = _publisher(server, "not-the-token", "--limit", "1")
+    done = _publisher("--url", server, "--token", "not-the-token", "--limit", "1")
     assert done.returncode != 0 and "401" in done.stderr
+    missing = subprocess.run(  # a version that does not exist, activated in Redis
+        [sys.executable, "-m", "load_tests.publisher", "--redis-url", REDIS_URL, "--model",
+         model_name, "--versions", "7", "--limit", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, env=base_env())
+    assert missing.returncode != 0 and "VersionNotFound" in missing.stderr
     assert _swaps(server) == before
+
+
+@pytest.mark.parametrize("route", [[], ["--url", "http://x"], ["--redis-url", "redis://x"],
+                                   ["--url", "http://x", "--token", "t", "--redis-url", "r",
+                                    "--model", "m"]])
+def test_the_publisher_needs_one_complete_route(route: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "load_tests.publisher", *route,
+                           "--versions", "1"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=base_env())
+    assert done.returncode == 2 and "give --redis-url and --model, or --url and --token" in \
+        done.stderr

@@ -50,7 +50,7 @@ class VersionFollower:
             meta = await self._registry.meta(pointer.version)
             blob = await self._registry.weights(pointer.version)
             # Deserialising and warming a model is CPU work: keep it off the event loop.
-            new = await asyncio.to_thread(load_served, blob, meta, pointer.epoch)
+            new = await asyncio.to_thread(load_served, blob, meta, pointer.epoch, served)
         except RedisError:
             raise
         except Exception:
