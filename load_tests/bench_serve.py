@@ -15,7 +15,9 @@ on the same machine, so ratios measured in the same run are what matter, not abs
 5. latency at half of Mnemo's 1-row capacity, without and with a new current version every
    second (alternating between two published versions: each is loaded, warmed and swapped;
    activated in Redis as the learner publishes, from a process of its own,
-   load_tests/publisher.py); as information, the same through the API's admin route.
+   load_tests/publisher.py); quiet and publishing windows alternate, 4 of each, and each
+   side's latencies are pooled (INTERLEAVED says why). As information, one window with the
+   activations sent through the API's admin route instead.
    The learner is paused for both runs: an operator's activation also makes the learner
    reload that version's learner state, CPU a publish by the learner itself does not cost,
    and on 2 cores it would be charged to the API's latency. A few seconds at the same rate
@@ -388,25 +390,42 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         time.sleep(2)
         print("  warm-up:", flush=True)
         _load(url, bodies["mnemo_1"], half, WARM_UP_SECONDS)
-        quiet = _load(url, bodies["mnemo_1"], half, 2 * seconds)
         # Published in Redis, as the learner publishes (every replica follows); then, as
         # information, through this process's admin route (an operator's rollback), which
         # also makes it answer a request on FastAPI's full path.
         published = ["--redis-url", args.redis_url, "--model", results["model"]]
         admin_route = ["--url", base["mnemo"], "--token", ADMIN]
         swaps_before = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values())
-        with _publishing(published, pair):
-            swapping = _load(url, bodies["mnemo_1"], half, 2 * seconds)
+        quiet, swapping = _interleaved(url, bodies["mnemo_1"], half, seconds, published, pair)
         swaps = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values()) - swaps_before
         with _publishing(admin_route, pair):
-            through_admin = _load(url, bodies["mnemo_1"], half, 2 * seconds)
+            through_admin = _load(url, bodies["mnemo_1"], half, seconds)
         results["half_load"] = {"quiet": quiet.summary(), "swapping": swapping.summary(),
                                 "swaps": swaps, "admin_route": through_admin.summary()}
-        quarter_quiet = _load(url, bodies["mnemo_1"], half / 2, 2 * seconds)
-        with _publishing(published, pair):
-            quarter_swapping = _load(url, bodies["mnemo_1"], half / 2, 2 * seconds)
+        quarter_quiet, quarter_swapping = _interleaved(url, bodies["mnemo_1"], half / 2,
+                                                       seconds, published, pair)
         results["quarter_load"] = {"quiet": quarter_quiet.summary(),
                                    "swapping": quarter_swapping.summary()}
+
+
+# Quiet and publishing windows alternate, each measure pooled over its windows: the shared
+# machine's own slow moments (p99 of one 16 s window at one rate ranged 3.5-7.4 ms on this
+# machine within minutes) then fall on both sides instead of deciding the ratio.
+INTERLEAVED = 4
+
+
+def _interleaved(url: str, bodies: list[bytes], rate: float, seconds: float,
+                 route: list[str], versions: tuple[int, int],
+                 ) -> tuple[open_loop.Report, open_loop.Report]:
+    """(quiet, publishing): INTERLEAVED windows of each, 2 × `seconds` in all per side."""
+    quiet: list[open_loop.Report] = []
+    publishing: list[open_loop.Report] = []
+    window = 2 * seconds / INTERLEAVED
+    for _ in range(INTERLEAVED):
+        quiet.append(_load(url, bodies, rate, window))
+        with _publishing(route, versions):
+            publishing.append(_load(url, bodies, rate, window))
+    return open_loop.Report.merged(quiet), open_loop.Report.merged(publishing)
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -50,6 +50,20 @@ class Report:
     latencies: list[float] = field(default_factory=list)  # seconds, from the due time
     elapsed: float = 0.0
 
+    @classmethod
+    def merged(cls, reports: list[Report]) -> Report:
+        """Several windows at one rate as one report (their latencies pooled)."""
+        out = cls(reports[0].offered_rate, sum(r.seconds for r in reports))
+        for r in reports:
+            out.sent += r.sent
+            out.ok += r.ok
+            out.errors += r.errors
+            for status, count in r.statuses.items():
+                out.statuses[status] = out.statuses.get(status, 0) + count
+            out.latencies += r.latencies
+            out.elapsed += r.elapsed
+        return out
+
     @property
     def achieved_rate(self) -> float:
         return self.ok / self.elapsed if self.elapsed else 0.0

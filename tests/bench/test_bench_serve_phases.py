@@ -8,6 +8,7 @@ import re
 import pytest
 
 from load_tests.bench_serve import markdown, parse_phases
+from load_tests.open_loop import Report
 
 
 def test_phases_parse_and_refuse_a_phase_without_what_it_needs() -> None:
@@ -34,3 +35,32 @@ def test_a_learner_only_run_prints_its_rows_only() -> None:
     assert len(table) == 4
     assert table[2].startswith("| feedback ingestion") and "40000 items/s" in table[2]
     assert "**10000 items/s** (1000 in 0.1 s; 12500 per learner CPU-second)" in table[3]
+
+
+def test_windows_pool_into_one_report() -> None:
+    a = Report(100.0, 2.0, sent=3, ok=3, statuses={200: 3}, latencies=[0.001, 0.002, 0.003],
+               elapsed=2.0)
+    b = Report(100.0, 2.0, sent=2, ok=1, errors=1, statuses={200: 1, 503: 1},
+               latencies=[0.010, 0.020], elapsed=2.5)
+    pooled = Report.merged([a, b])
+    assert (pooled.sent, pooled.ok, pooled.errors, pooled.seconds) == (5, 4, 1, 4.0)
+    assert pooled.statuses == {200: 4, 503: 1}
+    assert pooled.achieved_rate == 4 / 4.5
+    assert pooled.summary()["max_ms"] == 20.0
+    assert pooled.percentile(50) == 0.003  # over all five latencies, not a mean of medians
+
+
+def test_the_half_load_rows_compare_pooled_windows() -> None:
+    def summary(p99: float, errors: int = 0) -> dict[str, float]:
+        return {"offered_rate": 2000.0, "achieved_rate": 2000.0, "ok": 1, "errors": errors,
+                "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": p99, "p99.9_ms": 9.0, "max_ms": 12.0}
+
+    table = markdown({
+        "half_load": {"quiet": summary(4.0), "swapping": summary(5.0), "swaps": 16,
+                      "admin_route": summary(6.0)},
+        "quarter_load": {"quiet": summary(2.0), "swapping": summary(2.0, errors=1)},
+    })
+    assert "| p99 at half the median capacity (2000/s, open loop) | **4.0 ms**" in table
+    assert "(16 swaps) | p99 **5.0 ms** = 1.25× quiet; errors **0**" in table
+    assert "admin route instead | p99 6.0 ms = 1.50× quiet" in table
+    assert "2.0 ms / 2.0 ms = **1.00×**; errors **1**" in table
