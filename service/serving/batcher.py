@@ -55,11 +55,12 @@ class BatchAnswer:
 @dataclass(frozen=True)
 class _Output:
     """A pass's answer for one request: probabilities over `labels`, whose global class
-    indices (what the prediction log records) are `classes`."""
+    indices (what the prediction log records) are `classes`; `best` indexes labels."""
 
     labels: list[str | int]
     classes: np.ndarray
     probabilities: np.ndarray
+    best: np.ndarray
 
 
 @dataclass
@@ -78,7 +79,6 @@ class _Computed:
     pending: _Pending
     served: ServedModel
     output: _Output
-    best: np.ndarray
 
 
 @dataclass
@@ -180,8 +180,7 @@ class MicroBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
-        self._unlogged += [_Computed(p, served, o, np.argmax(o.probabilities, axis=1))
-                           for p, o in zip(batch, outputs, strict=True)]
+        self._unlogged += [_Computed(p, served, o) for p, o in zip(batch, outputs, strict=True)]
         if self._logger is None:
             self._logger = asyncio.create_task(self._log_all(), name="prediction-log")
 
@@ -212,9 +211,12 @@ class MicroBatcher:
             else:
                 probabilities, labels, classes = predict_for_tag(served, x, tag or None,
                                                                  self._routes_by_tag)
-            bounds = np.cumsum([0, *(len(p) for p in parts)])
-            for i, start, stop in zip(members, bounds[:-1], bounds[1:], strict=True):
-                outputs[i] = _Output(labels, classes, probabilities[start:stop])
+            best = probabilities.argmax(axis=1)  # once a pass, not once a request
+            start = 0
+            for i, part in zip(members, parts, strict=True):
+                stop = start + len(part)
+                outputs[i] = _Output(labels, classes, probabilities[start:stop], best[start:stop])
+                start = stop
         return [o for o in outputs if o is not None]
 
     async def _log_and_answer(self, computed: list[_Computed]) -> None:
@@ -224,7 +226,7 @@ class MicroBatcher:
             plan = self._predictions.plan(groups)
             try:
                 await self._predictions.write(  # the log records global class indices
-                    plan, groups, [c.output.classes[c.best] for c in computed])
+                    plan, groups, [c.output.classes[c.output.best] for c in computed])
                 logged = True
             except UNAVAILABLE as exc:
                 log.warning("prediction log unavailable, answering unlogged: %s", exc)
@@ -238,5 +240,5 @@ class MicroBatcher:
             pending = c.pending
             if not pending.future.done():  # a cancelled caller (client went away) is skipped
                 pending.future.set_result(BatchAnswer(
-                    c.served, c.output.labels, c.output.probabilities, c.best,
+                    c.served, c.output.labels, c.output.probabilities, c.output.best,
                     pending.client_ids or own_ids, logged))
