@@ -37,12 +37,9 @@ import contextlib
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,49 +47,15 @@ import httpx
 import numpy as np
 import redis
 
-from load_tests import open_loop
+from load_tests import open_loop, publisher
+from load_tests.bench_table import markdown
+from load_tests.processes import cpu_seconds, free_port, started, wait_ready
 from service.store.keys import Keys
 
-ROOT = Path(__file__).resolve().parents[1]
 DIM, CLASSES = 64, 10
 LABELS = [f"c{i}" for i in range(CLASSES)]
 ADMIN = "bench-admin"
 WARM_UP_SECONDS = 4
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def _wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def _mnemo_env(redis_url: str, model: str, port: int) -> dict[str, str]:
@@ -132,27 +95,6 @@ def _load(url: str, bodies: list[bytes], rate: float, seconds: float) -> open_lo
     report = open_loop.drive(open_loop.run(url, rate, seconds, lambda i: bodies[i % len(bodies)]))
     print(f"  {url.rsplit('/', 2)[-1]:>9} @ {rate:>6.0f}/s: {report.line()}", flush=True)
     return report
-
-
-@contextlib.contextmanager
-def _publishing(route: list[str], versions: tuple[int, int]) -> Iterator[None]:
-    """A new current version every second (alternating between two published versions: the
-    API process loads, warms and swaps every time), activated from a process of its own
-    (load_tests/publisher.py says why) by `route`: its arguments that say where."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "load_tests.publisher", *route,
-         "--versions", ",".join(map(str, versions))],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != "ready":  # its start-up is not in the window
-            raise RuntimeError("the publisher did not start")
-        yield
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=20)
-        if proc.returncode:
-            raise RuntimeError(f"the publisher failed ({proc.returncode}): {out}")
 
 
 def _capacity(url: str, bodies: list[bytes], seconds: float) -> open_loop.Report:
@@ -227,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = f"bench-{uuid.uuid4().hex[:8]}"
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    ports = {name: _free_port() for name in ("floor", "floor_tuned", "mnemo")}
+    ports = {name: free_port() for name in ("floor", "floor_tuned", "mnemo")}
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = _mnemo_env(args.redis_url, model, ports["mnemo"])
     results: dict[str, Any] = {"model": model}
@@ -237,15 +179,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             del base["floor"], base["floor_tuned"]
         else:
             for name, extra in (("floor", []), ("floor_tuned", ["--tuned"])):
-                pids[name] = stack.enter_context(_process(
+                pids[name] = stack.enter_context(started(
                     ["-m", "load_tests.floor_app", *extra, "--port", str(ports[name])], env,
                     logs / f"{name}.log")).pid
-        pids["mnemo"] = stack.enter_context(_process(["-m", "service", "serve"], env,
+        pids["mnemo"] = stack.enter_context(started(["-m", "service", "serve"], env,
                                                      logs / "serve.log")).pid
-        learner = stack.enter_context(_process(["-m", "service", "learn"], env,
+        learner = stack.enter_context(started(["-m", "service", "learn"], env,
                                                logs / "learn.log"))
         for name in base:
-            _wait_ready(f"{base[name]}/openapi.json")
+            wait_ready(f"{base[name]}/openapi.json")
         _wait_learner_started(base["mnemo"])
         _phases(args, phases, base, results, learner.pid, pids)
 
@@ -256,15 +198,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             client.delete(*keys)
     client.close()
     return results
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process and its threads so far (Linux /proc; else None)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_learner_started(url: str, timeout: float = 120) -> None:
@@ -302,9 +235,9 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         for _ in range(args.rounds):
             for key, (url, _rows) in targets.items():
                 pid = pids["mnemo" if key.startswith("mnemo") else key]
-                used = _cpu_seconds(pid)
+                used = cpu_seconds(pid)
                 report = _capacity(url, bodies[key], seconds)
-                after = _cpu_seconds(pid)
+                after = cpu_seconds(pid)
                 # Not Linux (no /proc): NaN, not a division by zero in the ratio below.
                 spent = after - used if after is not None and used is not None else float("nan")
                 cpu[key].append(spent / max(report.ok, 1) * 1e6)
@@ -331,13 +264,13 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         print("3. learner throughput on that backlog", flush=True)
         start_seen = _stats(base["mnemo"])["samples_seen"] or 0
         backlog = _stats(base["mnemo"])["feedback_lag"]
-        started, cpu_before = time.monotonic(), _cpu_seconds(learner_pid)
+        started, cpu_before = time.monotonic(), cpu_seconds(learner_pid)
         httpx.post(f"{base['mnemo']}/v1/learning/resume", headers=admin).raise_for_status()
         stats = _stats(base["mnemo"])
         while stats["feedback_lag"] and time.monotonic() - started < args.learner_timeout:
             time.sleep(0.5)
             stats = _stats(base["mnemo"])
-        elapsed, cpu_after = time.monotonic() - started, _cpu_seconds(learner_pid)
+        elapsed, cpu_after = time.monotonic() - started, cpu_seconds(learner_pid)
         processed = (stats["samples_seen"] or 0) - start_seen
         # On a shared machine the learner gets what the others leave: items per CPU-second of
         # the learner process is the figure that compares across runs.
@@ -402,7 +335,7 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         swaps_before = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values())
         quiet, swapping = _interleaved(url, bodies["mnemo_1"], half, seconds, published, pair)
         swaps = sum(_metric(base["mnemo"], "mnemo_model_swaps_total").values()) - swaps_before
-        with _publishing(admin_route, pair):
+        with publisher.running(admin_route, pair):
             through_admin = _load(url, bodies["mnemo_1"], half, seconds)
         results["half_load"] = {"quiet": quiet.summary(), "swapping": swapping.summary(),
                                 "swaps": swaps, "admin_route": through_admin.summary()}
@@ -427,66 +360,9 @@ def _interleaved(url: str, bodies: list[bytes], rate: float, seconds: float,
     window = 2 * seconds / INTERLEAVED
     for _ in range(INTERLEAVED):
         quiet.append(_load(url, bodies, rate, window))
-        with _publishing(route, versions):
+        with publisher.running(route, versions):
             publishing.append(_load(url, bodies, rate, window))
     return open_loop.Report.merged(quiet), open_loop.Report.merged(publishing)
-
-
-def markdown(r: dict[str, Any]) -> str:
-    """The table, with the rows of the phases that ran."""
-    rows = ["| measure | value | target |", "| --- | --- | --- |"]
-    if "capacity_rps" in r:
-        c, us = r["capacity_rps"], r["server_cpu_us"]
-        rows += [
-            f"| floor (bare FastAPI + pydantic, uvicorn defaults), 1 row | {c['floor']:.0f} "
-            f"req/s; server CPU {us['floor']:.0f} µs/request | |",
-            f"| floor on Mnemo's server settings (no OTel check, one send per response, frozen "
-            f"start-up objects) | {c['floor_tuned']:.0f} req/s; {us['floor_tuned']:.0f} "
-            "µs/request | |",
-            f"| Mnemo predict, 1 row | {c['mnemo_1']:.0f} req/s = **{r['ratio_vs_floor']:.2f}× "
-            f"the floor** ({r['ratio_vs_floor_tuned']:.2f}× the floor on Mnemo's settings); "
-            f"server CPU {us['mnemo_1']:.0f} µs/request = **{r['cpu_ratio_vs_floor']:.2f}×** "
-            "the floor's requests per CPU-second | ≥ 0.7× |",
-            f"| Mnemo predict, 16 rows | {c['mnemo_16']:.0f} req/s = {16 * c['mnemo_16']:.0f} "
-            f"rows/s = **{r['rows_ratio_16_vs_1']:.1f}×** the 1-row rows/s | ≥ 8× |",
-        ]
-    if "half_load" in r:
-        q, s = r["half_load"]["quiet"], r["half_load"]["swapping"]
-        a = r["half_load"]["admin_route"]
-        qq, qs = r["quarter_load"]["quiet"], r["quarter_load"]["swapping"]
-        rows += [
-            f"| p99 at half the median capacity ({q['offered_rate']:.0f}/s, open loop) | "
-            f"**{q['p99_ms']:.1f} ms** (p50 {q['p50_ms']:.1f}, p99.9 {q['p99.9_ms']:.1f}, "
-            f"max {q['max_ms']:.1f}) | ≤ 10 ms |",
-            f"| same load, a new version every second ({r['half_load']['swaps']:.0f} swaps) | "
-            f"p99 **{s['p99_ms']:.1f} ms** = {s['p99_ms'] / q['p99_ms']:.2f}× quiet; "
-            f"errors **{s['errors']:.0f}** | ≤ 1.5×, 0 errors |",
-            f"| same load, activated through the admin route instead | p99 {a['p99_ms']:.1f} ms "
-            f"= {a['p99_ms'] / q['p99_ms']:.2f}× quiet; errors {a['errors']:.0f} | |",
-            f"| at a quarter of capacity ({qq['offered_rate']:.0f}/s): p99 quiet / with a "
-            f"version a second | {qq['p99_ms']:.1f} ms / {qs['p99_ms']:.1f} ms = "
-            f"**{qs['p99_ms'] / qq['p99_ms']:.2f}×**; errors **{qs['errors']:.0f}** | "
-            "≤ 1.5×, 0 errors |",
-        ]
-    if "capacity_rounds" in r:
-        per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(r["capacity_rounds"]["mnemo_1"],
-                                                              r["capacity_rounds"]["floor"],
-                                                              strict=True))
-        rows.append(f"| Mnemo / floor, per round (same round, side by side) | {per_round} | |")
-    if "feedback_items_per_s" in r:
-        rows.append(f"| feedback ingestion, batches of 100 | **{r['feedback_items_per_s']:.0f} "
-                    f"items/s** ({r['feedback_errors']} errors) | ≥ 20,000 |")
-    if "learner" in r:
-        lr = r["learner"]
-        rows.append(f"| learner end to end (backlog {lr['backlog']}) | **{lr['items_per_s']:.0f} "
-                    f"items/s** ({lr['processed']} in {lr['seconds']} s"
-                    f"{'' if lr['caught_up'] else ', not caught up'}; "
-                    f"{lr['items_per_cpu_s'] or float('nan'):.0f} per learner CPU-second) | ≥ 10,000 |")
-    if "freshness" in r:
-        rows.append(f"| freshness p95 (accepted → served) at 1,000 items/s | "
-                    f"**≤ {r['freshness']['p95_bound_s']} s** (histogram bucket; "
-                    f"{r['freshness']['swaps']} swaps) | ≤ 5 s |")
-    return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,12 +25,15 @@ import asyncio
 import contextlib
 import itertools
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
 import httpx
+
+from load_tests.processes import ROOT
 
 
 class _Stop(Exception):
@@ -81,6 +84,27 @@ def in_redis(redis_url: str, model: str) -> Iterator[Callable[[int], object]]:
             yield lambda version: runner.run(registry.activate(version))
         finally:
             runner.run(client.aclose())
+
+
+@contextlib.contextmanager
+def running(route: list[str], versions: tuple[int, ...]) -> Iterator[None]:
+    """This publisher in a process of its own for the body of the `with`: a new current
+    version every second, `versions` in turn, activated where `route` (its command-line
+    arguments) says. Its start-up is done before the body starts; a failure is raised."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "load_tests.publisher", *route,
+         "--versions", ",".join(map(str, versions))],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the publisher did not start")
+        yield
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        if proc.returncode:
+            raise RuntimeError(f"the publisher failed ({proc.returncode}): {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

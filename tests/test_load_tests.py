@@ -9,13 +9,14 @@ import csv
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from load_tests import open_loop
+from load_tests import open_loop, publisher
 from service.config import Settings
 from service.worker.state import restore
 from tests.conftest import REDIS_URL, free_port
@@ -197,6 +198,17 @@ def test_the_publisher_fails_loudly_when_an_activation_is_refused(
         cwd=ROOT, capture_output=True, text=True, timeout=60, env=base_env())
     assert missing.returncode != 0 and "VersionNotFound" in missing.stderr
     assert _swaps(server) == before
+
+
+def test_running_publishes_during_the_body_and_raises_the_publishers_failure(
+        server: str, model_name: str, make_settings: Callable[..., Settings]) -> None:
+    asyncio.run(_publish_second_version(make_settings()))
+    before = _swaps(server)
+    with publisher.running(["--redis-url", REDIS_URL, "--model", model_name], (1, 0)):
+        wait_for(lambda: _swaps(server) - before >= 2, 10, "two swaps")
+    with pytest.raises(RuntimeError, match="the publisher failed"), \
+            publisher.running(["--url", server, "--token", "not-the-token"], (1, 0)):
+        time.sleep(1.5)  # its first activation, after a second, is refused
 
 
 @pytest.mark.parametrize("route", [[], ["--url", "http://x"], ["--redis-url", "redis://x"],

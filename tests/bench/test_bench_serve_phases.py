@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from load_tests.bench_serve import markdown, parse_phases
+from load_tests.bench_serve import parse_phases
+from load_tests.bench_table import markdown
 from load_tests.open_loop import Report
 
 
