@@ -4,7 +4,7 @@ and bound to the new version's tensors.
 An API process swaps in a new version about every time the learner publishes, and nearly
 always with the same architecture. Building the module (nn.Module machinery and a random init
 that load_state_dict then overwrites) was two-thirds of model_from_bytes: for the default
-64→128→128→10 MLP, build 353 µs + load_state_dict 104 µs against ~60 µs for this (measured
+64→128→128→10 MLP, build 353 µs + load_state_dict 104 µs against 125 µs for this (measured
 side by side on the 2-core dev machine). The swap runs in a worker thread, but it holds the GIL
 and the cores are shared, so every request in flight pays for it.
 
