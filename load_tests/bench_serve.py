@@ -264,13 +264,13 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         print("3. learner throughput on that backlog", flush=True)
         start_seen = _stats(base["mnemo"])["samples_seen"] or 0
         backlog = _stats(base["mnemo"])["feedback_lag"]
-        started, cpu_before = time.monotonic(), cpu_seconds(learner_pid)
+        resumed_at, cpu_before = time.monotonic(), cpu_seconds(learner_pid)
         httpx.post(f"{base['mnemo']}/v1/learning/resume", headers=admin).raise_for_status()
         stats = _stats(base["mnemo"])
-        while stats["feedback_lag"] and time.monotonic() - started < args.learner_timeout:
+        while stats["feedback_lag"] and time.monotonic() - resumed_at < args.learner_timeout:
             time.sleep(0.5)
             stats = _stats(base["mnemo"])
-        elapsed, cpu_after = time.monotonic() - started, cpu_seconds(learner_pid)
+        elapsed, cpu_after = time.monotonic() - resumed_at, cpu_seconds(learner_pid)
         processed = (stats["samples_seen"] or 0) - start_seen
         # On a shared machine the learner gets what the others leave: items per CPU-second of
         # the learner process is the figure that compares across runs.
