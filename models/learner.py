@@ -231,27 +231,10 @@ class IncrementalLearner:
                 rx, ry = buffer.sample(self.replay_size, self._gen)
                 bx = torch.cat([x, rx.to(self.device)])
                 by = torch.cat([y, ry.to(self.device)])
-            # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
-            strategy.before_step(model)
-            with self._step_precision():
-                if tagged:
-                    h = model.features(bx)
-                    logits = model.head(h)
-                    loss = F.cross_entropy(logits, by) + self._tag_loss(h, x, tagged)
-                else:
-                    logits = _training_logits(model, bx)
-                    loss = F.cross_entropy(logits, by)
-                term = strategy.loss_term(model, bx, logits)
-            # zero_grad(set_to_none=True) without its profiler context and foreach grouping.
-            for p in params:
-                p.grad = None
-            (loss if term is None else loss + term).backward()
-            strategy.apply_to_grads(model)
-            self._adam_step()
-            strategy.after_step(model)
-            losses.append(loss.detach())
+            loss, term = self._gradient_step(bx, by, x, tagged, params)
+            losses.append(loss)
             if term is not None:
-                terms.append(term.detach())
+                terms.append(term)
         self.samples_seen += x.shape[0]
         self.steps_done += self.steps_per_batch
         if not report:
@@ -263,6 +246,48 @@ class IncrementalLearner:
             penalty = penalty + torch.stack(terms).mean()
         return StepStats(loss=torch.stack(losses).mean().item(), penalty=float(penalty),
                          samples=x.shape[0], steps=self.steps_per_batch)
+
+    def _gradient_step(self, bx: Tensor, by: Tensor, x: Tensor,
+                       tagged: list[tuple[str, Tensor, Tensor]],
+                       params: list[nn.Parameter]) -> tuple[Tensor, Tensor | None]:
+        """One optimizer step on (bx, by); the tagged new rows x also train their tags' heads.
+        Returns the detached cross-entropy and strategy loss term (None if it has none)."""
+        model, strategy = self._model, self.strategy
+        # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
+        strategy.before_step(model)
+        with self._step_precision():
+            if tagged:
+                h = model.features(bx)
+                logits = model.head(h)
+                loss = F.cross_entropy(logits, by) + self._tag_loss(h, x, tagged)
+            else:
+                logits = _training_logits(model, bx)
+                loss = F.cross_entropy(logits, by)
+            term = strategy.loss_term(model, bx, logits)
+        # zero_grad(set_to_none=True) without its profiler context and foreach grouping.
+        for p in params:
+            p.grad = None
+        (loss if term is None else loss + term).backward()
+        strategy.apply_to_grads(model)
+        self._adam_step()
+        strategy.after_step(model)
+        return loss.detach(), None if term is None else term.detach()
+
+    def rehearse(self, buffer: ReplayBuffer, steps: int) -> int:
+        """`steps` optimizer steps on replay samples alone (replay_size rows each), for time
+        the learner would otherwise spend waiting for labels. Replayed rows were counted by
+        the standardiser when they were new, so it is left alone; samples_seen too."""
+        if steps <= 0 or len(buffer) == 0 or self.replay_size == 0:
+            return 0
+        if not self._model.training:
+            self._model.train()
+        params = self._opt.param_groups[0]["params"]
+        for _ in range(steps):
+            rx, ry = buffer.sample(self.replay_size, self._gen)
+            rx, ry = rx.to(self.device), ry.to(self.device)
+            self._gradient_step(rx, ry, rx, [], params)
+        self.steps_done += steps
+        return steps
 
     def _adam_step(self) -> None:
         fused_adam_step(self._opt)

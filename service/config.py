@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.drift import make_detector
 from models.nets import MLP, MLPConfig, build_model
-from models.strategies import parse_strategy
+from models.strategies import make_strategy, parse_strategy
 from models.transfer import model_from_checkpoint, resolve_freeze
 
 ENV_PREFIX = "MNEMO_"
@@ -20,6 +22,20 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 class SettingsError(ValueError):
     """Start-up configuration is invalid; the message names the variable."""
+
+
+def _json_object(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return {}
+    try:
+        decoded = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg}); expected an object such as {{\"lam\": 10}}") from None
+    if not isinstance(decoded, dict):
+        raise ValueError("expected a JSON object such as {\"lam\": 10}")
+    return decoded
 
 
 def _split_csv(value: object) -> object:
@@ -58,6 +74,15 @@ class Settings(BaseSettings):
     # (service/worker/state.py: resolve_precision).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     drift_detector: Literal["adwin", "page-hinkley", "none"] = "adwin"
+    # Hyperparameters (README "Learning hyperparameters"); each version's meta records them.
+    strategy_params: Annotated[dict[str, int | float], NoDecode] = Field(default_factory=dict)
+    drift_params: Annotated[dict[str, int | float], NoDecode] = Field(default_factory=dict)
+    learning_rate: float = Field(2e-3, gt=0, le=1.0)
+    replay_batch: int = Field(64, ge=0, le=65_536)
+    steps_per_batch: int = Field(2, ge=1, le=64)
+    drift_relax: float = Field(0.1, gt=0, le=1.0)
+    rehearsal: float = Field(0.0, ge=0, le=64)
+    publish_first_samples: int = Field(16, ge=1)
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     holdout_size: int = Field(500, ge=1, le=1_000_000)
     gate_tolerance: float = Field(0.02, ge=0.0, le=1.0)
@@ -92,6 +117,8 @@ class Settings(BaseSettings):
                                   mode="before")(
         _split_csv
     )
+
+    _json_fields = field_validator("strategy_params", "drift_params", mode="before")(_json_object)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def,override]
@@ -128,6 +155,35 @@ class Settings(BaseSettings):
     def _known_strategy(cls, value: str) -> str:
         parse_strategy(value)  # its ValueError names the unknown part
         return value
+
+    @model_validator(mode="after")
+    def _hyperparameters_fit(self) -> Settings:
+        # Built once here, so a misspelt or out-of-range parameter stops start-up naming it.
+        try:
+            make_strategy(self.penalty, **self.strategy_params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"MNEMO_STRATEGY_PARAMS: {exc}") from None
+        if self.drift_detector != "none":
+            try:
+                make_detector(self.drift_detector, **self.drift_params)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"MNEMO_DRIFT_PARAMS: {exc}") from None
+        elif self.drift_params:
+            raise ValueError("MNEMO_DRIFT_PARAMS: set, but MNEMO_DRIFT_DETECTOR is none")
+        return self
+
+    def hyperparameters(self) -> dict[str, object]:
+        """What a version's meta records of how it was learned."""
+        return {"strategy": self.strategy, "strategy_params": dict(self.strategy_params),
+                "drift_detector": self.drift_detector, "drift_params": dict(self.drift_params),
+                "learning_rate": self.learning_rate, "replay_batch": self.replay_batch,
+                "steps_per_batch": self.steps_per_batch, "buffer": self.buffer,
+                "buffer_size": self.buffer_size, "holdout_fraction": self.holdout_fraction,
+                "gate_tolerance": self.gate_tolerance, "drift_relax": self.drift_relax,
+                "rehearsal": self.rehearsal,
+                "consolidate_every_samples": self.consolidate_every_samples,
+                "publish_first_samples": self.publish_first_samples,
+                "publish_every_samples": self.publish_every_samples}
 
     @model_validator(mode="after")
     def _labels_match_type(self) -> Settings:

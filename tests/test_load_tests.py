@@ -164,7 +164,7 @@ def _publisher(*route: str) -> subprocess.CompletedProcess[str]:
 async def _publish_second_version(settings: Settings) -> None:
     """Version 1 beside the initial 0 (the same weights: a swap is a new epoch either way)."""
     async with open_store(settings.model_name) as (registry, scripts, keys):
-        learner, _ = restore(settings, await registry.weights(0), None)
+        learner, _, _ = restore(settings, await registry.weights(0), None)
         await publish_learned(settings, registry, scripts, keys, learner,
                               await registry.labels(), samples_seen=0)
         await registry.activate(0)

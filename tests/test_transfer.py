@@ -40,7 +40,7 @@ async def _export_learned(settings: Settings, path: Path) -> list[str]:
         item = {"inputs": ROWS[3], "label": "hybrid"}
         assert (await c.post("/v1/feedback", json={"items": [item]})).status_code == 202
         vocab = await registry.labels()
-        learner, _ = restore(settings, await registry.weights(0), None)
+        learner, _, _ = restore(settings, await registry.weights(0), None)
         learner.ensure_classes(len(vocab))
         _train(learner, seed=1)
         version, _ = await publish_learned(settings, registry, scripts, keys, learner, vocab,
@@ -78,7 +78,7 @@ async def test_an_export_starts_another_deployment_bit_identically(
         weights = (await c.get("/v1/versions/0/weights")).content
 
     # The learner B starts from version 0 predicts exactly what A's version 1 did, per label.
-    learner, _ = restore(settings, weights, None)
+    learner, _, _ = restore(settings, weights, None)
     x = torch.tensor(ROWS)
     with torch.no_grad():
         theirs = exported.eval()(x)
@@ -96,7 +96,7 @@ async def test_an_export_starts_another_deployment_bit_identically(
     _train(learner, seed=2)
     state = tensors_to_bytes(learner.state_dict(), learner.meta())
     assert tensors_from_bytes(state)[1]["frozen"] == '["standardizer", "body.0", "body.2"]'
-    resumed, _ = restore(settings, weights, state)
+    resumed, _, _ = restore(settings, weights, state)
     assert resumed.frozen == ("standardizer", "body.0", "body.2")
     _train(resumed, seed=3)
     for model in (learner.model, resumed.model):

@@ -45,12 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", nargs="*", type=int, default=None,
                    help="buffer sizes for the default strategy's accuracy-vs-buffer curve")
     p.add_argument("--joint-epochs", type=int, default=5)
-    p.add_argument("--on-drift", default="adapt",
-                   help="adaptation when the detector fires (adapt: what the service does)")
     p.add_argument("--publish-every", type=int, default=None,
                    help="samples between publishes (default: the service's publish_every_samples)")
-    p.add_argument("--score-served", action="store_true",
-                   help="test-then-train with the last published snapshot, not the current model")
     p.add_argument("--hparams", type=Path, default=None, help="frozen hyperparameters (JSON)")
     p.add_argument("--tune", action="store_true",
                    help="choose hyperparameters on the tuning streams, write --hparams, stop")
@@ -64,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from service.bench import suite, tuning
-    from service.bench.runner import DEFAULTS, ON_DRIFT
+    from service.bench.runner import DEFAULTS
 
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -74,9 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         tuning.tune(strategies, hparams_path)
         print(f"wrote {hparams_path}")
         return 0
-    if args.on_drift not in ON_DRIFT:
-        print(f"unknown --on-drift {args.on_drift!r}; known: {', '.join(ON_DRIFT)}", file=sys.stderr)
-        return 2
     if args.rerender:  # tables and plots again from a finished run's results.json
         saved = json.loads((args.out / "results.json").read_text())
         meta, results = saved["meta"], saved["runs"]
@@ -96,9 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         kinds=args.buffer_kinds or ([DEFAULTS.buffer] if args.quick else suite.buffer_kinds()),
         sweep=() if args.quick else tuple(suite.SWEEP if args.sweep is None else args.sweep),
         joint_epochs=min(args.joint_epochs, 2) if args.quick else args.joint_epochs,
-        hparams=suite.load_hparams(hparams_path), on_drift=args.on_drift,
-        publish_every=args.publish_every or DEFAULTS.publish_every_samples,
-        score_served=args.score_served)
+        hparams=suite.load_hparams(hparams_path),
+        publish_every=args.publish_every or DEFAULTS.publish_every_samples)
     results = suite.run_plan(plan)
     args.out.mkdir(parents=True, exist_ok=True)
     meta = {"command": "python -m service bench " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -28,7 +28,7 @@ def run(seeds: Sequence[int], log: Callable[[str], None] = print) -> list[dict[s
         for variant, kw in VARIANTS.items():
             start = time.perf_counter()
             spec = RunSpec("expand+replay", DEFAULTS.buffer, DEFAULTS.buffer_size, seed,
-                           strategy_kw=kw, on_drift="adapt")
+                           strategy_kw=kw)
             r = {**run_stream(scenario, spec), "variant": variant}
             results.append(r)
             log(f"expand    {variant:40s} seed {seed} units +{added_units(r)} "

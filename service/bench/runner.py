@@ -1,16 +1,20 @@
-"""Feed a scenario through the service's learner code, batch by batch, and measure it.
+"""Feed a scenario through the learner's own stream step (models/stream.py), batch by batch,
+and measure it.
 
-`process_batch` is LearnerService._process (service/worker/loop.py) without Redis: score each
-new label with the model before training on it (test-then-train), keep ~10% as holdout that is
-never trained on, insert the rest into the replay buffer with a random u, learn in chunks of
-TRAIN_CHUNK, and consolidate every N trained samples on a replay sample. Keep the two in step.
+The step, its learner, buffer, detector and hyperparameters are built from a `Settings` by the
+same factories the learner process uses (service/worker/state.py), so a run measures the
+service's code with the service's defaults; a RunSpec only overrides settings. What the learner
+process adds around the step is done here in memory, the same way: the holdout rule by item id,
+buffer inserts with a random u, publishing on the step's cadence through the same gate (a
+refused candidate sends the learner back to the served version's state, and its replay inserts
+leave the buffer), and scoring each label with the *served* version before training on it.
+Labels arrive slower than the learner trains (as at 200 labels/s), so after each batch the step
+spends its whole rehearsal budget, as the learner process does while it waits.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,90 +22,156 @@ import numpy as np
 import torch
 from torch import nn
 
-import models.replay as replay_module
-import models.strategies as strategies_module
-from models.adaptation import respond_to_drift
-from models.drift import DriftDetector, make_detector
+from models.gate import gate, predict_classes
 from models.learner import IncrementalLearner
 from models.nets import MLPConfig, MultiHeadMLP
-from models.replay import ReplayBuffer
-from models.strategies import make_strategy
+from models.replay import GENERATIVE, ReplayBuffer, make_buffer
+from models.strategies import make_strategy, parse_strategy
+from models.stream import StreamStep, is_holdout
 from service.bench import memory
 from service.bench.datasets import Scenario
 from service.bench.metrics import accuracy_matrix_metrics, prequential_by_segment
 from service.config import Settings
-from service.worker.loop import CONSOLIDATION_SAMPLE, RECENT_WINDOW, train_chunks
-from service.worker.removal import DRIFT_RELAX
+from service.worker.state import new_learner, new_step
 
 DEFAULTS = Settings()  # the service's defaults: strategy, buffer, consolidation, holdout
 BATCH = 16
 EVAL_EVERY = 80  # samples between points of the accuracy-over-time curves
 
 
-def parse_strategy(spec: str) -> tuple[str, bool]:
-    """"online-ewc+replay" -> ("online-ewc", True), via models.strategies where it can."""
-    parse = getattr(strategies_module, "parse_strategy", None)
-    if parse is not None:
-        return parse(spec)
-    parts = spec.split("+")
-    return next((p for p in parts if p != "replay"), "naive"), "replay" in parts
+@dataclass
+class RunSpec:
+    strategy: str
+    buffer: str
+    capacity: int
+    seed: int
+    strategy_kw: dict[str, Any] = field(default_factory=dict)
+    detector: str = DEFAULTS.drift_detector
+    detector_kw: dict[str, Any] = field(default_factory=dict)
+    heads: str = "shared"  # "per-tag": a head per segment (its name is the tag), read by tag
+    column_hidden: tuple[int, ...] | None = None  # progressive: later columns' sizes
+    overrides: dict[str, Any] = field(default_factory=dict)  # any other setting
 
-
-def make_buffer(kind: str, capacity: int, input_dim: int) -> ReplayBuffer:
-    """models.replay.make_buffer when it exists, so new buffer kinds need no harness edit."""
-    factory = getattr(replay_module, "make_buffer", None)
-    if factory is not None:
-        return factory(kind, capacity, input_dim)
-    if kind != "reservoir":
-        raise ValueError(f"unknown buffer {kind!r}: models.replay has no make_buffer")
-    return replay_module.ReservoirBuffer(capacity, input_dim)
+    def settings(self, input_dim: int) -> Settings:
+        values: dict[str, Any] = {
+            "input_dim": input_dim, "strategy": self.strategy, "buffer": self.buffer,
+            "buffer_size": self.capacity, "strategy_params": self.strategy_kw,
+            "drift_detector": self.detector, "drift_params": self.detector_kw,
+            "heads": self.heads, "column_hidden": list(self.column_hidden or ())}
+        return Settings(**{**values, **self.overrides})
 
 
 @dataclass
 class StreamLearner:
-    """What LearnerService keeps between batches, minus Redis."""
+    """The learner process's state around the stream step, in memory."""
 
-    learner: IncrementalLearner
-    buffer: ReplayBuffer
-    use_replay: bool
+    step: StreamStep
+    settings: Settings
+    served: nn.Module
     rng: np.random.Generator
-    consolidate_every: int = DEFAULTS.consolidate_every_samples
-    holdout_fraction: float = DEFAULTS.holdout_fraction
-    detector: DriftDetector | None = None
-    # Called when the detector fires, after that batch is trained on: the adaptation hook.
-    on_drift: Callable[[StreamLearner, int], None] | None = None
-    # Publishing as the service does every N samples: a snapshot, and the strategy is told
-    # (LwF distils the last published version). Scoring uses that snapshot only if score_served.
-    publish_every: int = DEFAULTS.publish_every_samples
-    score_served: bool = False
-    served: nn.Module | None = None
     vocab: dict[int, int] = field(default_factory=dict)  # raw label -> class, first seen first
-    since_consolidation: int = 0
-    since_publish: int = 0
+    served_state: dict[str, torch.Tensor] | None = None  # the learner as the served version had it
+    unpublished: int = 0
     samples_seen: int = 0
     trained: int = 0
     learn_seconds: float = 0.0
-    consolidations: list[float] = field(default_factory=list)
+    published: int = 0
+    rejected: int = 0
     detections: list[int] = field(default_factory=list)
-    # The newest trained samples: the post-drift evidence the adaptation fits the new concept on.
-    recent: deque[tuple[torch.Tensor, torch.Tensor]] = field(
-        default_factory=lambda: deque(maxlen=RECENT_WINDOW))
+
+    @property
+    def learner(self) -> IncrementalLearner:
+        return self.step.learner
+
+    @learner.setter
+    def learner(self, learner: IncrementalLearner) -> None:
+        self.step.learner = learner
+        self.served_state = learner.state_dict()
+
+    @property
+    def buffer(self) -> ReplayBuffer:
+        assert self.step.buffer is not None
+        return self.step.buffer
+
+
+def process_batch(s: StreamLearner, x: np.ndarray, labels: np.ndarray,
+                  tag: str | None = None) -> np.ndarray:
+    """One batch of feedback, as the learner process learns a read; returns which of the
+    served version's answers were right. `tag` (one for the batch) routes the per-tag modes."""
+    y = np.array([s.vocab.setdefault(int(v), len(s.vocab)) for v in labels], dtype=np.int64)
+    tags = [tag or ""] * len(y)
+    scored = s.step.score(s.served, x, y, tags)
+    if scored.drifted:
+        s.detections.append(s.samples_seen + len(y) - 1)
+    ids = [f"{s.samples_seen + i + 1}-0" for i in range(len(y))]  # stream ids, in order
+    holdout = np.array([is_holdout(sid, s.settings.holdout_fraction) for sid in ids], dtype=bool)
+    u = s.rng.random(len(y))
+    for i in range(len(y)):
+        if holdout[i]:
+            s.step.hold_out(x[i].copy(), int(y[i]), tags[i])
+        else:  # the buffer is its own store here: its policy decides from u
+            s.step.insert(x[i], int(y[i]), float(u[i]))
+    train = ~holdout
+    start = time.perf_counter()
+    s.step.learn(torch.from_numpy(x[train]), torch.from_numpy(y[train]),
+                 [t for t, keep in zip(tags, train, strict=True) if keep],
+                 drifted=scored.drifted, num_classes=len(s.vocab))
+    s.step.rehearse(s.step.params.rehearsal_cap)  # labels come slower than it trains
+    s.learn_seconds += time.perf_counter() - start
+    s.trained += int(train.sum())
+    s.samples_seen += len(y)
+    s.unpublished += len(y)
+    if s.step.publish_due(s.unpublished):
+        publish(s)
+    return scored.predicted == y
+
+
+def publish(s: StreamLearner) -> bool:
+    """What the learner process does at a publish: gate the candidate against the served
+    version on the holdout since the last change point; on a pass it is served, on a refusal
+    the learner goes back to the served version's state. True if it was published."""
+    candidate = s.learner.snapshot()
+    result = gate(candidate, s.served, {"holdout": s.step.holdout.check_set(s.settings.routes_by_tag)},
+                  s.settings.gate_tolerance)
+    s.unpublished = 0
+    if result.passed:
+        s.served, s.published = candidate, s.published + 1
+        s.learner.on_publish()
+        s.served_state = s.learner.state_dict()
+        s.step.published()
+        return True
+    s.rejected += 1
+    if s.served_state is not None:
+        s.learner.load_state_dict(s.served_state)
+        s.learner.on_publish()
+    s.step.rejected()
+    return False
+
+
+def new_stream_learner(spec: RunSpec, input_dim: int) -> StreamLearner:
+    settings = spec.settings(input_dim)
+    learner = new_learner(settings, settings.network(0))
+    buffer = (learner.generator if settings.buffer == GENERATIVE
+              else make_buffer(settings.buffer, settings.buffer_size, input_dim))
+    step = new_step(settings, learner, buffer, seed=spec.seed + 10_000)
+    # Version 0, the untrained model, is what the service serves before its first publish.
+    s = StreamLearner(step, settings, learner.snapshot(), np.random.default_rng(spec.seed + 20_000))
+    s.served_state = learner.state_dict()
+    torch.manual_seed(spec.seed)
+    return s
 
 
 def predict(model: nn.Module, x: np.ndarray, mask: list[int] | None = None) -> np.ndarray:
     """Class indices; -1 while the model has no classes. `mask` restricts the argmax."""
+    if mask is None:
+        return predict_classes(model, x)
     if model.config.num_classes == 0 or len(x) == 0:
         return np.full(len(x), -1)
-    was_training = model.training
-    model.eval()
     with torch.no_grad():
         logits = model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-    model.train(was_training)
-    if mask is not None:
-        keep = torch.full_like(logits, float("-inf"))
-        keep[:, mask] = 0.0
-        logits = logits + keep
-    return logits.argmax(1).numpy()
+    keep = torch.full_like(logits, float("-inf"))
+    keep[:, mask] = 0.0
+    return (logits + keep).argmax(1).numpy()
 
 
 def predict_tagged(model: nn.Module, x: np.ndarray, tag: str | None) -> np.ndarray:
@@ -109,113 +179,7 @@ def predict_tagged(model: nn.Module, x: np.ndarray, tag: str | None) -> np.ndarr
     columns), else from the default head, as /v1/predict answers."""
     if not isinstance(model, MultiHeadMLP) or model.tag_classes(tag) is None or len(x) == 0:
         return predict(model, x)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.classify(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), tag)
-    model.train(was_training)
-    return out.numpy()
-
-
-def consolidate(s: StreamLearner, recent_x: torch.Tensor, recent_y: torch.Tensor) -> None:
-    """LearnerService._consolidate: a replay sample (up to 512) if any, else the recent batch."""
-    if len(s.buffer):
-        gen = torch.Generator().manual_seed(int(s.rng.integers(2**31)))
-        x, y = s.buffer.sample(min(CONSOLIDATION_SAMPLE, len(s.buffer)), gen)
-    else:
-        x, y = recent_x, recent_y
-    if len(y):
-        s.consolidations.append(s.learner.consolidate(x, y))
-    s.since_consolidation = 0
-    if s.learner.strategy.scale < 1.0:  # re-anchored after a drift: full strength again
-        s.learner.relax(1.0 / s.learner.strategy.scale)
-
-
-def process_batch(s: StreamLearner, x: np.ndarray, labels: np.ndarray,
-                  tag: str | None = None) -> np.ndarray:
-    """One batch of feedback, as the service learns it; returns which predictions were right.
-    `tag` (one for the batch): per-tag heads score and train it as MNEMO_HEADS=per-tag does."""
-    y = np.array([s.vocab.setdefault(int(v), len(s.vocab)) for v in labels], dtype=np.int64)
-    # Test-then-train, before ensure_classes: the served model has no row for a new label yet.
-    scorer = s.served if s.score_served and s.served is not None else s.learner.model
-    correct = predict_tagged(scorer, x, tag) == y
-    s.learner.ensure_classes(len(s.vocab))
-    fired = None
-    if s.detector is not None:
-        for i, ok in enumerate(correct):
-            if s.detector.update(0.0 if ok else 1.0):
-                s.detections.append(s.samples_seen + i)
-                fired = s.samples_seen + i
-
-    holdout = s.rng.random(len(y)) < s.holdout_fraction
-    u = s.rng.random(len(y))
-    for i in np.flatnonzero(~holdout):  # the holdout never enters the reservoir
-        s.buffer.insert(torch.from_numpy(x[i].copy()), int(y[i]), float(u[i]))
-
-    train_x, train_y = torch.from_numpy(x[~holdout]), torch.from_numpy(y[~holdout])
-    buffer = s.buffer if s.use_replay else None
-    tags = None
-    if tag is not None and isinstance(s.learner.model, MultiHeadMLP):
-        tags = [tag] * len(train_y)
-        s.learner.ensure_tags(tags, train_y, DEFAULTS.max_tags)
-    start = time.perf_counter()
-    for chunk in train_chunks(len(train_y)):
-        s.learner.learn_many(train_x[chunk], train_y[chunk], buffer,
-                             None if tags is None else tags[chunk])
-    s.learn_seconds += time.perf_counter() - start
-    s.trained += len(train_y)
-    s.recent.extend(zip(train_x, train_y, strict=True))
-    # As LearnerService._process: the adaptation runs after the batch is learned.
-    if fired is not None and s.on_drift is not None:
-        s.on_drift(s, fired)
-    s.since_consolidation += len(train_y)
-    if s.since_consolidation >= s.consolidate_every:
-        consolidate(s, train_x, train_y)
-
-    s.samples_seen += len(y)
-    s.since_publish += len(y)
-    if s.since_publish >= s.publish_every:
-        publish(s)
-    return correct
-
-
-def publish(s: StreamLearner) -> None:
-    """What a passing publish does to the learner (the bench has no gate)."""
-    s.served, s.since_publish = s.learner.snapshot(), 0
-    on_publish = getattr(s.learner, "on_publish", None)
-    if on_publish is not None:
-        on_publish()
-
-
-def _consolidate_on_drift(s: StreamLearner, position: int) -> None:
-    empty = torch.empty(0, s.learner.config.input_dim), torch.empty(0, dtype=torch.int64)
-    consolidate(s, *empty)
-
-
-def _relax_on_drift(s: StreamLearner, position: int) -> None:
-    s.learner.relax(0.1)  # DESIGN §6: relax the penalty on a detected concept drift
-
-
-def _adapt_on_drift(s: StreamLearner, position: int) -> None:
-    """The service's response (LearnerService._on_concept_drift): retire the buffered samples
-    the new concept contradicts near the recent data, consolidate (anchor what the other
-    domains taught), then relax the regulariser until the next scheduled consolidation
-    (consolidate() restores it)."""
-    buffer_x, buffer_y = s.buffer.items()
-    recent_x = torch.stack([x for x, _ in s.recent])
-    recent_y = torch.stack([y for _, y in s.recent])
-    response = respond_to_drift(s.learner.snapshot(), buffer_x.clone(), buffer_y.clone(),
-                                recent_x, recent_y)
-    if response.retire.any():
-        s.buffer.retire(response.retire)
-    consolidate(s, recent_x, recent_y)  # restores full strength if a relax was pending
-    s.learner.relax(DRIFT_RELAX)
-
-
-# Adaptations the --on-drift option can name; "adapt" is what the service does.
-ON_DRIFT: dict[str, Callable[[StreamLearner, int], None] | None] = {
-    "none": None, "consolidate": _consolidate_on_drift, "relax": _relax_on_drift,
-    "adapt": _adapt_on_drift}
+    return predict_classes(model, x, [tag or ""] * len(x))
 
 
 def evaluate(model: nn.Module, scenario: Scenario, setting: str, vocab: dict[int, int]) -> list[float]:
@@ -229,37 +193,6 @@ def evaluate(model: nn.Module, scenario: Scenario, setting: str, vocab: dict[int
         mask = [vocab[c] for c in seg.classes if c in vocab] if setting == "task" else None
         out.append(float(np.mean(predict(model, seg.x_test, mask) == y)))
     return out
-
-
-@dataclass
-class RunSpec:
-    strategy: str
-    buffer: str
-    capacity: int
-    seed: int
-    strategy_kw: dict[str, Any] = field(default_factory=dict)
-    detector: str = "adwin"
-    detector_kw: dict[str, Any] = field(default_factory=dict)
-    on_drift: str = "none"
-    publish_every: int = DEFAULTS.publish_every_samples
-    score_served: bool = False
-    heads: str = "shared"  # "per-tag": a head per segment (its name is the tag), read by tag
-    column_hidden: tuple[int, ...] | None = None  # progressive: later columns' sizes
-
-
-def new_stream_learner(spec: RunSpec, input_dim: int) -> StreamLearner:
-    penalty, use_replay = parse_strategy(spec.strategy)
-    tag_heads = () if spec.heads == "per-tag" or penalty == "progressive" else None
-    learner = IncrementalLearner(MLPConfig(input_dim, tuple(DEFAULTS.hidden), 0, tag_heads,
-                                           penalty == "progressive", spec.column_hidden),
-                                 make_strategy(penalty, **spec.strategy_kw), seed=spec.seed)
-    # Version 0, the untrained model, is what the service serves before its first publish.
-    return StreamLearner(
-        learner, make_buffer(spec.buffer, spec.capacity, input_dim), use_replay,
-        np.random.default_rng(spec.seed + 10_000),
-        detector=make_detector(spec.detector, **spec.detector_kw),
-        on_drift=ON_DRIFT[spec.on_drift], publish_every=spec.publish_every,
-        score_served=spec.score_served, served=learner.snapshot())
 
 
 def run_stream(scenario: Scenario, spec: RunSpec, keep_flags: bool = False) -> dict[str, Any]:
@@ -280,9 +213,11 @@ def run_stream(scenario: Scenario, spec: RunSpec, keep_flags: bool = False) -> d
             e = min(b + BATCH, end)
             flags[b:e] = process_batch(s, scenario.x[b:e], scenario.y[b:e],
                                        seg.name if per_tag else None)
-            if e >= next_eval or e == end:
+            if e == end and s.unpublished:  # the service publishes the rest within seconds
+                publish(s)
+            if e >= next_eval or e == end:  # what is served, as users would be answered
                 for k in settings:
-                    curves[k].append([e, *evaluate(s.learner.model, scenario, k, s.vocab)])
+                    curves[k].append([e, *evaluate(s.served, scenario, k, s.vocab)])
                 next_eval = e + EVAL_EVERY
         for k in settings:
             rows[k].append(curves[k][-1][1:])
@@ -296,8 +231,9 @@ def run_stream(scenario: Scenario, spec: RunSpec, keep_flags: bool = False) -> d
         "samples_per_s": s.trained / s.learn_seconds if s.learn_seconds else 0.0,
         "state_mib": memory.state_mib(s.learner, s.buffer),
         "peak_rss_mib": memory.peak_rss_mib(),
-        "consolidate_ms_mean": 1e3 * float(np.mean(s.consolidations)) if s.consolidations else 0.0,
-        "consolidate_ms_max": 1e3 * max(s.consolidations, default=0.0),
+        "consolidate_ms_mean": 1e3 * float(np.mean(s.step.consolidations)) if s.step.consolidations else 0.0,
+        "consolidate_ms_max": 1e3 * max(s.step.consolidations, default=0.0),
+        "published": s.published, "rejected": s.rejected,
         "detections": s.detections,
         "alarm_delays": alarm_delays(s.detections, scenario.ends),
         "segment_names": [seg.name for seg in scenario.segments], "ends": list(scenario.ends),

@@ -43,7 +43,10 @@ def load_hparams(path: Path = HPARAMS_FILE) -> dict[str, Any]:
 
 
 def strategy_kw(hparams: dict[str, Any], strategy: str) -> dict[str, Any]:
-    """Frozen hyperparameters: for the exact name, else for its penalty, else the defaults."""
+    """Frozen hyperparameters: for the exact name, else for its penalty, else the defaults.
+    The service's default strategy runs with the service's default parameters."""
+    if strategy == DEFAULTS.strategy:
+        return dict(DEFAULTS.strategy_params)
     table = hparams.get("strategies", {})
     penalty = next((p for p in strategy.split("+") if p != "replay"), "naive")
     return dict(table.get(strategy, table.get(penalty, {})))
@@ -59,15 +62,13 @@ class Plan:
     sweep: tuple[int, ...] = SWEEP
     joint_epochs: int = 5
     hparams: dict[str, Any] = field(default_factory=load_hparams)
-    on_drift: str = "adapt"
     publish_every: int = DEFAULTS.publish_every_samples
-    score_served: bool = False
 
     def specs(self, scenario: str) -> Iterator[RunSpec]:
-        det = self.hparams.get("detector", {"name": "adwin", "kw": {}})
-        base = RunSpec("", DEFAULTS.buffer, 0, 0, detector=det["name"], detector_kw=det["kw"],
-                       on_drift=self.on_drift, publish_every=self.publish_every,
-                       score_served=self.score_served)
+        # The service's detector and defaults; only the strategies' own parameters are tuned
+        # (what MNEMO_STRATEGY_PARAMS sets), and the default strategy runs the defaults.
+        base = RunSpec("", DEFAULTS.buffer, 0, 0,
+                       overrides={"publish_every_samples": self.publish_every})
         for seed in self.seeds:
             for strategy in self.strategies:
                 # Other buffer kinds only where the buffer feeds the gradient (replay).

@@ -31,10 +31,11 @@ from service.bench.runner import (
     RunSpec,
     evaluate,
     new_stream_learner,
-    parse_strategy,
     process_batch,
+    publish,
 )
 from service.bench.suite import load_hparams, strategy_kw
+from service.worker.state import new_learner
 
 PRETRAIN_TASKS = 2
 PRETRAIN_EPOCHS = 5
@@ -87,13 +88,12 @@ def run_variant(scenario: Scenario, checkpoint: bytes, vocab: dict[int, int], va
                    strategy_kw=strategy_kw(load_hparams(), strategy))
     s = new_stream_learner(spec, scenario.input_dim)
     config = MLPConfig(scenario.input_dim, tuple(DEFAULTS.hidden), len(vocab))
-    penalty, _ = parse_strategy(strategy)
-    s.learner = IncrementalLearner(config, make_strategy(penalty, **spec.strategy_kw), seed=seed)
+    s.learner = new_learner(s.settings, config)
     if freeze is not None:
         transferred = model_from_checkpoint(checkpoint, config, [str(c) for c in vocab])
         s.learner.model.load_state_dict(transferred.state_dict())
         s.learner.freeze(freeze)
-    s.vocab, s.served = dict(vocab), s.learner.snapshot()
+    s.vocab, s.served, s.served_state = dict(vocab), s.learner.snapshot(), s.learner.state_dict()
     memory.reset_peak()
     early: list[list[bool]] = []
     for start, end in zip(scenario.starts()[PRETRAIN_TASKS:], scenario.ends[PRETRAIN_TASKS:],
@@ -103,12 +103,14 @@ def run_variant(scenario: Scenario, checkpoint: bytes, vocab: dict[int, int], va
             e = min(b + BATCH, end)
             correct = process_batch(s, scenario.x[b:e], scenario.y[b:e])
             early[-1].extend(correct[: max(0, start + EARLY - b)].tolist())
+    if s.unpublished:  # the service publishes the rest within seconds
+        publish(s)
     remaining = Scenario(scenario.name, scenario.settings, scenario.x, scenario.y,
                          scenario.ends[PRETRAIN_TASKS:], scenario.segments[PRETRAIN_TASKS:])
     return {"stream": scenario.name, "variant": variant, "seed": seed, "strategy": strategy,
             "early_acc": float(np.mean(np.concatenate(early))),
             "early_by_task": [float(np.mean(t)) for t in early],
-            "final_acc": float(np.mean(evaluate(s.learner.model, remaining, scenario.settings[0], s.vocab))),
+            "final_acc": float(np.mean(evaluate(s.served, remaining, scenario.settings[0], s.vocab))),
             "samples_per_s": s.trained / s.learn_seconds if s.learn_seconds else 0.0,
             "state_mib": memory.state_mib(s.learner, s.buffer),
             "peak_rss_mib": memory.peak_rss_mib()}

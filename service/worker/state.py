@@ -5,14 +5,17 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from models.checkpoint import model_from_bytes, tensors_from_bytes
+from models.drift import DriftDetector, make_detector
 from models.generative import GenerativeReplay
+from models.holdout import Holdout
 from models.learner import IncrementalLearner
 from models.nets import MLPConfig
-from models.replay import GENERATIVE
-from models.strategies import make_strategy
+from models.replay import GENERATIVE, ReplayBuffer
+from models.strategies import Strategy, make_strategy
+from models.stream import StreamParams, StreamStep, split_state
 from service.config import Settings
 
 # MNEMO_PRECISION=auto trains in bf16 only on a CUDA device with bf16 and a hidden layer at
@@ -67,18 +70,53 @@ def _generator(settings: Settings) -> GenerativeReplay | None:
     return GenerativeReplay(settings.input_dim, settings.max_classes)
 
 
+def _learning(settings: Settings) -> dict[str, float | int]:
+    """The learner's hyperparameters: the settings of this start win over a saved state's."""
+    return {"lr": settings.learning_rate, "replay_size": settings.replay_batch,
+            "steps_per_batch": settings.steps_per_batch}
+
+
+def _strategy(settings: Settings) -> Strategy:
+    return make_strategy(settings.penalty, **settings.strategy_params)
+
+
 def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
     learner = IncrementalLearner(
-        config, make_strategy(settings.penalty), generator=_generator(settings),
-        **_device_and_precision(settings, config),
+        config, _strategy(settings), generator=_generator(settings),
+        **_learning(settings), **_device_and_precision(settings, config),
     )
     learner.freeze(settings.freeze)
     return learner
 
 
-def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[IncrementalLearner, nn.Module]:
-    """The learner to continue from, and the served model (frozen CPU copy) it starts from.
-    Version 0 has no learner state: a fresh learner takes its weights."""
+def stream_params(settings: Settings) -> StreamParams:
+    return StreamParams(
+        consolidate_every=settings.consolidate_every_samples, drift_relax=settings.drift_relax,
+        holdout_fraction=settings.holdout_fraction, max_tags=settings.max_tags,
+        publish_first=settings.publish_first_samples, publish_every=settings.publish_every_samples,
+        rehearsal=settings.rehearsal)
+
+
+def new_detector(settings: Settings) -> DriftDetector | None:
+    if settings.drift_detector == "none":
+        return None
+    return make_detector(settings.drift_detector, **settings.drift_params)
+
+
+def new_step(settings: Settings, learner: IncrementalLearner, buffer: ReplayBuffer | None,
+             seed: int | None = None) -> StreamStep:
+    """The stream step the learner process and the benchmark drive, as these settings build it."""
+    return StreamStep(learner, buffer, new_detector(settings),
+                      Holdout(settings.holdout_size, settings.input_dim), stream_params(settings),
+                      use_replay=settings.use_replay, routes_by_tag=settings.routes_by_tag,
+                      seed=seed)
+
+
+def restore(settings: Settings, weights: bytes,
+            state: bytes | None) -> tuple[IncrementalLearner, nn.Module, dict[str, Tensor]]:
+    """The learner to continue from, the served model (frozen CPU copy) it starts from, and
+    the stream step's saved state (empty for version 0, which has no learner state: a fresh
+    learner takes its weights)."""
     served, _ = model_from_bytes(weights)
     served.eval()
     config = served.config
@@ -90,11 +128,13 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
         config = replace(config, tag_heads=(), progressive=progressive,
                          column_hidden=(tuple(settings.column_hidden) or None)
                          if progressive else None)
+    stream: dict[str, Tensor] = {}
     if state is not None:
         tensors, meta = tensors_from_bytes(state)
+        tensors, stream = split_state(tensors)
         learner = IncrementalLearner.from_state(
-            config, make_strategy(settings.penalty), tensors, meta,
-            generator=_generator(settings), **_device_and_precision(settings, config),
+            config, _strategy(settings), tensors, meta, generator=_generator(settings),
+            **_learning(settings), **_device_and_precision(settings, config),
         )
         learner.freeze(settings.freeze)  # MNEMO_FREEZE of this start, not of the saved one
     else:
@@ -103,4 +143,4 @@ def restore(settings: Settings, weights: bytes, state: bytes | None) -> tuple[In
     for p in served.parameters():
         p.requires_grad_(False)
     learner.on_publish()  # LwF distils from the version being continued from
-    return learner, served
+    return learner, served, stream

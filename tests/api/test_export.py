@@ -40,7 +40,7 @@ async def test_exported_weights_predict_like_the_service(
         assert vocab == [*LABELS, "hybrid"]
 
         # What the learner does: continue from version 0, grow the head, train, publish.
-        learner, _ = restore(settings, await registry.weights(0), None)
+        learner, _, _ = restore(settings, await registry.weights(0), None)
         learner.ensure_classes(len(vocab))
         gen = torch.Generator().manual_seed(1)
         x = torch.randn(64, 4, generator=gen) * 3 + 5

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from models.strategies import STRATEGY_NAMES
+from models.stream import StreamParams
 from service.bench import suite
 from service.bench.datasets import drifting_stream, split_digits
 from service.bench.runner import (
     DEFAULTS,
-    ON_DRIFT,
     RunSpec,
     StreamLearner,
     evaluate,
@@ -20,7 +20,8 @@ from service.bench.runner import (
     predict,
     process_batch,
 )
-from service.worker.loop import TRAIN_CHUNK
+
+TRAIN_CHUNK = StreamParams().train_chunk
 
 
 class AlwaysFires:
@@ -31,11 +32,8 @@ class AlwaysFires:
         return True
 
 
-def _learner(**kw: object) -> StreamLearner:
-    s = new_stream_learner(RunSpec("replay", DEFAULTS.buffer, 50, seed=0), 4)
-    for k, v in kw.items():
-        setattr(s, k, v)
-    return s
+def _learner(**settings: object) -> StreamLearner:
+    return new_stream_learner(RunSpec("replay", DEFAULTS.buffer, 50, seed=0, overrides=settings), 4)
 
 
 def _batch(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -44,16 +42,33 @@ def _batch(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return (rng.normal(size=(n, 4)) + y[:, None]).astype(np.float32), y
 
 
+def test_the_learner_is_built_from_the_services_settings() -> None:
+    s = _learner(learning_rate=0.01, replay_batch=8, consolidate_every_samples=77)
+    assert (s.learner.lr, s.learner.replay_size) == (0.01, 8)
+    assert s.step.params.consolidate_every == 77
+    assert s.step.params.publish_first == DEFAULTS.publish_first_samples
+    assert type(s.step.detector).__name__.lower().startswith(DEFAULTS.drift_detector[:4])
+
+
 def test_holdout_is_scored_but_neither_stored_nor_trained() -> None:
-    s = _learner(holdout_fraction=0.5)
+    s = _learner(holdout_fraction=0.5, rehearsal=0)
     x, y = _batch(64)
     correct = process_batch(s, x, y)
     assert correct.shape == (64,)
     assert 10 < s.trained < 54  # about half held out
     assert s.buffer.seen == s.trained == s.learner.samples_seen
+    assert len(s.step.holdout) == 64 - s.trained
     assert s.samples_seen == 64
     # learn_many in chunks of TRAIN_CHUNK, each with steps_per_batch optimizer steps
     assert s.learner.steps_done == -(-s.trained // TRAIN_CHUNK) * s.learner.steps_per_batch
+
+
+def test_idle_time_rehearses_the_buffer_by_the_budget() -> None:
+    s = _learner(holdout_fraction=0.0, rehearsal=0.5)
+    process_batch(s, *_batch(32))
+    # 32 trained samples at 0.5 replay steps each, besides the chunk's own steps.
+    assert s.learner.steps_done == s.learner.steps_per_batch + 16
+    assert s.step.rehearsal_budget == 0
 
 
 def test_labels_map_to_classes_in_order_of_first_appearance() -> None:
@@ -65,45 +80,51 @@ def test_labels_map_to_classes_in_order_of_first_appearance() -> None:
 
 
 def test_consolidates_every_n_trained_samples_on_a_replay_sample() -> None:
-    s = _learner(consolidate_every=40, holdout_fraction=0.0)
+    s = _learner(consolidate_every_samples=40, holdout_fraction=0.0)
     for i in range(5):
         process_batch(s, *_batch(16, seed=i))
     # 16, 32, 48 >= 40: consolidate and restart the count; then 16, 32.
-    assert len(s.consolidations) == 1
-    assert s.since_consolidation == 32
+    assert len(s.step.consolidations) == 1
+    assert s.step.since_consolidation == 32
 
 
-def test_test_then_train_scores_before_learning() -> None:
-    s = _learner(holdout_fraction=0.0)
+def test_test_then_train_scores_the_served_version_before_learning() -> None:
+    s = _learner(holdout_fraction=0.0, publish_first_samples=10**6)
     x, y = _batch(16)
-    assert not process_batch(s, x, y).any()  # a model with no classes cannot be right
+    assert not process_batch(s, x, y).any()  # version 0 has no classes: it cannot be right
     x2, y2 = _batch(16, seed=1)
-    before = predict(s.learner.snapshot(), x2)
+    served = s.served
+    before = predict(served, x2)
     correct = process_batch(s, x2, y2)
     classes = np.array([s.vocab[int(v)] for v in y2])  # first-appearance order, as served
     assert (correct == (before == classes)).all()
 
 
-def test_on_drift_hook_runs_when_the_detector_fires() -> None:
-    calls: list[int] = []
-    s = _learner(detector=AlwaysFires(), on_drift=lambda learner, pos: calls.append(pos))
-    process_batch(s, *_batch(16))
-    process_batch(s, *_batch(16, seed=1))
-    # Every alarm is recorded; the adaptation runs once per batch, after it was learned (as
-    # LearnerService does), at the batch's last alarm.
-    assert s.detections == list(range(32))
-    assert calls == [15, 31]
-    assert set(ON_DRIFT) >= {"none", "consolidate", "relax", "adapt"}
+def test_a_detected_drift_retires_marks_the_holdout_and_restarts_the_cadence() -> None:
+    s = _learner(holdout_fraction=0.3)
+    for i in range(6):
+        process_batch(s, *_batch(16, seed=i))
+    assert s.step.cadence.threshold == 4 * s.step.cadence.first  # 16, 32, 64 published
+    published, held = s.published, len(s.step.holdout)
+    s.step.detector = AlwaysFires()
+    process_batch(s, *_batch(16, seed=9))
+    assert s.detections == [6 * 16 + 15]  # one alarm a read, at its last item
+    # The cadence started over: this read's 16 samples were published at once.
+    assert s.published == published + 1 and s.step.cadence.threshold == 2 * s.step.cadence.first
+    # The gate judges on this read's held-out items on: the change point is at the alarm.
+    assert s.step.holdout.since_change == len(s.step.holdout) - held > 0
+    assert s.step.learner.strategy.scale == 1.0  # relaxed, then re-anchored at consolidation
 
 
-def test_publishing_every_n_samples_keeps_a_frozen_snapshot() -> None:
-    s = _learner(publish_every=32, score_served=True, holdout_fraction=0.0)
+def test_publishing_starts_early_and_keeps_a_frozen_snapshot() -> None:
+    s = _learner(publish_first_samples=32, holdout_fraction=0.0)
     version0 = s.served
     process_batch(s, *_batch(16))
     assert s.served is version0  # not yet due
     process_batch(s, *_batch(16, seed=1))
     assert s.served is not version0 and not s.served.training
     assert all(not p.requires_grad for p in s.served.parameters())
+    assert s.published == 1 and s.step.cadence.threshold == 64  # the next one twice as far
 
 
 def test_strategies_and_buffers_come_from_models_at_run_time() -> None:

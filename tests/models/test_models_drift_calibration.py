@@ -1,7 +1,9 @@
 """Calibration of the drift alarms (models/drift_stats.py as service/monitor/drift_monitor.py
 uses them): on a stationary stream each statistic alarms in at most 1% of windows (95%
 Clopper–Pearson upper bound under 2%), and a 0.5-std shift of one of 64 features trips the
-PSI-max alarm within two windows.
+PSI-max alarm within two windows. Concept-drift events (`DriftMonitor.on_concept_drift`) on a
+stationary stream keep those rates: PSI keeps its reference, and the class statistics' rebuilt
+references are calibrated like the first.
 
 Settings are the monitor's defaults: reference 1,000 samples, window 500, 10 quantile bins,
 false_alarm 0.01, n_boot 200 windows for each of 100 pseudo-references, confidence 0.99.
@@ -145,3 +147,40 @@ def test_half_std_shift_of_one_feature_alarms_within_two_windows() -> None:
         delays.append(delay)
     print(f"\ndetection delay (windows) over 20 seeds: {delays}")
     assert all(d is not None for d in delays)  # measured: all 20 alarm on the first window
+
+
+def test_alarm_rates_with_concept_drift_events_on_a_stationary_stream() -> None:
+    """The monitor itself, fed one fresh window at a time (independent evaluations, as above),
+    with a (false) concept-drift event every third window: every 1,500 samples the class
+    statistics start a successor reference, which replaces the old one 1,000 samples later, so
+    ~330 rebuilt and recalibrated references per statistic are exercised (PSI's one reference
+    is untouched by events, as test_models_drift_monitor.py shows sample by sample). Each
+    statistic must still alarm in at most 1% of windows (95% upper bound under 2%)."""
+    seed = 0  # one stream, ~25 s: two JS calibrations (~25 ms each) every 1,500 samples
+    rng = np.random.default_rng(20261201 + seed)
+    monitor = DriftMonitor(FEATURES, REFERENCE, WINDOW, DEFAULT_BINS, FALSE_ALARM, N_BOOT,
+                           seed=seed)
+
+    def window(size: int) -> None:
+        monitor.add_samples(draw(rng, size), rng.choice(len(CLASS_P), p=CLASS_P, size=size))
+        monitor.add_labels(rng.choice(len(CLASS_P), p=CLASS_P, size=size))
+
+    window(REFERENCE)
+    psi_level = monitor.psi_threshold
+    assert psi_level is not None
+    alarms = {"psi": 0, "prediction_js": 0, "label_js": 0}
+    levels: set[float | None] = set()
+    for w in range(N_WINDOWS):
+        if w % 3 == 0:
+            monitor.on_concept_drift()
+        window(WINDOW)
+        snap = monitor.snapshot()
+        assert None not in (snap["psi_max"], snap["prediction_js"], snap["label_js"])
+        assert snap["psi_threshold"] == psi_level  # the covariate reference survives
+        levels.add(snap["label_js_threshold"])
+        for name in snap["alarms"]:
+            alarms[name] += 1
+    assert len(levels) > N_WINDOWS // 4  # the label reference really was rebuilt, often
+    for name, count in alarms.items():  # the JS levels printed are the last ones
+        level = psi_level if name == "psi" else monitor.snapshot()[f"{name}_threshold"]
+        assert_rate(f"{name} with events, seed {seed}", count, level)

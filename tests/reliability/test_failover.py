@@ -122,7 +122,7 @@ async def test_a_learner_whose_lease_was_taken_over_writes_nothing(
             with pytest.raises(Fenced):  # reads the 20 new items, refused at the buffer insert
                 await stale.step()
             with pytest.raises(Fenced):
-                await stale._publish()
+                await stale.publish()
             assert stale.metrics.publish["failed"]._value.get() == 1  # counted
             with pytest.raises(Fenced):
                 await fenced_hset(aredis, keys, stale.lease.token, keys.learner_stats,

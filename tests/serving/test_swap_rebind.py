@@ -30,7 +30,7 @@ async def test_the_next_version_is_bound_to_a_copy_of_the_served_module(
         first = holder.served
         assert first.version == 0 and first.fast is not None
 
-        learner, _ = restore(settings, await registry.weights(0), None)
+        learner, _, _ = restore(settings, await registry.weights(0), None)
         gen = torch.Generator().manual_seed(1)
         for _ in range(5):
             learner.learn_many(torch.randn(32, 4, generator=gen) * 3 + 5,

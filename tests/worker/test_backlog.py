@@ -12,8 +12,11 @@ import torch
 from redis.asyncio import Redis
 
 from service.config import Settings
-from service.worker.loop import BACKLOG_READ_COUNT, READ_COUNT, TRAIN_CHUNK, train_chunks
+from models.stream import StreamParams, train_chunks
+from service.worker.loop import BACKLOG_READ_COUNT, READ_COUNT
 from tests.worker.test_loop import append, blobs, init_deployment, started
+
+TRAIN_CHUNK = StreamParams().train_chunk
 
 
 async def test_backlog_reads_larger_pieces_and_trains_in_the_same_chunks(
@@ -60,9 +63,9 @@ async def test_backlog_reads_larger_pieces_and_trains_in_the_same_chunks(
 
 
 def test_train_chunks_split_evenly_without_a_small_remainder() -> None:
-    assert train_chunks(0) == []
+    assert train_chunks(0, TRAIN_CHUNK) == []
     for rows in (1, 4, 31, 32, 33, 100, 300, 2048):
-        sizes = [c.stop - c.start for c in train_chunks(rows)]
+        sizes = [c.stop - c.start for c in train_chunks(rows, TRAIN_CHUNK)]
         assert sum(sizes) == rows and len(sizes) == -(-rows // TRAIN_CHUNK)
         assert max(sizes) <= TRAIN_CHUNK and max(sizes) - min(sizes) <= 1, (rows, sizes)
-        assert [c.start for c in train_chunks(rows)][1:] == [c.stop for c in train_chunks(rows)][:-1]
+        assert [c.start for c in train_chunks(rows, TRAIN_CHUNK)][1:] == [c.stop for c in train_chunks(rows, TRAIN_CHUNK)][:-1]

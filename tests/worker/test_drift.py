@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from redis.asyncio import Redis
 
+from models.gate import accuracy
 from models.strategies.base import SCALE_KEY
 from service.config import Settings
 from service.store.stats import StatsStore
-from service.worker.scoring import accuracy
 from tests.worker.test_loop import LABELS, append, blobs, init_deployment, started
 
 
@@ -44,7 +44,7 @@ async def test_label_swap_is_detected_retired_and_adopted(
         await append(aredis, settings, x_new[start : start + 50], y_new[start : start + 50])
         await learner.step(block_ms=10)
         if learner.drift_events and retired_at_detection is None:
-            _, buffer_y = learner.replay.items()
+            _, buffer_y = learner.stream.buffer.items()
             retired_at_detection = len(buffer_y)
             scale = float(learner.learner.strategy.state_dict()[SCALE_KEY])
             assert scale < 1.0, "the regulariser is relaxed right after the drift"

@@ -58,7 +58,7 @@ async def settled(client: httpx.AsyncClient, learner: LearnerService,
     last = (await aredis.xrevrange(learner.keys.drift_samples, count=1))[0][0].decode()
 
     async def check() -> dict[str, Any] | None:
-        if learner.drift_read_id != last:
+        if learner.reporter.drift_read_id != last:
             return None
         drift = (await client.get("/v1/stats")).json()["drift"]
         return drift if drift["psi_max"] == learner.drift.psi_max else None

@@ -83,7 +83,7 @@ async def test_no_raw_input_outlives_the_ttl_outside_holdout_and_golden(
     assert (await registry.current()).version >= 1
     assert redis_client.xlen(keys.stream) == 0  # published: trimmed, the committed entry too
     assert redis_client.hlen(keys.reservoir) == 0  # the reservoir never got an input
-    assert isinstance(learner.replay, GenerativeReplay) and learner.replay.trained > 200
+    assert isinstance(learner.stream.buffer, GenerativeReplay) and learner.stream.buffer.trained > 200
 
     everything = np.concatenate([x, golden_x])
     after_run = holders(redis_client, model_name, everything)
@@ -101,7 +101,7 @@ async def test_no_raw_input_outlives_the_ttl_outside_holdout_and_golden(
 
     # The generator is learner state: a restarted learner resumes it.
     version = (await registry.current()).version
-    resumed, _ = restore(settings, await registry.weights(version), await registry.state(version))
+    resumed, _, _ = restore(settings, await registry.weights(version), await registry.state(version))
     saved, _ = tensors_from_bytes(await registry.state(version))
     assert resumed.generator is not None and resumed.generator.classes
     for name, value in resumed.generator.vae.state_dict().items():

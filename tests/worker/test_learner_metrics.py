@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from models.gate import predict_classes
 from models.learner import IncrementalLearner
 from service.config import Settings
 from service.monitor.learner_metrics import LearnerMetrics
@@ -36,7 +37,6 @@ from service.store.keys import Keys
 from service.store.scripts import Scripts
 from service.store.stats import StatsStore
 from service.worker.loop import LearnerService
-from service.worker.scoring import predict_classes
 from tests.conftest import REDIS_URL, free_port
 from tests.worker.test_loop import LABELS, init_deployment
 
@@ -87,7 +87,7 @@ def assert_model_label_everywhere(registry: CollectorRegistry, model: str) -> No
 
 def holdout_accuracy(service: LearnerService, tag: str) -> float:
     """What the smoothing promises: the served version on the tag's latest WINDOW items."""
-    items = [(x, y) for x, y, t in service.holdout if t == tag][:WINDOW]
+    items = [(x, y) for x, y, t in service.stream.holdout if t == tag][:WINDOW]
     x, y = np.stack([x for x, _ in items]), np.array([y for _, y in items])
     return float(np.mean(predict_classes(service.served, x) == y))
 
@@ -116,10 +116,10 @@ async def test_counters_gauges_and_per_tag_forgetting(
     x, y = np.concatenate([ax, bx])[order], np.concatenate([ay, by])[order]
     tags = np.array(["alpha"] * 300 + ["beta"] * 300)[order].tolist()
     await append(aredis, settings, x, y, tags)
-    await service._write_stats()
+    await service.report()
     assert value(registry, "mnemo_feedback_lag_items", settings) == 600
     await drain(service)
-    await service._write_stats()
+    await service.report()
     snapshot = await stats_store.read()
     assert value(registry, "mnemo_feedback_lag_items", settings) == snapshot.lag == 0
     assert value(registry, "mnemo_reservoir_size", settings) == snapshot.reservoir > 0
@@ -133,7 +133,7 @@ async def test_counters_gauges_and_per_tag_forgetting(
     gx, gy = domain(600, 4, rotate=1)
     await append(aredis, settings, gx, gy, ["gamma"] * 600)
     await drain(service)
-    await service._write_stats()
+    await service.report()
     stats = (await stats_store.read()).learner
 
     assert value(registry, "mnemo_learner_samples_total", settings) == 1200 == service.samples_seen

@@ -18,6 +18,8 @@ import torch
 from redis.asyncio import Redis
 
 from models.checkpoint import model_from_bytes
+from models.gate import predict_classes
+from models.stream import is_holdout
 from service.config import Settings
 from service.store.codec import decode_entry, vector_to_bytes
 from service.store.feedback import FeedbackRecord, FeedbackStore
@@ -26,9 +28,8 @@ from service.store.registry import DeploymentIdentity, Pointer, Registry
 from service.store.scripts import Scripts
 from service.store.stats import StatsStore
 from service.versioning import initial_version
-from service.worker import publishing as publishing_module
+from service.worker import publisher as publishing_module
 from service.worker.loop import Fenced, LearnerService
-from service.worker.scoring import predict_classes
 from tests.conftest import snapshot
 
 LABELS = ["a", "b", "c"]
@@ -127,7 +128,7 @@ async def test_rereading_after_a_crash_inserts_and_counts_each_entry_once(
     await append(aredis, settings, x, y)
     assert await first.step() == 200
     ids = [sid.decode() for sid, _ in redis_client.xrange(keys.stream)]
-    n_holdout = sum(first._is_holdout(sid) for sid in ids)
+    n_holdout = sum(is_holdout(sid, settings.holdout_fraction) for sid in ids)
     assert 20 <= n_holdout <= 80
     assert redis_client.hlen(keys.reservoir) == 64
     assert int(redis_client.hget(keys.reservoir_meta, "seen")) == 200 - n_holdout
@@ -143,9 +144,9 @@ async def test_rereading_after_a_crash_inserts_and_counts_each_entry_once(
     assert await second.step() == 200  # the pending entries, read again
     assert second.samples_seen == 200
     assert learner_keys(redis_client, keys) == inserted  # no insert repeated
-    assert len(second.replay) == 64 and len(second.holdout) == n_holdout
+    assert len(second.stream.buffer) == 64 and len(second.stream.holdout) == n_holdout
     stored = {int(slot): decode_entry(blob)[1] for slot, blob in inserted["reservoir"].items()}
-    _, replay_y = second.replay.items()
+    _, replay_y = second.stream.buffer.items()
     assert {slot: int(label) for slot, label in enumerate(replay_y)} == stored
 
     x2, y2 = blobs(50, 5)
@@ -161,7 +162,7 @@ async def test_rereading_after_a_crash_inserts_and_counts_each_entry_once(
     assert stats.lag == 0
     assert len(all_ids) == 250
     assert int(redis_client.hget(keys.reservoir_meta, "seen")) == sum(
-        not second._is_holdout(sid) for sid in all_ids)
+        not is_holdout(sid, settings.holdout_fraction) for sid in all_ids)
     assert pending(redis_client, keys) == 0
 
 
@@ -211,7 +212,7 @@ async def test_acks_follow_the_publish_and_a_crash_between_them_learns_nothing_t
     second = await started(settings, aredis)
     assert second.served_version == 2 and second.samples_seen == 200
     assert await second.step() == 100  # re-read, recognised as committed, acknowledged
-    assert second.samples_seen == 200 and second.unpublished == 0
+    assert second.samples_seen == 200 and second.cursor.unpublished == 0
     assert pending(redis_client, keys) == 0
     assert learner_keys(redis_client, keys) == before
     assert await second.step(block_ms=10) == 0
@@ -252,9 +253,9 @@ async def test_lease_excludes_a_second_learner_and_fences_the_first_after_a_take
     assert snapshot(redis_client, model_name) == before
     # Every other write of the fenced learner is refused too, and changes nothing.
     with pytest.raises(Fenced):
-        await first._write_stats()
+        await first.report()
     with pytest.raises(Fenced):
-        await first._publish()
+        await first.publish()
     assert snapshot(redis_client, model_name) == before
 
     # The entries the fenced learner read are not lost to the new one.

@@ -55,12 +55,12 @@ def test_restored_learner_gets_the_resolved_precision(
     auto = settings_for(device="cpu")
     assert auto.precision == "auto"
     _, weights = initial_version(auto)
-    learner, _ = restore(auto, weights, None)
+    learner, _, _ = restore(auto, weights, None)
     assert (learner.device.type, learner.precision) == ("cpu", "fp32")
     bf16 = settings_for(device="cpu", precision="bf16")
-    fresh, _ = restore(bf16, weights, None)
+    fresh, _, _ = restore(bf16, weights, None)
     assert fresh.precision == "bf16"
     state = tensors_to_bytes(fresh.state_dict(), fresh.meta())
-    resumed, _ = restore(bf16, weights, state)  # from a saved learner state too
+    resumed, _, _ = restore(bf16, weights, state)  # from a saved learner state too
     assert resumed.precision == "bf16"
     assert restore(auto, weights, state)[0].precision == "fp32"

@@ -66,9 +66,9 @@ async def test_report_draws_the_history_stream(
         x, y = domain(300, seed, sign)
         await append(aredis, settings, x, y, [tag] * len(y))
         await drain(learner)
-    assert learner.last_history is not None
-    learner.last_history -= 3600  # and a minute's tick
-    await learner._write_stats()
+    assert learner.reporter.last_history is not None
+    learner.reporter.last_history -= 3600  # and a minute's tick
+    await learner.report()
 
     entries = raw_history(redis_client, Keys(model_name))
     assert len(entries) >= 5 and entries[-1]["event"] == "tick"

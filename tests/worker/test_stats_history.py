@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from service.config import Settings
 from service.store.history import MAX_ENTRIES, MAX_READ, queue_append, read_history
 from service.store.keys import Keys
-from service.worker.reporting import HISTORY_EVERY_SECONDS
+from service.worker.reporter import HISTORY_EVERY_SECONDS
 from tests.conftest import running_app
 from tests.worker.test_loop import append, blobs, init_deployment, started
 
@@ -53,12 +53,12 @@ async def test_an_entry_per_publish_and_per_minute_equal_to_the_stats_then(
 
         # More stats writes within the minute add nothing; a minute later, one tick.
         for _ in range(3):
-            await learner._write_stats()
+            await learner.report()
         assert len((await api.get("/v1/stats/history")).json()["entries"]) == 3
-        assert learner.last_history is not None
-        learner.last_history -= HISTORY_EVERY_SECONDS
-        await learner._write_stats()
-        await learner._write_stats()
+        assert learner.reporter.last_history is not None
+        learner.reporter.last_history -= HISTORY_EVERY_SECONDS
+        await learner.report()
+        await learner.report()
         history = (await api.get("/v1/stats/history")).json()["entries"]
         assert [e["event"] for e in history] == ["tick", "publish", "publish", "tick"]
         assert history[-1]["samples_seen"] == 240

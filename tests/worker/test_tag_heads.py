@@ -12,6 +12,7 @@ import torch
 from redis.asyncio import Redis
 
 from models.checkpoint import model_from_bytes
+from models.gate import predict_classes
 from models.nets import MultiHeadMLP
 from service.config import Settings, SettingsError, load_settings
 from service.store.codec import vector_to_bytes
@@ -19,7 +20,6 @@ from service.store.feedback import FeedbackRecord, FeedbackStore
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 from service.versioning import initial_version
-from service.worker.scoring import predict_classes
 from service.worker.state import restore
 from tests.conftest import running_app
 from tests.worker.test_loop import init_deployment, started
@@ -108,7 +108,7 @@ def test_a_shared_deployment_switched_to_per_tag_heads_continues_from_its_weight
 ) -> None:
     shared = settings_for()
     _, weights = initial_version(shared)
-    learner, served = restore(settings_for(heads="per-tag"), weights, None)
+    learner, served, _ = restore(settings_for(heads="per-tag"), weights, None)
     assert served.config.tag_heads is None
     assert isinstance(learner.model, MultiHeadMLP) and learner.model.tags == []
     x = torch.randn(5, 4)
@@ -125,7 +125,7 @@ def test_narrow_later_columns_come_from_the_settings_and_stay_in_the_versions(
     _, weights = initial_version(narrow)
     assert model_from_bytes(weights)[0].config.column_hidden == (8, 4)
     _, shared = initial_version(settings_for())
-    learner, _ = restore(narrow, shared, None)
+    learner, _, _ = restore(narrow, shared, None)
     assert learner.config.column_hidden == (8, 4)
     y = torch.tensor([0, 1])
     for tag in ("north", "south"):

@@ -1,0 +1,315 @@
+"""One step of online learning on a labelled stream: the code the learner process and the
+benchmark both run (pure PyTorch; the caller does all I/O).
+
+A read of labelled items goes through two calls, with the caller's storage decision between:
+
+    scored = step.score(served, x, y, tags)     # test-then-train, then the drift check
+    ...the caller keeps each item: holdout (step.hold_out) or its replay buffer of record,
+       mirrored into step.buffer...
+    learned = step.learn(x, y, tags, drifted=scored.drifted, num_classes=n)
+
+`learn` grows the network for new classes and tags, trains in chunks, answers a detected
+concept drift (retires the buffered samples the new concept contradicts — `learned.retired`
+names their slots so the caller retires them in its buffer of record too — consolidates,
+relaxes the regulariser and restarts the publish cadence; `score` marked the holdout's change
+point),
+and consolidates every N trained samples. `rehearse` spends the time a learner waits for
+labels on replay steps. Publishing (the gate, the version store) stays with the caller; the
+pieces it needs are here: `publish_due`, `holdout.check_set`, `published`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.adaptation import respond_to_drift
+from models.drift import DriftDetector
+from models.gate import predict_classes
+from models.holdout import Holdout
+from models.learner import IncrementalLearner
+from models.replay import ReplayBuffer
+
+STATE_PREFIX = "stream."
+_DETECTOR = "detector."
+_COUNTERS = "counters"
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """How the step learns; every field is a setting (service/config.py names them)."""
+
+    # One training chunk for every read, backlog or not. Chunks of 256 trained a backlog 2×
+    # faster but Adam's second moments, estimated from 256-row gradients, then under-estimate
+    # the noise of the live stream's 32-row ones: a model at 0.90 fell to 0.71-0.79.
+    train_chunk: int = 32
+    consolidate_every: int = 1000
+    consolidation_sample: int = 512
+    # Post-drift evidence the drift response fits the new concept on: about the detector's
+    # delay, so the window is mostly post-change (300 mixed in too much of the old concept).
+    recent_window: int = 48
+    drift_relax: float = 0.1  # regulariser strength while the new concept settles
+    holdout_fraction: float = 0.1
+    max_tags: int = 50
+    # Publish cadence: the first version after `publish_first` samples, then twice as many
+    # each time up to `publish_every`; a detected drift starts it over.
+    publish_first: int = 16
+    publish_every: int = 500
+    # Replay steps per trained sample that idle time may spend (0: none). A budget, not a
+    # rate: a learner that is never idle never rehearses.
+    rehearsal: float = 0.0
+    rehearsal_cap: int = 512  # unspent steps kept at most (no burst after a long idle)
+
+
+def is_holdout(stream_id: str, fraction: float) -> bool:
+    """Decided by the item's id alone, so a re-read after a restart splits the same way."""
+    return zlib.crc32(stream_id.encode()) % 10_000 < fraction * 10_000
+
+
+def train_chunks(rows: int, chunk: int) -> list[slice]:
+    """`rows` in ceil(rows / chunk) chunks of nearly equal size (100 → 4 × 25), never a
+    small remainder: a 4-row step after 32-row ones is as large but far noisier."""
+    if rows <= 0:
+        return []
+    count = -(-rows // chunk)
+    bounds = [rows * i // count for i in range(count + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+class PublishCadence:
+    """Samples between publishes: starts at `first` and doubles after each publish up to
+    `every`, so a fresh deployment serves a learned model within its first few dozen labels
+    and the versions that follow a detected drift come as fast."""
+
+    def __init__(self, first: int, every: int) -> None:
+        self.first, self.every = max(1, min(first, every)), every
+        self.threshold = self.first
+
+    def due(self, unpublished: int) -> bool:
+        return unpublished >= self.threshold
+
+    def published(self) -> None:
+        self.threshold = min(self.threshold * 2, self.every)
+
+    def restart(self) -> None:
+        self.threshold = self.first
+
+
+@dataclass
+class Scored:
+    predicted: np.ndarray  # the served version's class per row (-1: it has no classes)
+    drifted: bool  # the detector fired on this read's errors
+
+
+@dataclass
+class Learned:
+    drifted: bool
+    retired: list[int] = field(default_factory=list)  # buffer slots, in the caller's numbering
+    consolidated: bool = False
+    steps: int = 0
+    loss: float | None = None
+    penalty: float | None = None
+
+
+class StreamStep:
+    """The learner's state between reads that is not the network: the replay mirror it
+    samples from, the drift detector, the recent window, the holdout, the consolidation and
+    publish counters and the rehearsal budget."""
+
+    def __init__(self, learner: IncrementalLearner, buffer: ReplayBuffer | None,
+                 detector: DriftDetector | None, holdout: Holdout, params: StreamParams, *,
+                 use_replay: bool, routes_by_tag: bool, seed: int | None = None) -> None:
+        self.learner = learner
+        self.buffer = buffer  # the replay mirror; the caller inserts (its store decides)
+        self.detector = detector
+        self.holdout = holdout
+        self.params = params
+        self.use_replay = use_replay
+        self.routes_by_tag = routes_by_tag
+        self.cadence = PublishCadence(params.publish_first, params.publish_every)
+        self.recent: deque[tuple[Tensor, int]] = deque(maxlen=params.recent_window)
+        self.since_consolidation = 0
+        self.consolidations: deque[float] = deque(maxlen=1000)  # seconds each took
+        self.rehearsal_budget = 0.0
+        self.rng = np.random.default_rng(seed)
+        # Inputs put in the buffer since the last publish: retired if that candidate is refused.
+        self._inserted: set[bytes] = set()
+
+    # ---- one read ------------------------------------------------------------------------
+    def score(self, served: nn.Module, x: np.ndarray, y: np.ndarray,
+              tags: Sequence[str] | None = None) -> Scored:
+        """Test-then-train: the served version answers each label before any training; the
+        detector watches its errors."""
+        predicted = predict_classes(served, x, tags if self.routes_by_tag else None)
+        drifted = False
+        if self.detector is not None:
+            for wrong in (predicted != y).tolist():
+                drifted = self.detector.update(float(wrong)) or drifted
+        if drifted:  # this read's held-out items already count as the new concept's
+            self.holdout.mark_change()
+        return Scored(predicted, drifted)
+
+    def hold_out(self, x: np.ndarray, y: int, tag: str) -> None:
+        self.holdout.add(x, y, tag)
+
+    def insert(self, x: np.ndarray, y: int, u: float) -> int | None:
+        """Store by the buffer's own policy from u, where it is its own store (the
+        benchmark); the slot or None."""
+        assert self.buffer is not None
+        slot = self.buffer.insert(torch.from_numpy(x.copy()), y, u)
+        if slot is not None:
+            self._inserted.add(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        return slot
+
+    def keep(self, slot: int, x: np.ndarray, y: int) -> None:
+        """Mirror an item the buffer of record stored at `slot`."""
+        assert self.buffer is not None
+        self.buffer.put(slot, torch.from_numpy(x.copy()), y)
+        self._inserted.add(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+
+    def learn(self, x: Tensor, y: Tensor, tags: Sequence[str] | None = None, *,
+              drifted: bool = False, num_classes: int | None = None) -> Learned:
+        """Train on the read's non-holdout items (x, y, and their tags), then answer a drift
+        and consolidate when due."""
+        learner = self.learner
+        if num_classes is not None:
+            learner.ensure_classes(num_classes)
+        tags = list(tags) if self.routes_by_tag and tags is not None else None
+        if tags is not None:  # each tag's head or column learns its tag's labels
+            learner.ensure_tags(tags, y, self.params.max_tags)
+        buffer = self.buffer if self.use_replay else None
+        out = Learned(drifted)
+        chunks = train_chunks(len(y), self.params.train_chunk)
+        for n, chunk in enumerate(chunks, 1):
+            # Only the read's last chunk is reported (loss, penalty): one evaluation per read.
+            stats = learner.learn_many(x[chunk], y[chunk], buffer,
+                                       None if tags is None else tags[chunk],
+                                       report=n == len(chunks))
+            out.steps += stats.steps
+            out.loss, out.penalty = stats.loss, stats.penalty
+        self.recent.extend(zip(x, y.tolist(), strict=True))
+        if drifted:
+            out.retired = self._respond_to_drift()
+        self.since_consolidation += len(y)
+        if self.since_consolidation >= self.params.consolidate_every:
+            self.consolidate(x, y)
+            out.consolidated = True
+        self.rehearsal_budget = min(self.rehearsal_budget + self.params.rehearsal * len(y),
+                                    float(self.params.rehearsal_cap))
+        return out
+
+    def _respond_to_drift(self) -> list[int]:
+        """Same inputs, new answers (DESIGN §6): retire the buffered samples the new concept
+        contradicts where the recent data lies (other domains' samples stay), anchor what the
+        unchanged domains taught, relax the regulariser until the next scheduled
+        consolidation re-anchors on the post-drift state; the publish cadence starts over."""
+        slots: list[int] = []
+        if self.buffer is not None and len(self.buffer) and self.recent:
+            buffer_x, buffer_y = self.buffer.items()
+            recent_x = torch.stack([torch.as_tensor(r) for r, _ in self.recent])
+            recent_y = torch.tensor([c for _, c in self.recent], dtype=torch.int64)
+            response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(),
+                                        buffer_y.clone(), recent_x, recent_y)
+            slots = response.retire.nonzero().flatten().tolist()
+            if slots:
+                self.buffer.retire(response.retire)
+        if self.recent:
+            self.consolidate(torch.stack([torch.as_tensor(r) for r, _ in self.recent]),
+                             torch.tensor([c for _, c in self.recent], dtype=torch.int64))
+        self.learner.relax(self.params.drift_relax)
+        self.cadence.restart()
+        return slots
+
+    def consolidate(self, recent_x: Tensor, recent_y: Tensor) -> float:
+        """Anchor the strategy on a replay sample (the recent rows while the buffer is
+        empty); a relaxed regulariser returns to full strength. Seconds it took."""
+        x, y = recent_x, recent_y
+        if self.buffer is not None and len(self.buffer):
+            gen = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
+            x, y = self.buffer.sample(min(self.params.consolidation_sample, len(self.buffer)), gen)
+        seconds = self.learner.consolidate(x, y) if len(y) else 0.0
+        if len(y):
+            self.consolidations.append(seconds)
+        self.since_consolidation = 0
+        scale = self.learner.strategy.scale
+        if scale < 1.0:  # anchored on the post-drift state now: protect it at full strength
+            self.learner.relax(1.0 / scale)
+        return seconds
+
+    # ---- between reads -------------------------------------------------------------------
+    def rehearse(self, max_steps: int) -> int:
+        """Up to `max_steps` replay steps from the rehearsal budget; how many ran."""
+        buffer = self.buffer if self.use_replay else None
+        steps = min(max_steps, int(self.rehearsal_budget))
+        if steps <= 0 or buffer is None or not len(buffer):
+            return 0
+        done = self.learner.rehearse(buffer, steps)
+        self.rehearsal_budget -= done
+        return done
+
+    def publish_due(self, unpublished: int) -> bool:
+        return self.cadence.due(unpublished)
+
+    def published(self) -> None:
+        """The candidate was published: the cadence moves on."""
+        self.cadence.published()
+        self._inserted.clear()
+
+    def rejected(self) -> list[int]:
+        """The candidate was refused (the caller goes back to the served version's learner):
+        what it was trained on since the last publish leaves the mirror, so it does not steer
+        the next candidate (a poisoning burst would otherwise keep failing, or slowly
+        steering, every candidate after it). Returns the slots, for the buffer of record."""
+        self.cadence.published()
+        inserted, self._inserted = self._inserted, set()
+        if self.buffer is None or not len(self.buffer) or not inserted:
+            return []
+        items, _ = self.buffer.items()
+        mask = torch.tensor([row.numpy().tobytes() in inserted for row in items], dtype=torch.bool)
+        slots = mask.nonzero().flatten().tolist()
+        if slots:
+            self.buffer.retire(mask)
+        return slots
+
+    # ---- state ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        """What a restarted learner needs besides the learner's own state, under `stream.`."""
+        since = self.holdout.since_change
+        out = {f"{STATE_PREFIX}{_COUNTERS}": torch.tensor(
+            [self.since_consolidation, self.cadence.threshold, -1 if since is None else since,
+             self.rehearsal_budget], dtype=torch.float64)}
+        if self.detector is not None:
+            out.update({f"{STATE_PREFIX}{_DETECTOR}{k}": v.clone()
+                        for k, v in self.detector.state_dict().items()})
+        return out
+
+    def load_state_dict(self, d: dict[str, Tensor]) -> None:
+        """Restore from `state_dict()`'s entries (others ignored); a state saved before they
+        existed, or by another detector, leaves the fresh values."""
+        counters = d.get(f"{STATE_PREFIX}{_COUNTERS}")
+        if counters is not None and counters.numel() == 4:
+            since_consolidation, threshold, since, budget = counters.tolist()
+            self.since_consolidation = int(since_consolidation)
+            self.cadence.threshold = max(self.cadence.first, min(int(threshold), self.cadence.every))
+            self.holdout.restore_change(None if since < 0 else int(since))
+            self.rehearsal_budget = float(budget)
+        prefix = f"{STATE_PREFIX}{_DETECTOR}"
+        detector = {k.removeprefix(prefix): v for k, v in d.items() if k.startswith(prefix)}
+        if detector and self.detector is not None:
+            try:
+                self.detector.load_state_dict(detector)
+            except ValueError:  # another MNEMO_DRIFT_DETECTOR than the saved one: start fresh
+                self.detector.reset()
+
+
+def split_state(d: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A saved state blob's (learner part, stream part)."""
+    stream = {k: v for k, v in d.items() if k.startswith(STATE_PREFIX)}
+    return {k: v for k, v in d.items() if not k.startswith(STATE_PREFIX)}, stream
