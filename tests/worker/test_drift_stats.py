@@ -162,3 +162,41 @@ async def test_drift_stream_is_one_pipeline_capped_trimmed_by_ttl_and_purged(
     assert await purge_drift_samples(aredis, keys, "a") == 1
     assert await purge_drift_samples(aredis, keys, None) == 1
     assert redis_client.exists(keys.drift_samples) == 0
+
+
+async def test_a_covariate_shift_after_a_concept_drift_event_alarms_within_a_window(
+        settings_for: Callable[..., Settings], aredis: Redis) -> None:
+    """The learner detects a label swap (a concept-drift event) while the covariate
+    reference is in place; inputs that then move still raise the PSI alarm within 500
+    predicted rows (a reset reference would stay blind for 1,500)."""
+    settings = settings_for(input_dim=DIM, labels=["a", "b"], publish_every_samples=64,
+                            holdout_fraction=0.0)
+    rng = np.random.default_rng(12)
+    async with running_app(settings) as client, learner_running(settings) as learner:
+        learner.drift = DriftMonitor(DIM, REFERENCE, WINDOW, false_alarm=0.01, seed=0)
+        await stream(client, draw(rng, REFERENCE, shift=False))
+        assert (await settled(client, learner, aredis))["psi_max"] is None
+
+        async def label(x: np.ndarray, swapped: bool) -> None:
+            above = x[:, 0] > MEAN[0]
+            labels = np.where(above != swapped, "a", "b")
+            items = [{"inputs": row.tolist(), "label": str(c)} for row, c in zip(x, labels, strict=True)]
+            for start in range(0, len(items), 100):
+                response = await client.post("/v1/feedback", json={"items": items[start : start + 100]})
+                assert response.status_code == 202, response.text
+
+        await label(draw(rng, 800, shift=False), swapped=False)
+        await wait_for(lambda: _processed(learner, 800), 30, "the first concept learned")
+        await label(draw(rng, 800, shift=False), swapped=True)
+        await wait_for(lambda: _processed(learner, 1600), 30, "the swapped labels learned")
+        assert learner.drift_events >= 1  # a concept-drift event happened
+        assert learner.drift.psi_threshold is not None  # ...and the reference survived it
+
+        await stream(client, draw(rng, WINDOW, shift=True))
+        drift = await settled(client, learner, aredis)
+        assert drift["concept_drift_events"] >= 1
+        assert drift["psi_max"] > learner.drift.psi_threshold
+
+
+async def _processed(learner: LearnerService, n: int) -> bool:
+    return learner.samples_seen >= n
