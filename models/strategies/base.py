@@ -8,12 +8,13 @@ Per training step the learner calls, in this order:
     optimizer step
     after_step(model)                       parameters changed
 and, outside the step: consolidate (every N samples and on drift), on_publish (a version went
-live), grow (the head grew), relax (drift: weaken the regulariser), state_dict/load_state_dict.
+live), grow (the network grew), relax (drift: weaken the regulariser), state_dict/load_state_dict.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -56,7 +57,9 @@ class Strategy(Protocol):
         ...
 
     def grow(self, model: nn.Module) -> None:
-        """Follow parameters that grew (new head rows): old state kept, new entries neutral."""
+        """Follow the trainable parameters after any growth (new head rows, wider layers, a
+        new tag's head or column, older columns frozen): old state kept, new entries neutral,
+        state of parameters frozen since dropped. Called after every growth, before any step."""
         ...
 
     def state_dict(self) -> dict[str, Tensor]: ...
@@ -151,6 +154,37 @@ def grow_like(t: Tensor, p: Tensor) -> Tensor:
     out = p.detach().clone()
     out[tuple(slice(0, n) for n in t.shape)] = t
     return out
+
+
+def follow(part: dict[str, Tensor], model: nn.Module,
+           fresh: Callable[[nn.Parameter], Tensor],
+           grown: Callable[[Tensor, nn.Parameter], Tensor]) -> dict[str, Tensor]:
+    """Per-parameter state `part` made to cover the model's trainable parameters as they are
+    now, in model order: an entry whose parameter grew (new head rows, wider layers) becomes
+    grown(entry, p), a parameter made since (a new tag's head, a column) gets fresh(p), and the
+    entry of a parameter frozen since (an older progressive column) is dropped: it cannot move,
+    and `aligned` refuses state for it. Empty stays empty: nothing was measured yet, and new
+    parameters join at the next consolidation like every other one."""
+    if not part:
+        return part
+    named = dict(model.named_parameters())
+    unknown = [k for k in part if k not in named]
+    if unknown:
+        raise ValueError(f"model lacks parameters the strategy state covers: {unknown}")
+    return {k: grown(part[k], p) if k in part else fresh(p)
+            for k, p in named.items() if p.requires_grad}
+
+
+def follow_zeros(part: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """follow() with new entries 0: for an importance or an accumulator (no penalty from them),
+    and for an anchor paired with such an importance (any anchor is neutral under Ω = 0)."""
+    return follow(part, model, torch.zeros_like, lambda t, p: grow_zeros(t, p.shape))
+
+
+def follow_anchor(part: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """follow() with new entries taken from the parameters: the start of a period whose path
+    is measured from there on (SI's θ* of the current period)."""
+    return follow(part, model, lambda p: p.detach().clone(), grow_like)
 
 
 def aligned(model: nn.Module, keys: dict[str, Tensor]) -> tuple[list[str], list[Tensor]]:

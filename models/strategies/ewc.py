@@ -10,10 +10,9 @@ import re
 import torch
 from torch import Tensor, nn
 
-from models.strategies.base import detached_copy, trainable_parameters
+from models.strategies.base import detached_copy, follow_zeros, trainable_parameters
 from models.strategies.fisher import diagonal_fisher
 from models.strategies.quadratic import QuadraticPenalty
-from models.tensor_utils import grow_zeros
 
 # Measured with `python -m models.bench_digits`: λ=100 was best of 1..1e4 on digits; on a
 # pixel-permuted second domain it kept 92% of the first against 86% without a penalty.
@@ -62,17 +61,17 @@ def merge(terms: list[Term]) -> tuple[dict[str, Tensor], dict[str, Tensor], floa
     last = terms[-1][1]
     fisher, anchor, const = {}, {}, 0.0
     for k, a_last in last.items():
-        f = torch.stack([t[0][k] for t in terms]).sum(0)
+        # A task without k (a state saved before grow() covered parameters made after that
+        # task) has Fₜ = 0 there: it adds nothing to any of the three sums.
+        has = [(fk, ak) for fk, ak in terms if k in fk]
+        f = torch.stack([fk[k] for fk, _ in has]).sum(0)
         # ā written as a shift from the newest anchor; where F = 0 every Fₜ is 0 and so is it.
-        shift = torch.stack([fk[k] * (ak[k] - a_last) for fk, ak in terms[:-1]]).sum(0)
+        shift = torch.stack([fk[k] * (ak[k] - a_last) for fk, ak in has[:-1]]
+                            or [torch.zeros_like(a_last)]).sum(0)
         fisher[k] = f
         anchor[k] = a_last + torch.where(f > 0, shift / f, 0.0)
-        const += sum(float((fk[k] * (ak[k] - anchor[k]).square()).sum()) for fk, ak in terms)
+        const += sum(float((fk[k] * (ak[k] - anchor[k]).square()).sum()) for fk, ak in has)
     return fisher, anchor, const
-
-
-def _grown(part: dict[str, Tensor], params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
-    return {k: grow_zeros(v, params[k].shape) for k, v in part.items()}
 
 
 class EWC(QuadraticPenalty):
@@ -107,7 +106,7 @@ class EWC(QuadraticPenalty):
         if y.numel() == 0:
             return
         params = trainable_parameters(model)
-        self._grow_tasks(params)
+        self._grow_tasks(model)
         self.tasks.append((diagonal_fisher(model, params, x, y, self.chunk_size),
                            detached_copy(params)))
         if len(self.tasks) > self.max_tasks:
@@ -115,11 +114,13 @@ class EWC(QuadraticPenalty):
             self.tasks[:2] = [(fisher, anchor)]
         self._refresh()
 
-    def _grow_tasks(self, params: dict[str, nn.Parameter]) -> None:
-        self.tasks = [(_grown(f, params), _grown(a, params)) for f, a in self.tasks]
+    def _grow_tasks(self, model: nn.Module) -> None:
+        # Every task covers every trainable parameter, those made after it with F = 0 (they
+        # add nothing to its term), so merge() finds each key of the newest task in all.
+        self.tasks = [(follow_zeros(f, model), follow_zeros(a, model)) for f, a in self.tasks]
 
     def grow(self, model: nn.Module) -> None:
-        self._grow_tasks(trainable_parameters(model))
+        self._grow_tasks(model)
         self._refresh()
 
     def _state(self) -> dict[str, Tensor]:

@@ -23,6 +23,9 @@ DEFAULT_ALPHA = 0.1
 DEFAULT_TEMPERATURE = 2.0
 
 
+_PER_TAG = ("tag_heads.", "columns.")  # modules the teacher's forward (default head) skips
+
+
 def _frozen(model: nn.Module) -> nn.Module:
     return model.requires_grad_(False).eval()
 
@@ -38,8 +41,9 @@ def _rebuild(model: nn.Module, state: dict[str, Tensor]) -> nn.Module:
         if p is not None and p.shape != t.shape:
             setattr(module, leaf, nn.Parameter(torch.empty_like(t, device=p.device)))
     missing, unexpected = teacher.load_state_dict(state, strict=False)
-    # Per-tag heads made after the teacher was published: it never answers through them.
-    if unexpected or any(not k.startswith("tag_heads.") for k in missing):
+    # Per-tag heads and progressive columns made after the teacher was published: it answers
+    # through the default head only, never through them.
+    if unexpected or any(not k.startswith(_PER_TAG) for k in missing):
         raise RuntimeError(f"teacher state does not fit the model: missing {missing}, "
                            f"unexpected {unexpected}")
     return _frozen(teacher)
@@ -57,6 +61,10 @@ class LwF(StrategyBase):
         self.temperature = temperature
         self.teacher: nn.Module | None = None
         self._loaded: dict[str, Tensor] | None = None  # a teacher state not yet rebuilt
+        # The state a loaded teacher came from. A rebuilt teacher is a copy of the live model,
+        # so it also holds the heads and columns made after its publish (see _rebuild); saving
+        # its own state_dict would add them, and a restart would not save what it loaded.
+        self._teacher_state: dict[str, Tensor] | None = None
 
     def _teacher_for(self, model: nn.Module) -> nn.Module | None:
         # A loaded state is rebuilt lazily: load_state_dict has no model to copy the
@@ -67,6 +75,7 @@ class LwF(StrategyBase):
 
     def on_publish(self, model: nn.Module) -> None:
         self.teacher, self._loaded = _frozen(copy.deepcopy(model)), None
+        self._teacher_state = None
 
     def loss_term(self, model: nn.Module, x: Tensor, logits: Tensor) -> Tensor | None:
         teacher = self._teacher_for(model)
@@ -89,8 +98,8 @@ class LwF(StrategyBase):
         return (weight * t * t) * kl  # T² keeps the gradient's scale independent of T (Hinton)
 
     def _state(self) -> dict[str, Tensor]:
-        if self._loaded is not None:
-            teacher = self._loaded
+        if self._teacher_state is not None:
+            teacher = self._teacher_state
         elif self.teacher is not None:
             teacher = self.teacher.state_dict()
         else:
@@ -100,3 +109,4 @@ class LwF(StrategyBase):
     def _load_state(self, d: dict[str, Tensor]) -> None:
         (teacher,) = split_state(d, ("teacher",))
         self.teacher, self._loaded = None, teacher or None
+        self._teacher_state = self._loaded

@@ -10,12 +10,12 @@ from models.strategies.base import (
     StrategyBase,
     aligned,
     detached_copy,
+    follow_zeros,
     grads_of,
     model_device,
     split_state,
     trainable_parameters,
 )
-from models.tensor_utils import grow_zeros
 
 
 class QuadraticPenalty(StrategyBase):
@@ -83,7 +83,8 @@ class QuadraticPenalty(StrategyBase):
             return grads
 
     def absorb(self, model: nn.Module, new: dict[str, Tensor], decay: float) -> None:
-        """Ω ← decay·Ω + Ω_new and θ* ← θ: the consolidation step of online EWC and MAS."""
+        """Ω ← decay·Ω + Ω_new and θ* ← θ: the consolidation step of online EWC and MAS.
+        `new` covers the trainable parameters, and so does Ω once grown: one key set."""
         if self.importance:
             self.grow(model)
             new = {k: decay * self.importance[k] + f for k, f in new.items()}
@@ -91,9 +92,11 @@ class QuadraticPenalty(StrategyBase):
         self.anchor = detached_copy(trainable_parameters(model))
 
     def grow(self, model: nn.Module) -> None:
-        params = trainable_parameters(model)
-        self.importance = {k: grow_zeros(v, params[k].shape) for k, v in self.importance.items()}
-        self.anchor = {k: grow_zeros(v, params[k].shape) for k, v in self.anchor.items()}
+        # Every trainable parameter, not only those of the last consolidation: a head made
+        # since (a new tag) gets Ω = 0 (and θ* = 0, neutral under Ω = 0), so the next absorb
+        # has an Ω to decay for each key it measures.
+        self.importance = follow_zeros(self.importance, model)
+        self.anchor = follow_zeros(self.anchor, model)
 
     def _state(self) -> dict[str, Tensor]:
         out = {f"{self.importance_key}.{k}": v for k, v in self.importance.items()}

@@ -14,13 +14,13 @@ from torch import Tensor, nn
 from models.strategies.base import (
     aligned,
     detached_copy,
+    follow_anchor,
+    follow_zeros,
     grads_of,
-    grow_like,
     split_state,
     trainable_parameters,
 )
 from models.strategies.quadratic import QuadraticPenalty
-from models.tensor_utils import grow_zeros
 
 # Zenke et al. used c in [0.01, 1] (0.1 on permuted MNIST) and ξ = 1e-3. On digits then
 # pixel-permuted digits (2 seeds) c = 0.1 kept 90% of the first domain (naive 85%) and learned
@@ -103,11 +103,12 @@ class SI(QuadraticPenalty):
         self.anchor = detached_copy(trainable_parameters(model))
 
     def grow(self, model: nn.Module) -> None:
-        params = trainable_parameters(model)
-        # New rows start their period now, from their initial values.
-        self.anchor = {k: grow_like(a, params[k]) for k, a in self.anchor.items()}
-        self.omega = {k: grow_zeros(w, params[k].shape) for k, w in self.omega.items()}
-        self.importance = {k: grow_zeros(v, params[k].shape) for k, v in self.importance.items()}
+        # New rows and new parameters (a new tag's head) start their period now, from their
+        # initial values, so their path integral is measured like every other's; without ω for
+        # them the next consolidation anchored them but left them out of ω and Ω.
+        self.anchor = follow_anchor(self.anchor, model)
+        self.omega = follow_zeros(self.omega, model)
+        self.importance = follow_zeros(self.importance, model)
         self._reset_step()
 
     def _reset_step(self) -> None:
@@ -119,7 +120,12 @@ class SI(QuadraticPenalty):
 
     def _load_state(self, d: dict[str, Tensor]) -> None:
         big, anchor, omega = split_state(d, (self.importance_key, "anchor", "omega"))
-        if set(omega) != set(anchor) or (big and set(big) != set(anchor)):
+        if not set(omega) <= set(anchor) or not set(big) <= set(anchor):
             raise ValueError(f"malformed SI state, keys: {sorted(d)}")
+        # States saved before grow() followed new parameters anchored a head made after the
+        # first period but kept no ω or Ω for it: those entries start at 0, as grow() gives.
+        omega = {k: omega.get(k, torch.zeros_like(a)) for k, a in anchor.items()}
+        if big:
+            big = {k: big.get(k, torch.zeros_like(a)) for k, a in anchor.items()}
         self.importance, self.anchor, self.omega = big, anchor, omega
         self._reset_step()
