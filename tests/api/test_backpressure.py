@@ -71,7 +71,7 @@ async def test_shedding_keeps_predict_up_and_loses_nothing(
         assert redis_client.xlen(keys.stream) == 10
 
         # The learner catches up: it writes `processed` with its statistics, as it does
-        # after learning (service/worker/loop.py _write_stats).
+        # after learning (service/worker/loop.py LearnerService.report).
         redis_client.hset(keys.learner_stats, mapping={
             "stats": json.dumps({"model_version": 0}), "processed": 10})
         assert (await c.get("/v1/stats")).json()["feedback_lag"] == 0

@@ -10,15 +10,16 @@ import pytest
 import torch
 from torch import Tensor
 
-from models.adaptation import respond_to_drift
 from models.checkpoint import tensors_from_bytes, tensors_to_bytes
 from models.checks import CHECKS, Subject, check_strategy
+from models.holdout import Holdout
 from models.learner import IncrementalLearner
 from models.nets import MLPConfig
 from models.replay import ReplayBuffer, make_buffer
 from models.strategies import STRATEGY_NAMES, UNREGULARISED, make_strategy, parse_strategy
 from models.strategies.base import SCALE_KEY, Strategy, trainable_parameters
 from models.strategies.quadratic import QuadraticPenalty
+from models.stream import StreamParams, StreamStep
 
 SPECS = [*STRATEGY_NAMES, *(f"{name}+replay" for name in STRATEGY_NAMES)]
 
@@ -60,7 +61,7 @@ HIDDEN = (8, 6)  # two layers: progressive columns then have laterals
 MAX_TAGS = 8
 REPLAY_CAPACITY = 32
 CONSOLIDATION_SAMPLE = 32
-DRIFT_RELAX = 0.1  # what service/worker/removal.py relaxes by
+DRIFT_RELAX = 0.1  # what the stream step relaxes by (models/stream.py, MNEMO_DRIFT_RELAX)
 OLD, NEW, NEWEST = "rot0", "rot90", "rot180"  # the bug report's tags, and one more
 
 
@@ -174,15 +175,16 @@ def test_state_follows_every_growth_through_drift_and_restart(name: str, mode: s
     _restart(learner, name)  # grown, not yet consolidated
     _consolidate(learner, buffer, 101)  # where online-EWC, EWC and MAS raised KeyError
 
-    # The drift response (service/worker/removal.py): retire what the new concept contradicts,
-    # consolidate, relax until the next scheduled consolidation.
-    recent_x, recent_y, _ = _rows(20, (1, 2, 3), NEW, mode, n=24)
-    buffer_x, buffer_y = buffer.items()
-    response = respond_to_drift(learner.snapshot(), buffer_x.clone(), buffer_y.clone(),
-                                recent_x, recent_y)
-    buffer.retire(response.retire)
-    _consolidate(learner, buffer, 102)
-    learner.relax(DRIFT_RELAX)
+    # The drift response as the stream step runs it (models/stream.py): learn the read, retire
+    # what the new concept contradicts, consolidate, relax until the next consolidation.
+    recent_x, recent_y, recent_tags = _rows(20, (1, 2, 3), NEW, mode, n=24)
+    step = StreamStep(learner, buffer, None, Holdout(8, INPUT),
+                      StreamParams(consolidation_sample=CONSOLIDATION_SAMPLE, max_tags=MAX_TAGS,
+                                   drift_relax=DRIFT_RELAX),
+                      use_replay=True, routes_by_tag=recent_tags is not None)
+    assert step.learn(recent_x, recent_y, recent_tags, drifted=True).drifted
+    _assert_state_follows(learner)
+    learner.on_publish()
     relaxed = DRIFT_RELAX if SCALE_KEY in learner.strategy.state_dict() else 1.0
     assert _scale(_restart(learner, name)) == pytest.approx(relaxed)  # where SI's state broke
 
