@@ -110,7 +110,7 @@ class LearnerService:
         try:
             await self.prepare()
             while not stop.is_set() and not self.lease.lost.is_set():
-                await self.step_once()
+                await self.step()
         except Fenced:
             log.error("fenced: another learner took the lease; stopping")
             return 1
