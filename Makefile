@@ -50,3 +50,11 @@ clean:
 .PHONY: bench-serve
 bench-serve: $(STAMP)
 	$(BIN)/python -m load_tests.bench_serve --markdown bench_results/serve.md --json bench_results/serve.json
+
+# Learning through the running service (~5 min on 2 cores): each scenario streams labels at
+# 200/s through predict and feedback of a fresh `python -m service run` (defaults, embedded
+# server), River test-then-train on the same streams beside it; tables in bench_results/,
+# spliced into BENCHMARKS.md.
+.PHONY: bench-e2e
+bench-e2e: $(STAMP)
+	$(BIN)/python -m load_tests.bench_learning --markdown bench_results/learning.md --json bench_results/learning.json --benchmarks BENCHMARKS.md
