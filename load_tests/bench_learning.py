@@ -68,7 +68,7 @@ def _summary(run: Any, scenario: Scenario) -> dict[str, Any]:
 
 def run_service(scenario: Scenario, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The scenario through a fresh service: its figures, the registry, the stream's pace."""
-    settings = scenario_settings(scenario)
+    settings = {**scenario_settings(scenario), **args.set}
     env = service_env(settings, workdir / "data")
     began = time.monotonic()
     with running_service(env, workdir / "service.log") as client:
@@ -118,6 +118,13 @@ def _scenarios(text: str) -> list[str]:
     return keys
 
 
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("MNEMO_"):
+        raise argparse.ArgumentTypeError(f"expected MNEMO_NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", type=_scenarios, default=list(SCENARIOS),
@@ -129,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", default=None, help="write the tables here too")
     parser.add_argument("--json", default=None)
     parser.add_argument("--note", default="", help="a paragraph put under the method text")
+    parser.add_argument("--set", type=_setting, action="append", default=[], metavar="MNEMO_X=V",
+                        help="a setting besides the defaults (to compare; the table names it)")
     parser.add_argument("--benchmarks", type=Path, default=None,
                         help="splice the tables into this file (BENCHMARKS.md)")
     args = parser.parse_args(argv)
+    args.set = dict(args.set)
     results = run(args)
     text = learning_table.markdown(results)
     for path, content in ((args.markdown, text), (args.json, json.dumps(results, indent=2))):

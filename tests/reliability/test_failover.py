@@ -99,7 +99,7 @@ async def test_a_learner_whose_lease_was_taken_over_writes_nothing(
 ) -> None:
     labels = FAST["labels"].split(",")  # type: ignore[union-attr]
     settings = make_settings(input_dim=FAST["input_dim"], labels=labels, publish_every_samples=10_000,
-                             max_batch=64)
+                             publish_first_samples=10_000, max_batch=64)
     keys = Keys(model_name)
     async with running_app(settings) as client:
         aredis = connect(REDIS_URL, 2)
