@@ -50,9 +50,10 @@ class FeedbackReader:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def read(self, count: int, block_ms: int) -> FeedbackBatch:
+    async def read(self, count: int, block_ms: int | None) -> FeedbackBatch:
         """Entries delivered before but never acknowledged come first (a restart re-reads
-        them, and so does a learner whose entries a fenced-out one read), then new ones."""
+        them, and so does a learner whose entries a fenced-out one read), then new ones,
+        waiting up to `block_ms` for them (None: not at all; Redis reads 0 as forever)."""
         if self._pending_from is None and await self.unread_pending():
             self._pending_from = "0"
         while self._pending_from is not None:

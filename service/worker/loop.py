@@ -162,7 +162,7 @@ class LearnerService:
             return 0
         rehearsing = self.stream.rehearsal_budget >= 1 and not self.backlog
         batch = await self.reader.read(BACKLOG_READ_COUNT if self.backlog else READ_COUNT,
-                                       0 if rehearsing else block_ms)
+                                       None if rehearsing else block_ms)
         self.backlog = len(batch) >= READ_COUNT
         # Before learning: labels read now are learned on top of whatever is current now (an
         # operator's activation), not on the version it replaced and then dropped with it.

@@ -4,6 +4,7 @@ early; after a detected concept drift the gate judges on the new concept's label
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Iterator
 
@@ -20,6 +21,7 @@ from models.stream import StreamStep
 from service.bench.runner import DEFAULTS, RunSpec, new_stream_learner, process_batch
 from service.config import Settings
 from service.store.keys import Keys
+from service.worker.loop import REHEARSAL_SLICE_STEPS
 from tests.worker.test_loop import append, blobs, init_deployment, started
 
 
@@ -146,3 +148,27 @@ async def test_after_a_detected_swap_the_gate_judges_on_the_new_concepts_labels(
     assert statuses and "rejected" not in statuses
     x, y = blobs(300, 99)
     assert accuracy(service.served, x, swap[y]) > 0.9
+
+
+async def test_a_learner_waiting_for_labels_rehearses_its_budget_without_blocking_reads(
+    settings_for: Callable[..., Settings], aredis: Redis
+) -> None:
+    settings = settings_for(publish_every_samples=10**6, holdout_fraction=0.0, rehearsal=1.0)
+    await init_deployment(settings, aredis)
+    service = await started(settings, aredis)
+    x, y = blobs(40, 0)
+    await append(aredis, settings, x, y)
+    assert await service.step() == 40
+    steps, budget = service.learner.steps_done, service.stream.rehearsal_budget
+    assert budget == 40  # one replay step per trained sample
+    assert await service.step() == 0  # nothing to read: a slice of rehearsal instead
+    assert service.learner.steps_done - steps == REHEARSAL_SLICE_STEPS
+    assert service.stream.rehearsal_budget == budget - REHEARSAL_SLICE_STEPS
+    # New labels still come first, and the budget never blocks a read (Redis reads BLOCK 0 as
+    # "forever": a rehearsing learner reads without blocking).
+    x, y = blobs(8, 1)
+    await append(aredis, settings, x, y)
+    assert await asyncio.wait_for(service.step(), 5) == 8
+    while service.stream.rehearsal_budget >= 1:
+        assert await asyncio.wait_for(service.step(), 5) == 0
+    assert service.learner.samples_seen == 48
