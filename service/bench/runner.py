@@ -110,7 +110,7 @@ def process_batch(s: StreamLearner, x: np.ndarray, labels: np.ndarray,
         if holdout[i]:
             s.step.hold_out(x[i].copy(), int(y[i]), tags[i])
         else:  # the buffer is its own store here: its policy decides from u
-            s.step.insert(x[i], int(y[i]), float(u[i]))
+            s.step.insert(x[i], int(y[i]), float(u[i]), tags[i])
     train = ~holdout
     start = time.perf_counter()
     s.step.learn(torch.from_numpy(x[train]), torch.from_numpy(y[train]),

@@ -51,9 +51,10 @@ class SampleStore:
             await fenced(buffers.reindex(self._redis, self._keys, self._lease.token or 0))
         step.buffer = make_buffer(self._settings.buffer, self._settings.buffer_size,
                                   self._settings.input_dim)
+        step.buffer_tags = []
         for slot, blob in sorted((await buffers.load(self._redis, self._keys)).items()):
-            x, y, _ = decode_entry(blob)
-            step.buffer.put(slot, torch.from_numpy(x.copy()), y)
+            x, y, tag = decode_entry(blob)
+            step.keep(slot, x, y, tag, new=False)
 
     async def add(self, step: StreamStep, ids: list[str], x: np.ndarray, y: np.ndarray,
                   holdout: np.ndarray, tags: list[str]) -> None:
@@ -80,7 +81,7 @@ class SampleStore:
         ))
         for i, slot in zip(rows, slots, strict=True):
             if slot >= 0:  # mirror the script's decision: replay samples without a round trip
-                step.keep(slot, x[i], classes[i])
+                step.keep(slot, x[i], classes[i], tags[i])
             elif slot == HOLDOUT:
                 step.hold_out(x[i].copy(), classes[i], tags[i])
 
@@ -101,7 +102,7 @@ class SampleStore:
             if step.buffer is not None:
                 mask = torch.zeros(len(step.buffer), dtype=torch.bool)
                 mask[slots] = True
-                step.buffer.retire(mask)
+                step.retire(mask)
         holdout, kept = await purge_holdout(self._redis, self._keys, request.matches)
         if holdout:
             step.holdout.replace(map(decode_entry, kept))
