@@ -64,7 +64,7 @@ class StreamParams:
     publish_every: int = 500
     # Replay steps per trained sample that idle time may spend (0: none). A budget, not a
     # rate: a learner that is never idle never rehearses.
-    rehearsal: float = 0.0
+    rehearsal: float = 1.0
     rehearsal_cap: int = 512  # unspent steps kept at most (no burst after a long idle)
 
 

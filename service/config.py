@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     replay_batch: int = Field(64, ge=0, le=65_536)
     steps_per_batch: int = Field(2, ge=1, le=64)
     drift_relax: float = Field(0.1, gt=0, le=1.0)
-    rehearsal: float = Field(0.0, ge=0, le=64)
+    rehearsal: float = Field(1.0, ge=0, le=64)
     publish_first_samples: int = Field(16, ge=1)
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     holdout_size: int = Field(500, ge=1, le=1_000_000)
