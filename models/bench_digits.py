@@ -3,8 +3,8 @@
 python -m models.bench_digits [--seeds 0 1 2] [--strategy online-ewc] [--lr 2e-3] ...
 
 Per batch of 16: about 10% goes to a holdout that is never trained on, the rest is inserted
-into a 500-slot reservoir (random u) and learned with learn_many; every 500 trained samples the
-learner consolidates on the reservoir. Prints accuracy on a fixed 20% test split and the cost
+into a 500-slot reservoir (random u) and learned by the learner's stream step (models/stream.py),
+which consolidates every 500 trained samples on a replay sample. Prints accuracy on a fixed 20% test split and the cost
 of learn_many with one torch thread.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.holdout import Holdout
 from models.learner import (
     DEFAULT_LR,
     DEFAULT_REPLAY_SIZE,
@@ -28,6 +29,7 @@ from models.nets import MLPConfig
 from models.replay import ReservoirBuffer
 from models.strategies import make_strategy
 from models.strategies.ewc import DEFAULT_GAMMA, DEFAULT_LAM
+from models.stream import StreamParams, StreamStep
 
 
 def run_digits(seed: int = 0, strategy: str = "online-ewc", hidden: tuple[int, ...] = (128, 128),
@@ -50,11 +52,14 @@ def run_digits(seed: int = 0, strategy: str = "online-ewc", hidden: tuple[int, .
     strat_kw = {k: learner_kw.pop(k) for k in ("lam", "gamma") if k in learner_kw}
     learner = IncrementalLearner(MLPConfig(64, hidden), make_strategy(strategy, **strat_kw),
                                  device=device, seed=seed, **learner_kw)
-    buffer = ReservoirBuffer(buffer_size, 64)
+    # The learner process's own stream step; no detector and no idle time here: this measures
+    # the learning core on a stationary stream.
+    step = StreamStep(learner, ReservoirBuffer(buffer_size, 64), None, Holdout(1, 64),
+                      StreamParams(consolidate_every=consolidate_every, rehearsal=0.0),
+                      use_replay=True, routes_by_tag=False, seed=seed)
     index: dict[int, int] = {}  # label -> class index in order of first appearance, as served
     times: list[float] = []
-    consolidations: list[float] = []
-    trained = since_consolidation = 0
+    trained = 0
     for start in range(0, len(x_stream), batch):
         xb, yb = x_stream[start : start + batch], y_stream[start : start + batch]
         train = torch.from_numpy(rng.random(len(xb)) >= holdout_frac)
@@ -62,18 +67,13 @@ def run_digits(seed: int = 0, strategy: str = "online-ewc", hidden: tuple[int, .
         if len(xb) == 0:
             continue
         yb = torch.tensor([index.setdefault(int(v), len(index)) for v in yb])
-        learner.ensure_classes(len(index))
         for xi, yi in zip(xb, yb, strict=True):
-            buffer.insert(xi, int(yi), float(rng.random()))
+            step.insert(xi.numpy(), int(yi), float(rng.random()))
         t0 = time.perf_counter()
-        learner.learn_many(xb, yb, buffer)
+        step.learn(xb, yb, num_classes=len(index))
         times.append(time.perf_counter() - t0)
         trained += len(xb)
-        since_consolidation += len(xb)
-        if since_consolidation >= consolidate_every:
-            consolidations.append(learner.consolidate(*buffer.items()))
-            since_consolidation = 0
-
+    consolidations = list(step.consolidations)
     mapped = torch.tensor([index.get(int(v), -1) for v in y_test])
     pred = learner.predict_proba(torch.from_numpy(x_test)).argmax(1)
     return {"accuracy": float((pred == mapped).float().mean()), "trained": float(trained),

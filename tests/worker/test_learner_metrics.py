@@ -103,7 +103,15 @@ async def test_counters_gauges_and_per_tag_forgetting(
         steps.append(stats.steps)
         return stats
 
+    rehearse = IncrementalLearner.rehearse
+
+    def counting_rehearsal(self: IncrementalLearner, *args: Any, **kwargs: Any) -> int:
+        done = rehearse(self, *args, **kwargs)
+        steps.append(done)  # idle-time replay steps are optimizer steps too
+        return done
+
     monkeypatch.setattr(IncrementalLearner, "learn_many", counting)
+    monkeypatch.setattr(IncrementalLearner, "rehearse", counting_rehearsal)
     settings = settings_for(strategy="naive+replay", holdout_fraction=0.3, holdout_size=2000,
                             publish_every_samples=1, gate_tolerance=1.0)
     await init_deployment(settings, aredis)
