@@ -217,7 +217,9 @@ class StreamStep:
                                        report=n == len(chunks))
             out.steps += stats.steps
             out.loss, out.penalty = stats.loss, stats.penalty
-        self.recent.extend(zip(x, y.tolist(), tags or [""] * len(y), strict=True))
+        # Only the window's worth: iterating a tensor makes a view per row (~1 µs each).
+        n = self.params.recent_window
+        self.recent.extend(zip(x[-n:], y[-n:].tolist(), (tags or [""] * len(y))[-n:], strict=True))
         if drifted:
             out.retired = self._respond_to_drift()
         self.since_consolidation += len(y)

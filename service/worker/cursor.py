@@ -31,9 +31,9 @@ class StreamCursor:
         self.samples_seen += len(ids)
         self.unpublished += len(ids)
         self.unacked.extend(ids)
-        # Monotonic even when entries a fenced-out learner took are read late, out of order.
-        newest = max(ids, key=stream_id_key)
-        self.last_id = newest if self.last_id is None else max(self.last_id, newest, key=stream_id_key)
+        # A read is in stream order; monotonic even when entries a fenced-out learner took are
+        # read late, out of order (one comparison a read, not one per id).
+        self.last_id = max(self.last_id or ids[-1], ids[-1], key=stream_id_key)
         oldest = min(accepted_ms)
         self.oldest_unpublished_ms = min(self.oldest_unpublished_ms or oldest, oldest)
 
