@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from redis.asyncio import Redis
 
-from service.config import Settings
 from models.stream import StreamParams, train_chunks
+from service.config import Settings
 from service.worker.loop import BACKLOG_READ_COUNT, READ_COUNT
 from tests.worker.test_loop import append, blobs, init_deployment, started
 
@@ -68,4 +68,5 @@ def test_train_chunks_split_evenly_without_a_small_remainder() -> None:
         sizes = [c.stop - c.start for c in train_chunks(rows, TRAIN_CHUNK)]
         assert sum(sizes) == rows and len(sizes) == -(-rows // TRAIN_CHUNK)
         assert max(sizes) <= TRAIN_CHUNK and max(sizes) - min(sizes) <= 1, (rows, sizes)
-        assert [c.start for c in train_chunks(rows, TRAIN_CHUNK)][1:] == [c.stop for c in train_chunks(rows, TRAIN_CHUNK)][:-1]
+        chunks = train_chunks(rows, TRAIN_CHUNK)
+        assert [c.start for c in chunks][1:] == [c.stop for c in chunks][:-1]
