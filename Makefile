@@ -37,7 +37,8 @@ lint: $(STAMP)
 bench-learner: $(STAMP)
 	$(BIN)/python -m models.bench_learner --markdown bench_results/learner.md
 
-# Continual-learning benchmark (5 seeds, every strategy; ~15 min on 2 cores): tables and plots
+# Continual-learning benchmark (5 seeds, every strategy and buffer; ~1 h on 2 cores, the subset in
+# BENCHMARKS.md ~10 min), through the learner's own stream step: tables and plots
 # in bench_results/, the tables spliced into BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python -m service bench --out bench_results --benchmarks BENCHMARKS.md

@@ -126,11 +126,23 @@ def markdown(results: list[dict[str, Any]], capacities: Sequence[int], meta: dic
 
 
 def _frozen(hparams: dict[str, Any]) -> str:
-    strategies = "; ".join(f"{name} {', '.join(f'{k}={v:g}' for k, v in kw.items())}"
-                           for name, kw in hparams.get("strategies", {}).items() if kw)
-    det = hparams.get("detector", {})
-    detector = f"{det.get('name', 'adwin')} {', '.join(f'{k}={v:g}' for k, v in det.get('kw', {}).items())}"
-    return f"Frozen values: {strategies or 'every strategy at its defaults'}; drift detector {detector}."
+    """What each run was built with: the service's settings, the tuned strategy parameters
+    (MNEMO_STRATEGY_PARAMS) for the other strategies (service/bench/suite.py strategy_kw)."""
+    from service.bench.runner import DEFAULTS
+
+    def kw_text(kw: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v:g}" for k, v in kw.items())
+
+    strategies = "; ".join(f"{name} {kw_text(kw)}" for name, kw in hparams.get("strategies", {}).items()
+                           if kw and name != DEFAULTS.strategy)
+    detector = f"{DEFAULTS.drift_detector} {kw_text(DEFAULTS.drift_params)}".strip()
+    default = f"{DEFAULTS.strategy} {kw_text(DEFAULTS.strategy_params) or 'at its defaults'}"
+    return (f"Every run is the service's stream step built from the service's settings: "
+            f"{default}, drift detector {detector}, rehearsal {DEFAULTS.rehearsal:g}, publish "
+            f"cadence {DEFAULTS.publish_first_samples}–{DEFAULTS.publish_every_samples}, gate "
+            f"tolerance {DEFAULTS.gate_tolerance:g}; accuracies read from the served version. "
+            f"Other strategies' parameters (MNEMO_STRATEGY_PARAMS): "
+            f"{strategies or 'their defaults'}.")
 
 
 def splice(path: Path, section: str, start: str = START, end: str = END,
