@@ -273,10 +273,26 @@ def known_env_names() -> set[str]:
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 
 
+# Kubernetes injects service links for a Service named like the prefix ("mnemo"): they name
+# no setting (DESIGN §4) and must not stop a pod from starting.
+_SERVICE_LINK_PREFIXES = (ENV_PREFIX + "SERVICE_", ENV_PREFIX + "PORT_")
+_SERVICE_LINK_SCHEMES = ("tcp://", "udp://", "sctp://")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """MNEMO_SERVICE_HOST, MNEMO_PORT_8000_TCP_ADDR, MNEMO_PORT=tcp://10.96.0.12:8000 and the
+    like: what Kubernetes sets for a Service named `mnemo`, never a Mnemo setting."""
+    if name.startswith(_SERVICE_LINK_PREFIXES):
+        return True
+    return name == ENV_PREFIX + "PORT" and value.startswith(_SERVICE_LINK_SCHEMES)
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build settings from the environment; unknown MNEMO_* names and bad values raise
-    SettingsError naming the variable, so a typo never silently falls back to a default."""
-    env = os.environ if environ is None else environ
+    SettingsError naming the variable, so a typo never silently falls back to a default.
+    Kubernetes service links are ignored (is_service_link)."""
+    source = os.environ if environ is None else environ
+    env = {k: v for k, v in source.items() if not is_service_link(k, v)}
     unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env_names())
     if unknown:
         raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")

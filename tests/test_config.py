@@ -165,3 +165,18 @@ def test_cli_refuses_unknown_and_invalid_settings() -> None:
     precision = _cli("learn", MNEMO_REDIS_URL="redis://127.0.0.1:6379/11", MNEMO_PRECISION="fp16")
     assert precision.returncode == 2, precision.stderr
     assert "MNEMO_PRECISION" in precision.stderr and "Traceback" not in precision.stderr
+
+
+def test_kubernetes_service_links_are_not_settings() -> None:
+    # Exactly what a pod gets for `kind: Service, metadata.name: mnemo` with a port named http.
+    links = {
+        "MNEMO_SERVICE_HOST": "10.96.0.12", "MNEMO_SERVICE_PORT": "8000",
+        "MNEMO_SERVICE_PORT_HTTP": "8000", "MNEMO_PORT": "tcp://10.96.0.12:8000",
+        "MNEMO_PORT_8000_TCP": "tcp://10.96.0.12:8000", "MNEMO_PORT_8000_TCP_PROTO": "tcp",
+        "MNEMO_PORT_8000_TCP_PORT": "8000", "MNEMO_PORT_8000_TCP_ADDR": "10.96.0.12",
+    }
+    settings = load_settings({**links, "MNEMO_INPUT_DIM": "3"})
+    assert settings.port == 8000 and settings.input_dim == 3  # the default port, not the link
+    assert load_settings({**links, "MNEMO_PORT": "9000"}).port == 9000  # a real setting wins
+    with pytest.raises(SettingsError, match="MNEMO_PROT"):  # typos are still refused
+        load_settings({**links, "MNEMO_PROT": "9000"})
