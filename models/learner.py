@@ -222,8 +222,6 @@ class IncrementalLearner:
             self._model.train()
         x, y = x.to(self.device), y.to(self.device)
         replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
-        model, strategy = self._model, self.strategy
-        params = self._opt.param_groups[0]["params"]  # the learner's only group
         losses, terms = [], []
         for _ in range(self.steps_per_batch):
             bx, by = x, y
@@ -231,7 +229,7 @@ class IncrementalLearner:
                 rx, ry = buffer.sample(self.replay_size, self._gen)
                 bx = torch.cat([x, rx.to(self.device)])
                 by = torch.cat([y, ry.to(self.device)])
-            loss, term = self._gradient_step(bx, by, x, tagged, params)
+            loss, term = self._gradient_step(bx, by, x, tagged)
             losses.append(loss)
             if term is not None:
                 terms.append(term)
@@ -241,17 +239,16 @@ class IncrementalLearner:
             return StepStats(math.nan, math.nan, x.shape[0], self.steps_per_batch)
         # The reported penalty is the whole regulariser: the parameter penalty after the
         # steps plus the mean data-dependent term (LwF) over them.
-        penalty = strategy.penalty(model)
+        penalty = self.strategy.penalty(self._model)
         if terms:
             penalty = penalty + torch.stack(terms).mean()
         return StepStats(loss=torch.stack(losses).mean().item(), penalty=float(penalty),
                          samples=x.shape[0], steps=self.steps_per_batch)
 
     def _gradient_step(self, bx: Tensor, by: Tensor, x: Tensor,
-                       tagged: list[tuple[str, Tensor, Tensor]],
-                       params: list[nn.Parameter]) -> tuple[Tensor, Tensor | None]:
-        """One optimizer step on (bx, by); the tagged new rows x also train their tags' heads.
-        Returns the detached cross-entropy and strategy loss term (None if it has none)."""
+                       tagged: list[tuple[str, Tensor, Tensor]]) -> tuple[Tensor, Tensor | None]:
+        """One optimizer step on (bx, by), the tagged new rows x also training their heads:
+        the detached cross-entropy and strategy loss term (None if it has none)."""
         model, strategy = self._model, self.strategy
         # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
         strategy.before_step(model)
@@ -265,7 +262,7 @@ class IncrementalLearner:
                 loss = F.cross_entropy(logits, by)
             term = strategy.loss_term(model, bx, logits)
         # zero_grad(set_to_none=True) without its profiler context and foreach grouping.
-        for p in params:
+        for p in self._opt.param_groups[0]["params"]:  # the learner's only group
             p.grad = None
         (loss if term is None else loss + term).backward()
         strategy.apply_to_grads(model)
@@ -274,18 +271,14 @@ class IncrementalLearner:
         return loss.detach(), None if term is None else term.detach()
 
     def rehearse(self, buffer: ReplayBuffer, steps: int) -> int:
-        """`steps` optimizer steps on replay samples alone (replay_size rows each), for time
-        the learner would otherwise spend waiting for labels. Replayed rows were counted by
-        the standardiser when they were new, so it is left alone; samples_seen too."""
+        """`steps` optimizer steps on replay samples alone (replay_size rows each), for idle
+        time. The standardiser counted these rows when they were new; samples_seen too."""
         if steps <= 0 or len(buffer) == 0 or self.replay_size == 0:
             return 0
-        if not self._model.training:
-            self._model.train()
-        params = self._opt.param_groups[0]["params"]
+        self._model.train()
         for _ in range(steps):
-            rx, ry = buffer.sample(self.replay_size, self._gen)
-            rx, ry = rx.to(self.device), ry.to(self.device)
-            self._gradient_step(rx, ry, rx, [], params)
+            rx, ry = (t.to(self.device) for t in buffer.sample(self.replay_size, self._gen))
+            self._gradient_step(rx, ry, rx, [])
         self.steps_done += steps
         return steps
 

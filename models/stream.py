@@ -168,7 +168,7 @@ class StreamStep:
         slot = self.buffer.insert(torch.from_numpy(x.copy()), y, u)
         if slot is not None:
             self._tag_slot(slot, tag)
-            self._inserted.add(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+            self._remember(x)
         return slot
 
     def keep(self, slot: int, x: np.ndarray, y: int, tag: str = "", *, new: bool = True) -> None:
@@ -178,7 +178,10 @@ class StreamStep:
         self.buffer.put(slot, torch.from_numpy(x.copy()), y)
         self._tag_slot(slot, tag)
         if new:
-            self._inserted.add(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+            self._remember(x)
+
+    def _remember(self, x: np.ndarray) -> None:
+        self._inserted.add(np.ascontiguousarray(x, dtype=np.float32).tobytes())
 
     def _tag_slot(self, slot: int, tag: str) -> None:
         if slot < len(self.buffer_tags):
@@ -244,22 +247,20 @@ class StreamStep:
         and the old rotations lost ~0.2; the extra consolidations then stiffened the network
         against the next rotation, 0.68 on the last). Otherwise only buffered items of the
         segments the recent window shows may be retired."""
-        if self.recent:
+        changed = self._changed_segments()  # empty while the window is
+        slots: list[int] = []
+        if changed:
             recent_x = torch.stack([torch.as_tensor(r) for r, _, _ in self.recent])
             recent_y = torch.tensor([c for _, c, _ in self.recent], dtype=torch.int64)
-        changed = self._changed_segments()
-        slots: list[int] = []
-        if changed and self.buffer is not None and len(self.buffer) and self.recent:
-            buffer_x, buffer_y = self.buffer.items()
-            response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(),
-                                        buffer_y.clone(), recent_x, recent_y)
-            mask = response.retire
-            if self.buffer_tags and len(self.buffer_tags) == len(mask):
-                mask = mask & torch.tensor([t in changed for t in self.buffer_tags])
-            slots = self.retire(mask)
-        if changed:
-            if self.recent:
-                self.consolidate(recent_x, recent_y)
+            if self.buffer is not None and len(self.buffer):
+                buffer_x, buffer_y = self.buffer.items()
+                response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(),
+                                            buffer_y.clone(), recent_x, recent_y)
+                mask = response.retire
+                if len(self.buffer_tags) == len(mask):
+                    mask = mask & torch.tensor([t in changed for t in self.buffer_tags], dtype=torch.bool)
+                slots = self.retire(mask)
+            self.consolidate(recent_x, recent_y)
             self.learner.relax(self.params.drift_relax)
         self.cadence.restart()
         return slots
