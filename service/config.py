@@ -107,6 +107,15 @@ class Settings(BaseSettings):
     batch_max_rows: int = Field(64, ge=1)
     batch_max_wait_ms: float = Field(2.0, ge=0)
     redis_timeout_seconds: float = Field(2.0, gt=0)
+    # Connections: a client must send a request's headers within header_timeout and its body
+    # within body_timeout; idle keep-alive connections close after keep_alive; at most
+    # max_connections are open at once per API process.
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    keep_alive_seconds: float = Field(5.0, gt=0)
+    max_connections: int = Field(1000, ge=1)
+    # The prediction log's budget per model: predicts past it answer 429 until entries expire.
+    prediction_log_max_bytes: int = Field(1 << 30, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     init_checkpoint: Path | None = None
