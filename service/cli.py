@@ -9,10 +9,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from service.config import Settings, SettingsError, load_settings
 from service.logs import configure_logging
 from service.store.connection import StoreError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("service")
 
@@ -30,26 +34,42 @@ def _preflight(settings: Settings) -> None:
     asyncio.run(check())
 
 
-def _serve(settings: Settings) -> int:
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    """How `serve` runs `app` (an ASGI app): write coalescing, the connection timeouts and
+    cap (service/api/connection_guard.py), graceful shutdown."""
     import uvicorn
 
-    from service.api import create_app
+    from service.api.connection_guard import ConnectionLimits, guarded_http_protocol
     from service.api.write_coalescing import coalescing_http_protocol
-    from service.serving.holder import use_one_compute_thread
 
-    _preflight(settings)
-    use_one_compute_thread()
-    config = uvicorn.Config(
-        create_app(settings),
+    http = coalescing_http_protocol()  # a response's head and body in one send
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         access_log=False,  # costs about a third of throughput; request ids are in our logs
         log_config=None,
-        http=coalescing_http_protocol(),  # a response's head and body in one send
+        http=guarded_http_protocol(http, ConnectionLimits.from_settings(settings)),
+        # uvicorn types it int, but uses it as call_later's delay: fractions work.
+        timeout_keep_alive=settings.keep_alive_seconds,  # type: ignore[arg-type]
+        # No limit_concurrency: it answers 503 to requests but keeps idle sockets open; the
+        # guard's cap closes connections themselves. No websocket routes, so no upgrades
+        # (which would also hand sockets to a protocol the cap does not count).
+        ws="none",
         timeout_graceful_shutdown=10,
         lifespan="on",
     )
-    server = uvicorn.Server(config)
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from service.api import create_app
+    from service.serving.holder import use_one_compute_thread
+
+    _preflight(settings)
+    use_one_compute_thread()
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
     # uvicorn re-raises the signal that stopped it once it has drained; with the default
     # handler that would kill the process before `run` stops the learner and Redis.
     received: list[int] = []

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 import time
 from contextvars import ContextVar
+from types import TracebackType
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
@@ -48,3 +51,25 @@ def configure_logging(level: str, role: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Everything a process prints goes through the same JSON lines: uncaught exceptions (the
+    # main thread's and other threads'), and warnings.
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
+    logging.captureWarnings(True)
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException,
+                  traceback: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, traceback)
+        return
+    logging.getLogger("service").critical("uncaught exception, exiting",
+                                          exc_info=(kind, exc, traceback))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is None or issubclass(args.exc_type, SystemExit):
+        return
+    logging.getLogger("service").error(
+        "uncaught exception in thread %s", args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

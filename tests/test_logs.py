@@ -112,3 +112,28 @@ def test_warning_level_suppresses_info_and_debug(model_name: str, tmp_path: Path
     entries = _parse(lines, "serve")
     assert [e for e in entries if e["level"] in ("DEBUG", "INFO")] == []
     assert not any(e["logger"] == "service.access" for e in entries)
+
+
+def test_uncaught_exceptions_and_warnings_are_json_lines_too() -> None:
+    """A process that dies (or a thread that does) leaves its traceback as a JSON line, not
+    Python's plain text on stderr."""
+    code = (
+        "import threading, warnings\n"
+        "from service.logs import configure_logging\n"
+        "configure_logging('INFO', 'learn')\n"
+        "warnings.warn('a warning')\n"
+        "t = threading.Thread(target=lambda: 1 / 0, name='worker'); t.start(); t.join()\n"
+        "raise ValueError('boom')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    entries = _parse((done.stdout + done.stderr).splitlines(), "learn")
+    assert [(e["level"], e["message"]) for e in entries] == [
+        ("WARNING", entries[0]["message"]),
+        ("ERROR", "uncaught exception in thread worker"),
+        ("CRITICAL", "uncaught exception, exiting"),
+    ]
+    assert "a warning" in entries[0]["message"]
+    assert "ZeroDivisionError" in entries[1]["exception"]
+    assert "ValueError: boom" in entries[2]["exception"]

@@ -7,13 +7,16 @@ import logging
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
-# What "Redis is away" looks like to callers: answer 503 / log false, never 500.
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# What "Redis cannot take this now" looks like to callers: answer 503 / log false, never 500.
+# Unreachable or hung (connection errors, timeouts; a server still loading its data is a
+# ConnectionError too), full (OOM under maxmemory with noeviction: reads and deletes still
+# work, writes do not) and read-only (a replica, or a primary demoted by a failover).
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, OSError)
 
 
 class StoreError(RuntimeError):

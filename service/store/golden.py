@@ -14,12 +14,15 @@ class GoldenSet:
     def __init__(self, redis: Redis, keys: Keys, scripts: Scripts) -> None:
         self._redis = redis
         self._keys = keys
+        self._scripts = scripts
 
-    async def add(self, entries: list[tuple[bytes, str, str]]) -> int:
-        """Append (float32 input, label text, tag) entries; returns the set's new size."""
-        return int(await self._redis.rpush(
-            self._keys.golden, *(encode_labelled(x, label, tag) for x, label, tag in entries)
-        ))
+    async def add(self, entries: list[tuple[bytes, str, str]]) -> tuple[int, int]:
+        """Add (float32 input, label text, tag) entries the set does not hold yet, so a
+        retried request adds nothing twice: (how many were new, the set's new size)."""
+        added, size = await self._scripts.golden_add(
+            keys=[self._keys.golden],
+            args=[encode_labelled(x, label, tag) for x, label, tag in entries])
+        return int(added), int(size)
 
     async def items(self) -> list[tuple[np.ndarray, str, str]]:
         return [decode_labelled(b) for b in await self._redis.lrange(self._keys.golden, 0, -1)]

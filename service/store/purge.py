@@ -1,5 +1,6 @@
-"""Deleting raw inputs by tag from the learner's keys (the learner runs these: it is their
-single writer and knows how far it has read)."""
+"""Deleting raw inputs by tag: from the prediction log and golden set (the API does it at
+once, the learner again when the API could not finish) and from the learner's keys (the
+learner runs those: it is their single writer and knows how far it has read)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,21 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from service.store.codec import decode_entry
+from service.store.control import PurgeRequest
+from service.store.golden import GoldenSet
 from service.store.keys import Keys
+from service.store.predictions import PredictionLog
 
 Matches = Callable[[str], bool]  # tag -> purge it?
+
+
+async def purge_served_inputs(predictions: PredictionLog, golden: GoldenSet,
+                              request: PurgeRequest) -> dict[str, int]:
+    """The prediction log and drift samples, and the golden set when the request names it:
+    what each holds of the request's tag, deleted (idempotent: a repeat deletes nothing)."""
+    removed = {"predictions": await predictions.purge(request.tag)}
+    removed["golden"] = await golden.purge(request.tag) if request.golden else 0
+    return removed
 
 
 def _stream_key(stream_id: str) -> tuple[int, int]:

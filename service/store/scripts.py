@@ -18,6 +18,7 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         names = (
             "feedback_append",
+            "golden_add",
             "holdout_insert",
             "buffer_insert",
             "buffer_retire",

@@ -28,9 +28,11 @@ from service.config import Settings
 from service.monitor.drift_monitor import DriftMonitor
 from service.monitor.learner_metrics import LearnerMetrics
 from service.monitor.tag_accuracy import TagAccuracy
-from service.store.control import Control
+from service.store.control import Control, PurgeRequest
 from service.store.golden import GoldenSet
 from service.store.keys import Keys
+from service.store.predictions import PredictionLog
+from service.store.purge import purge_served_inputs
 from service.store.registry import Registry
 from service.store.scripts import Scripts
 from service.worker.cursor import StreamCursor
@@ -69,7 +71,11 @@ class LearnerService:
         self.lease = Lease(redis, self.keys, scripts, settings.lease_ttl_seconds)
         self.control = Control(redis, self.keys)
         self.samples = SampleStore(settings, redis, self.keys, scripts, self.lease)
-        self.publisher = Publisher(settings, redis, self.registry, GoldenSet(redis, self.keys, scripts),
+        self.golden = GoldenSet(redis, self.keys, scripts)
+        # Only for purges the API could not finish (its own connection is never opened).
+        self.prediction_log = PredictionLog(redis, self.keys, settings.input_dim,
+                                            settings.prediction_ttl_seconds)
+        self.publisher = Publisher(settings, redis, self.registry, self.golden,
                                    self.reader, self.lease, self.metrics)
         self.reporter = StatsReporter(settings, redis, self.keys, self.lease, self.metrics)
         self.cursor = StreamCursor()
@@ -145,13 +151,21 @@ class LearnerService:
                  self.served_version, self.cursor.committed, self.samples_seen,
                  self.learner.device, self.learner.precision)
 
+    async def _purge(self, request: PurgeRequest) -> None:
+        """The learner's part of a purge, and the API's part too when the API could not
+        finish it (Redis failed it half way: the request was recorded first)."""
+        served = None
+        if not await self.control.served_part(request.purge_id):
+            served = await purge_served_inputs(self.prediction_log, self.golden, request)
+        removed = await self.samples.purge(self.stream, request,
+                                           self.cursor.last_id or self.cursor.committed)
+        await self.control.finish_purge(request, removed, served)
+
     async def step(self, block_ms: int = 200) -> int:
         """One read → learn → maybe publish cycle; returns the number of entries read."""
         paused, purge = await self.control.poll()
         while purge is not None:  # privacy first: purges run even while learning is paused
-            removed = await self.samples.purge(self.stream, purge,
-                                               self.cursor.last_id or self.cursor.committed)
-            await self.control.finish_purge(purge, removed)
+            await self._purge(purge)
             purge = await self.control.next_purge()
         self.learning = "paused" if paused else "running"
         await self.reporter.read_drift_samples(self.drift)  # serving goes on while paused

@@ -93,8 +93,8 @@ class SampleStore:
 
     async def purge(self, step: StreamStep, request: PurgeRequest, read_up_to: str) -> dict[str, int]:
         """Delete the request's raw inputs from the stream, the replay buffer and the holdout,
-        here and in the mirror (the API purges the prediction log and, when named, the golden
-        set)."""
+        here and in the mirror (the prediction log and golden set are the served part:
+        store/purge.py `purge_served_inputs`)."""
         stream = await purge_stream(self._redis, self._keys, request.matches, read_up_to)
         slots = matching_slots(await buffers.load(self._redis, self._keys), request.matches)
         if slots:

@@ -17,6 +17,7 @@ import redis
 from service.config import Settings
 from service.store.codec import vector_to_bytes
 from service.store.connection import connect
+from service.store.control import PurgeRequest, new_purge_id
 from service.worker.loop import LearnerService
 from tests.conftest import REDIS_URL, running_app, snapshot
 
@@ -166,3 +167,29 @@ async def test_purge_by_tag_then_everything_leaves_no_purged_input_anywhere(
         # The model keeps serving: weights are not raw inputs.
         again = await api.post("/v1/predict", json={"inputs": public[:1]})
         assert again.status_code == 200
+
+
+async def test_a_recorded_purge_whose_served_part_never_ran_is_finished_by_the_learner(
+    make_settings: Callable[..., Settings], redis_client: redis.Redis, model_name: str,
+) -> None:
+    """The API records a purge before deleting anything; when Redis fails it after that
+    (or the API dies), the learner deletes the prediction log's and golden set's part too."""
+    settings = make_settings(admin_token="admin-secret", publish_every_seconds=0.2)
+    secret = rows(3000.0, 6)
+    async with running_app(settings) as api, learner_running(settings) as learner:
+        predicted = (await api.post("/v1/predict", json={"inputs": secret[:3], "tag": "s"})).json()
+        assert predicted["logged"] is True
+        golden = [{"inputs": row, "label": "setosa", "tag": "s"} for row in secret[3:]]
+        assert (await api.post("/v1/golden", json={"items": golden}, headers=ADMIN)).status_code == 201
+        assert all(present(stored_bytes(redis_client, model_name), secret))
+
+        request = PurgeRequest(new_purge_id(), "s", golden=True)
+        await learner.control.request_purge(request)  # what the API did before Redis failed
+
+        async def done() -> dict[str, Any] | None:
+            status = await learner.control.purge_status(request.purge_id)
+            return status if status and status["status"] == "done" else None
+
+        status = await wait_for(done, 10, "the learner to finish the purge")
+        assert status["removed"]["predictions"] == 1 and status["removed"]["golden"] == 3
+        assert not any(present(stored_bytes(redis_client, model_name), secret))

@@ -13,8 +13,12 @@ from service.api.auth import require_admin_token
 from service.api.deps import Ctx
 from service.api.errors import invalid
 from service.api.schemas import GoldenRequest, PurgeRequestBody
+from service.api.unavailable import RETRY_AFTER_SECONDS, describe
 from service.api.validation import check_count, check_label, to_matrix
 from service.store.codec import vector_to_bytes
+from service.store.connection import UNAVAILABLE
+from service.store.control import PurgeRequest, new_purge_id
+from service.store.purge import purge_served_inputs
 from service.store.registry import VersionNotFound, VersionRejected
 
 router = APIRouter(dependencies=[Depends(require_admin_token)], tags=["admin"])
@@ -38,18 +42,20 @@ async def activate(version: int, ctx: Ctx) -> dict[str, int]:
 
 @router.post("/v1/golden", status_code=201)
 async def add_golden(body: GoldenRequest, ctx: Ctx) -> dict[str, int]:
-    """Labelled items the gate trusts: a candidate that gets worse on them is rejected."""
+    """Labelled items the gate trusts: a candidate that gets worse on them is rejected. An
+    item already in the set is not added again (`added` counts the new ones), so retrying a
+    request whose answer was lost is safe."""
     settings = ctx.settings
     check_count(len(body.items), settings, ("items",))
     labels = [check_label(it.label, settings, ("items", i, "label"))
               for i, it in enumerate(body.items)]
     x = to_matrix([it.inputs for it in body.items], settings.input_dim,
                   [("items", i, "inputs") for i in range(len(body.items))])
-    size = await ctx.golden.add(
+    added, size = await ctx.golden.add(
         [(vector_to_bytes(row), label, it.tag or "")
          for row, label, it in zip(x, labels, body.items, strict=True)]
     )
-    return {"added": len(body.items), "size": size}
+    return {"added": added, "size": size}
 
 
 @router.post("/v1/learning/pause")
@@ -68,26 +74,44 @@ async def resume_learning(ctx: Ctx) -> dict[str, str]:
 PURGE_WAIT_SECONDS = 10.0
 
 
-@router.post("/v1/data/purge", responses={202: {"description": "the learner has not finished yet"}})
+@router.post("/v1/data/purge", responses={
+    202: {"description": "the learner has not finished yet"},
+    503: {"description": "Redis unavailable: either nothing was recorded or deleted, or the "
+                         "purge is recorded (its purge_id is given) and will be finished"},
+})
 async def purge(body: PurgeRequestBody, ctx: Ctx) -> JSONResponse:
     """Delete raw inputs by tag, or all of them, from every place they live (DESIGN §5): the
     prediction log here, the stream, replay buffer and holdout by the learner (their single
-    writer), the golden set only when named. 200 once done; 202 with the id to poll if the
-    learner has not finished within a few seconds (e.g. it is not running)."""
+    writer), the golden set only when named. The purge is recorded first, so one that Redis
+    interrupts is finished by the learner, never left half done. 200 once done; 202 with the
+    id to poll if the learner has not finished within a few seconds (e.g. it is not running)."""
     if (body.tag is None) == (not body.all):
         raise invalid((), "give exactly one of tag or all: true")
-    predictions = await ctx.predictions.purge(body.tag)
-    golden = await ctx.golden.purge(body.tag) if body.golden else 0
-    purge_id = await ctx.control.request_purge(body.tag)
+    request = PurgeRequest(new_purge_id(), body.tag, body.golden)
+    try:
+        await ctx.control.request_purge(request)
+    except UNAVAILABLE as exc:
+        return _purge_unavailable(request.purge_id, f"{describe(exc, write=True)}; nothing "
+                                  "was deleted (a timed-out request may still have been "
+                                  "recorded: see the purge id)")
+    try:
+        served = await purge_served_inputs(ctx.predictions, ctx.golden, request)
+        await ctx.control.served_part_done(request.purge_id, served)
+    except UNAVAILABLE as exc:
+        return _purge_unavailable(request.purge_id, f"{describe(exc, write=True)}; the purge "
+                                  "is recorded and the learner finishes it once Redis is back")
     deadline = time.monotonic() + PURGE_WAIT_SECONDS
-    status = await ctx.control.purge_status(purge_id)
+    status = await ctx.control.purge_status(request.purge_id)
     while status and status["status"] != "done" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-        status = await ctx.control.purge_status(purge_id)
+        status = await ctx.control.purge_status(request.purge_id)
     assert status is not None
-    removed = {"predictions": predictions, "golden": golden, **(status["removed"] or {})}
-    return JSONResponse({**status, "removed": removed},
-                        status_code=200 if status["status"] == "done" else 202)
+    return JSONResponse(status, status_code=200 if status["status"] == "done" else 202)
+
+
+def _purge_unavailable(purge_id: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message, "purge_id": purge_id}, status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 @router.get("/v1/data/purge/{purge_id}")
