@@ -7,13 +7,16 @@ import contextlib
 import logging
 import os
 import signal
+import time
 
 import torch
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from service.config import Settings
 from service.monitor.learner_metrics import LearnerMetrics
+from service.monitor.metrics_server import MetricsServer, start_metrics_server
 from service.store.connection import UNAVAILABLE, check_noeviction, connect, wait_until_reachable
 from service.store.keys import Keys
 from service.store.registry import DeploymentIdentity, Registry
@@ -24,21 +27,25 @@ from service.worker.loop import LearnerService
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 8.0
 
 
-def serve_metrics(settings: Settings, registry: CollectorRegistry) -> None:
-    """/metrics on MNEMO_LEARNER_METRICS_PORT (0: not served). A port already taken (a second
-    learner on the same host) costs the metrics, never the learner."""
+def serve_metrics(settings: Settings, registry: CollectorRegistry) -> MetricsServer | None:
+    """/metrics on MNEMO_LEARNER_METRICS_PORT (0: not served), behind MNEMO_API_TOKEN when it is
+    set (the per-tag series name tags). A port already taken (a second learner on the same host)
+    costs the metrics, never the learner. Returns the server, or None where nothing is served."""
     if settings.learner_metrics_port == 0:
-        return
+        return None
     try:
-        start_http_server(settings.learner_metrics_port, settings.host, registry)
+        server = start_metrics_server(registry, settings.host, settings.learner_metrics_port,
+                                      settings.api_token)
     except OSError as exc:
         log.warning("learner metrics not served on %s:%s: %s", settings.host,
                     settings.learner_metrics_port, exc)
-        return
-    log.info("learner metrics on http://%s:%s/metrics", settings.host,
-             settings.learner_metrics_port)
+        return None
+    log.info("learner metrics on http://%s:%s/metrics%s", settings.host, server.port,
+             " (bearer token required)" if settings.api_token else "")
+    return server
 
 
 async def _main(settings: Settings) -> int:
@@ -71,16 +78,26 @@ async def _learn_until_stopped(settings: Settings, redis: Redis, metrics: Learne
     """Run a learner; when Redis goes away or the lease is lost, drop everything in memory and
     start over from the last published version once Redis answers (what a restarted process
     would do, and proven by the crash tests), instead of exiting. Returns 0 once stopped."""
+    failures = 0
     while True:
         service = LearnerService(settings, redis, metrics)
+        started = time.monotonic()
         try:
             await service.run(stop)
-        except UNAVAILABLE as exc:
+        except (*UNAVAILABLE, RedisError) as exc:
             # A write may or may not have been applied: only the registry knows, so re-read it.
-            log.warning("Redis unavailable (%s): restarting from the last published version "
-                        "once it answers", exc)
+            # Any other Redis error too (a reply the code did not expect): restart, not exit.
+            expected = isinstance(exc, UNAVAILABLE)
+            log.log(logging.WARNING if expected else logging.ERROR,
+                    "Redis error (%s: %s): restarting from the last published version once "
+                    "it answers", type(exc).__name__, exc, exc_info=not expected)
             with contextlib.suppress(*UNAVAILABLE):
                 await service.lease.release()
+            # A full or read-only Redis still answers PING: back off (0.5 s, doubling to
+            # 8 s) instead of restarting in a tight loop until it takes writes again.
+            failures = 0 if time.monotonic() - started > MAX_BACKOFF_SECONDS else failures + 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff_seconds(failures))
         if stop.is_set():
             return 0
         log.info("learner restarting as a standby")
@@ -90,6 +107,11 @@ async def _learn_until_stopped(settings: Settings, redis: Redis, metrics: Learne
                 break
             except UNAVAILABLE:
                 await asyncio.sleep(RECONNECT_SECONDS)
+
+
+def backoff_seconds(failures: int) -> float:
+    """The pause before the next start after `failures` failed ones in a row."""
+    return min(MAX_BACKOFF_SECONDS, RECONNECT_SECONDS * 2 ** max(0, failures - 1))
 
 
 # The learner is background work: where it shares cores with API processes, their requests

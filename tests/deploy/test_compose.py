@@ -2,30 +2,37 @@
 Docker engine here): every command they run is a CLI subcommand (run the same way the tests
 start the service), every port is a configuration default, every path they copy or mount
 exists, every MNEMO_* name is a setting, every health endpoint is a route, Prometheus and
-Grafana find what compose names, secrets have no defaults, and the image installs the
-dependencies the tests run with."""
+Grafana find what compose names, secrets have no defaults, Prometheus and the learner's health
+check send the API token the learner's /metrics wants, and the image installs the dependencies
+the tests run with."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
+import posixpath
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from functools import cache
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import yaml
 from packaging.requirements import Requirement
+from prometheus_client import CollectorRegistry
 from starlette.routing import Match
 
 from service.api import create_app
 from service.config import Settings, known_env_names
+from service.monitor.metrics_server import start_metrics_server
+from tests.conftest import free_port
 from tests.e2e.procs import ROOT
+from tests.observability.promconfig import CONFIG, job, learner_credentials_file, promtool_check, write_config
 
 DEPLOY = ROOT / "deploy"
 MNEMO_SERVICES = ("api", "learner")  # built from the Dockerfile
@@ -121,8 +128,7 @@ def test_health_endpoints_are_routes_of_the_app() -> None:
     assert all(is_route(path) for path in checked)
     assert not is_route("/nowhere")
     # The learner serves prometheus_client's /metrics, the path Prometheus scrapes too.
-    assert yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"][1][
-        "metrics_path"] == "/metrics"
+    assert job(yaml.safe_load(CONFIG.read_text()), "learner")["metrics_path"] == "/metrics"
 
 
 def test_environment_names_are_settings_and_secrets_have_no_defaults() -> None:
@@ -174,7 +180,8 @@ def test_every_path_copied_or_mounted_exists_and_is_not_ignored() -> None:
                if line and not line.startswith("#")]
     copied = [src for args in instructions("COPY") for src in shlex.split(args)[:-1]
               if not src.startswith("--")]
-    assert copied == ["pyproject.toml", "deploy/requirements.py", "README.md", "models", "service"]
+    assert copied == ["pyproject.toml", "deploy/requirements.py", "README.md", "LICENSE", "models",
+                      "service", "mnemo_client"]
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
@@ -187,7 +194,7 @@ def test_every_path_copied_or_mounted_exists_and_is_not_ignored() -> None:
     assert compose()["services"]["api"]["build"]["context"] == "."
 
 
-def test_prometheus_scrapes_every_replica_and_the_learner() -> None:
+def test_prometheus_scrapes_every_replica_and_the_learner(tmp_path: Path) -> None:
     mounted = mounts("prometheus")
     assert mounted == {"/etc/prometheus/prometheus.yml": "./deploy/prometheus.yml"}
     assert "--config.file=/etc/prometheus/prometheus.yml" in services()["prometheus"]["command"]
@@ -198,11 +205,51 @@ def test_prometheus_scrapes_every_replica_and_the_learner() -> None:
     (learner,) = jobs["learner"]["static_configs"]
     assert learner["targets"] == [f"learner:{DEFAULTS.learner_metrics_port}"]
     assert set(jobs) <= set(services())  # job names are compose service names
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool not found: install the Debian package `prometheus` (.ci/run does)"
-    check = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus.yml")],
-                           capture_output=True, text=True, timeout=30, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
+    promtool_check(write_config(tmp_path, CONFIG.read_text(), "a-token"))
+
+
+def test_prometheus_writes_the_api_token_where_the_learner_job_reads_it(tmp_path: Path) -> None:
+    """The prometheus service's entrypoint, run here by sh with /etc/prometheus moved under
+    tmp_path and /bin/prometheus replaced by echo: it writes the token, exactly, owner-only,
+    to the learner job's credentials file (relative to the mounted config), and hands the
+    service's command to the binary unchanged."""
+    prometheus = services()["prometheus"]
+    assert prometheus["environment"] == {"MNEMO_API_TOKEN": services()["api"]["environment"][
+        "MNEMO_API_TOKEN"]}  # the same required secret, no default
+    config_dir = posixpath.dirname(next(iter(mounts("prometheus"))))
+    shell, flag, script, name = prometheus["entrypoint"]
+    assert (shell, flag) == ("/bin/sh", "-c")
+    script = (script.replace("$$", "$")  # compose's escape for a literal $
+              .replace(f"{config_dir}/", f"{tmp_path}/").replace("/bin/prometheus", "/bin/echo"))
+    token = "tok en$'\"\\"  # spaces and shell metacharacters arrive as they are
+    done = subprocess.run(["/bin/sh", "-c", script, name, *prometheus["command"]],
+                          env={"PATH": os.environ["PATH"], "MNEMO_API_TOKEN": token},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == " ".join(prometheus["command"]) + "\n"
+    written = tmp_path / learner_credentials_file(yaml.safe_load(CONFIG.read_text()))
+    assert written.read_text() == token
+    assert written.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_learner_health_check_sends_the_api_token() -> None:
+    """The learner's health check, run here against a real learner metrics server (its port
+    moved to a free one): healthy with the container's token, unhealthy with another."""
+    test = services()["learner"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    port = free_port()
+    server = start_metrics_server(CollectorRegistry(), "127.0.0.1", port, "the-token")
+    try:
+        code = test[3].replace(f":{DEFAULTS.learner_metrics_port}/", f":{port}/")
+        assert code != test[3]
+        outcomes = {}
+        for token in ("the-token", "another"):
+            env = {**os.environ, "MNEMO_API_TOKEN": token}
+            outcomes[token] = subprocess.run([sys.executable, "-c", code], env=env,
+                                             capture_output=True, timeout=30).returncode
+    finally:
+        server.stop()
+    assert outcomes["the-token"] == 0 and outcomes["another"] != 0, outcomes
 
 
 def test_grafana_mounts_are_where_its_provisioning_looks() -> None:

@@ -50,6 +50,7 @@ def items(x: np.ndarray, y: np.ndarray, prefix: str) -> list[dict[str, Any]]:
 class Node:
     proc: Proc
     port: int  # API port (serve) or metrics port (learn)
+    headers: dict[str, str] = field(default_factory=dict)  # the API token, where one is set
 
     @property
     def url(self) -> str:
@@ -57,7 +58,7 @@ class Node:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample of this process's /metrics (0 when the series does not exist yet)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        text = httpx.get(f"{self.url}/metrics", headers=self.headers, timeout=5).text
         for line in text.splitlines():
             if line.startswith(name + "{") or line.startswith(name + " "):
                 found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
@@ -87,11 +88,16 @@ class Cluster:
     def _start(self, role: str, port_setting: str, ready_path: str,
                settings: dict[str, object]) -> Node:
         port = free_port()
-        env = base_env(**{**self.settings, **settings, port_setting: port})
+        chosen = {**self.settings, **settings, port_setting: port}
+        env = base_env(**chosen)
+        # The learner's /metrics is behind the API token when one is set.
+        headers = {"Authorization": f"Bearer {chosen['api_token']}"} \
+            if chosen.get("api_token") else {}
         proc = self.procs.start(f"{role}{next(self._names)}", [role], env)
-        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1)
-                 .status_code == 200, 60, f"the {role} process to be up", self.procs.logs)
-        return Node(proc, port)
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}{ready_path}", headers=headers,
+                                   timeout=1).status_code == 200,
+                 60, f"the {role} process to be up", self.procs.logs)
+        return Node(proc, port, headers)
 
     def holder_and_standby(self, learners: list[Node], r: redis.Redis) -> tuple[Node, Node]:
         """Of two learners, the lease holder (once it has published three versions) and the
