@@ -23,9 +23,10 @@ RUN python requirements.py pyproject.toml report > requirements.txt \
  && pip install --no-cache-dir -r requirements.txt
 
 # Source layer: the package itself, installed without touching the dependencies.
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY models ./models
 COPY service ./service
+COPY mnemo_client ./mnemo_client
 RUN pip install --no-cache-dir --no-deps . && rm -rf /build
 
 RUN useradd --create-home --uid 10001 mnemo \

@@ -50,6 +50,7 @@ import redis
 from load_tests import open_loop, publisher
 from load_tests.bench_table import markdown
 from load_tests.processes import cpu_seconds, free_port, started, wait_ready
+from mnemo_client import Client
 from service.store.keys import Keys
 
 DIM, CLASSES = 64, 10
@@ -114,23 +115,19 @@ def _metric(base: str, name: str) -> dict[str, float]:
     return out
 
 
-def _stats(base: str) -> dict[str, Any]:
-    return httpx.get(f"{base}/v1/stats", timeout=10).json()
-
-
-def _two_served_versions(base: str) -> tuple[int, int]:
+def _two_served_versions(mnemo: Client) -> tuple[int, int]:
     """The current version and the newest other one that passed the gate and still has its
     weights (paging past the rejected ones): two weight sets to alternate between."""
-    current = int(httpx.get(f"{base}/v1/versions/current").json()["version"])
-    params: dict[str, Any] = {"limit": 100}
+    current = mnemo.version().version
+    before: str | None = None
     while True:
-        listing = httpx.get(f"{base}/v1/versions", params=params).json()
-        for v in listing["versions"]:
-            if v["version"] != current and v["status"] != "rejected" and v.get("blobs", True):
-                return current, int(v["version"])
-        if not listing["next"]:
+        page = mnemo.versions(limit=100, before=before)
+        for v in page.versions:
+            if v.version != current and v.status != "rejected" and v.blobs:
+                return current, v.version
+        if not page.next:
             raise RuntimeError("no second servable version to swap to")
-        params["before"] = listing["next"]
+        before = page.next
 
 
 def _freshness_p95(before: dict[str, float], after: dict[str, float]) -> tuple[float, int]:
@@ -188,8 +185,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                logs / "learn.log"))
         for name in base:
             wait_ready(f"{base[name]}/openapi.json")
-        _wait_learner_started(base["mnemo"])
-        _phases(args, phases, base, results, learner.pid, pids)
+        # The control calls between phases (stats, versions, pause, resume, activate); the
+        # load itself is raw HTTP from open_loop, whose cost is what is measured.
+        mnemo = stack.enter_context(Client(base["mnemo"], admin_token=ADMIN, timeout=10))
+        _wait_learner_started(mnemo)
+        _phases(args, phases, base, results, learner.pid, pids, mnemo)
 
     client = redis.Redis.from_url(args.redis_url)
     for pattern in Keys(model).all_patterns():
@@ -200,21 +200,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def _wait_learner_started(url: str, timeout: float = 120) -> None:
+def _wait_learner_started(mnemo: Client, timeout: float = 120) -> None:
     """Until the learner has reported once: its start-up (imports, restoring state) takes
     seconds of CPU that would otherwise land in the first phase measured."""
     deadline = time.monotonic() + timeout
-    while _stats(url).get("learning") is None:
+    while mnemo.stats().learning is None:
         if time.monotonic() > deadline:
             raise RuntimeError("the learner did not report")
         time.sleep(0.5)
 
 
 def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
-            results: dict[str, Any], learner_pid: int, pids: dict[str, int]) -> None:
+            results: dict[str, Any], learner_pid: int, pids: dict[str, int],
+            mnemo: Client) -> None:
     """The phases asked for, in order, with the servers up (module docstring)."""
     seconds = args.seconds
-    admin = {"Authorization": f"Bearer {ADMIN}"}
     fb_url = f"{base['mnemo']}/v1/feedback"
     # Distinct items (a body repeats a few times at most): a stream cycling a few dozen fixed
     # bodies made the learner's concept-drift detector fire tens of times per backlog.
@@ -255,34 +255,34 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
 
     if 2 in phases:
         print("2. feedback ingestion, batches of 100 (learner paused)", flush=True)
-        httpx.post(f"{base['mnemo']}/v1/learning/pause", headers=admin).raise_for_status()
+        mnemo.pause()
         ingest = _capacity(fb_url, fb_bodies, seconds)
         results["feedback_items_per_s"] = 100 * ingest.achieved_rate
         results["feedback_errors"] = ingest.errors
 
     if 3 in phases:
         print("3. learner throughput on that backlog", flush=True)
-        start_seen = _stats(base["mnemo"])["samples_seen"] or 0
-        backlog = _stats(base["mnemo"])["feedback_lag"]
+        start_seen = mnemo.stats().samples_seen
+        backlog = mnemo.stats().feedback_lag
         resumed_at, cpu_before = time.monotonic(), cpu_seconds(learner_pid)
-        httpx.post(f"{base['mnemo']}/v1/learning/resume", headers=admin).raise_for_status()
-        stats = _stats(base["mnemo"])
-        while stats["feedback_lag"] and time.monotonic() - resumed_at < args.learner_timeout:
+        mnemo.resume()
+        stats = mnemo.stats()
+        while stats.feedback_lag and time.monotonic() - resumed_at < args.learner_timeout:
             time.sleep(0.5)
-            stats = _stats(base["mnemo"])
+            stats = mnemo.stats()
         elapsed, cpu_after = time.monotonic() - resumed_at, cpu_seconds(learner_pid)
-        processed = (stats["samples_seen"] or 0) - start_seen
+        processed = stats.samples_seen - start_seen
         # On a shared machine the learner gets what the others leave: items per CPU-second of
         # the learner process is the figure that compares across runs.
         cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         results["learner"] = {"backlog": backlog, "processed": processed,
                               "seconds": round(elapsed, 1),
                               "items_per_s": processed / elapsed,
-                              "caught_up": not stats["feedback_lag"],
+                              "caught_up": not stats.feedback_lag,
                               "cpu_seconds": cpu,
                               "items_per_cpu_s": processed / cpu if cpu else None,
                               # each one retrains a copy and re-consolidates: CPU to know about
-                              "drift_events": (stats.get("drift") or {}).get(
+                              "drift_events": (stats.raw.get("drift") or {}).get(
                                   "concept_drift_events")}
         print(f"  {processed} of {backlog} items in {elapsed:.1f} s: "
               f"{processed / elapsed:.0f} items/s; learner CPU {cpu or float('nan'):.1f} s: "
@@ -309,17 +309,16 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         # deletes older unactivated blobs) and kept by activating each once. After the
         # freshness phase: an operator's activation makes the learner's next publish carry
         # items counted from the activated version, which is not the steady state measured.
-        pair = _two_served_versions(base["mnemo"])
+        pair = _two_served_versions(mnemo)
         for version in (pair[1], pair[0]):
-            httpx.post(f"{base['mnemo']}/v1/versions/{version}/activate",
-                       headers=admin).raise_for_status()
+            mnemo.activate(version)
         # Half of the median round's capacity (the best round is a quiet moment of a shared
         # machine); the swap comparison also at a quarter, where the shared cores' noise is
         # smaller than the effect measured.
         half = float(np.median(rounds["mnemo_1"])) / 2
         print(f"5. latency at half capacity ({half:.0f}/s), without and with a new version "
               "every second (learner paused)", flush=True)
-        httpx.post(f"{base['mnemo']}/v1/learning/pause", headers=admin).raise_for_status()
+        mnemo.pause()
         url = targets["mnemo_1"][0]
         # Steady state, not the moments after the activations above (the learner reloads the
         # activated version's state, the API loads it) or a cold start of this rate: a warm-up

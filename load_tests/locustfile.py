@@ -7,6 +7,9 @@ Settings (environment): LOAD_DIM (MNEMO_INPUT_DIM, default 4), LOAD_LABELS (comm
 default the demo's iris labels), LOAD_ROWS (rows per predict, 1), LOAD_FEEDBACK_FRACTION (0.2),
 LOAD_TOKEN (the API token, if one is set). locust is closed-loop; for latency under a fixed
 arrival rate use load_tests/open_loop.py.
+
+Requests go through locust's own client, not mnemo_client: locust times and counts each
+request it sends (the client's retries would hide 429/503 and count retries as latency).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ latency is measured from its *scheduled* send time, so a slow server cannot hide
 slowing the client down (no coordinated omission); a request that goes out early (the event
 loop's timers are coarse) is timed from when it went out. Keep-alive HTTP/1.1 on raw asyncio
 streams, on uvloop where it is installed (`drive`): a Python client costs the shared CPU as
-little as possible.
+little as possible (which is also why this is raw HTTP, not mnemo_client: the requests'
+own cost is what it measures).
 
     python -m load_tests.open_loop --url http://127.0.0.1:8000/v1/predict --rate 500 \
         --seconds 10 --rows 1 --dim 64 [--token T]

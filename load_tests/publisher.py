@@ -31,9 +31,8 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-import httpx
-
 from load_tests.processes import ROOT
+from mnemo_client import Client
 
 
 class _Stop(Exception):
@@ -65,9 +64,9 @@ def publish(activate: Callable[[int], object], versions: list[int], every: float
 
 @contextlib.contextmanager
 def through_admin_route(url: str, token: str) -> Iterator[Callable[[int], object]]:
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                      timeout=10) as client:
-        yield lambda version: client.post(f"/v1/versions/{version}/activate").raise_for_status()
+    # As an operator's tooling would; no retries: one activation per interval, on schedule.
+    with Client(url, admin_token=token, timeout=10, retries=0) as client:
+        yield client.activate
 
 
 @contextlib.contextmanager

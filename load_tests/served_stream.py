@@ -4,7 +4,11 @@ prediction id, paced to a fixed label rate. Every answer the service gave (its `
 version it served then) is scored against the true label: the served prequential accuracy.
 
 Also the reads a benchmark needs around it: a test set's accuracy through /v1/predict, the
-version registry (paginated), and the settings a fresh `python -m service run` gets."""
+version registry (paginated), and the settings a fresh `python -m service run` gets.
+
+Predict and feedback go through mnemo_client, as an application's would (its retries, its
+feedback ids); the registry reads stay plain GETs: their callers (tables, e2e tests) take
+the registry's JSON objects as they are."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 from load_tests.learning_scores import Run
 from load_tests.learning_streams import Labelled, Scenario
 from load_tests.processes import free_port, started
+from mnemo_client import ByPrediction, Client, ConflictError, WithInputs
 
 ROWS = 16  # rows per predict request (as the bug report sent them)
 RATE = 200.0  # labels per second
@@ -79,7 +84,7 @@ class ServedStream:
     after a pause (a test-set read) the schedule restarts instead of bursting to catch up."""
 
     def __init__(self, client: httpx.Client, rate: float = RATE, rows: int = ROWS) -> None:
-        self.client, self.rate, self.rows = client, rate, rows
+        self.mnemo, self.rate, self.rows = Client(http=client), rate, rows
         self.correct: list[bool] = []
         self.unpredicted = 0  # rows predict refused (409: no class yet), scored wrong
         self.streaming_seconds = 0.0
@@ -110,23 +115,18 @@ class ServedStream:
 
     def _one_request(self, x: np.ndarray, y: np.ndarray, tag: str | None) -> list[bool]:
         labels = [int(v) for v in y]
-        answer = self.client.post("/v1/predict", json=_body({"inputs": x.tolist()}, tag))
-        if answer.status_code == 409:  # no class yet: the labels still teach the model
+        items: list[ByPrediction | WithInputs]
+        try:
+            answer = self.mnemo.predict(x, tag=tag)
+        except ConflictError:  # no class yet: the labels still teach the model
             self.unpredicted += len(labels)
-            items = [_body({"inputs": row, "label": label}, tag)
-                     for row, label in zip(x.tolist(), labels, strict=True)]
+            items = [WithInputs(row, label, tag) for row, label in zip(x.tolist(), labels, strict=True)]
             right = [False] * len(labels)
         else:
-            predictions = _ok(answer, 200)["predictions"]
-            items = [{"prediction_id": p["id"], "label": label}
-                     for p, label in zip(predictions, labels, strict=True)]
-            right = [p["label"] == label for p, label in zip(predictions, labels, strict=True)]
-        _ok(self.client.post("/v1/feedback", json={"items": items}), 202)
+            items = [ByPrediction(p.id, label) for p, label in zip(answer, labels, strict=True)]
+            right = [p.label == label for p, label in zip(answer, labels, strict=True)]
+        self.mnemo.feedback(items)
         return right
-
-
-def _body(body: dict[str, Any], tag: str | None) -> dict[str, Any]:
-    return body if tag is None else {**body, "tag": tag}
 
 
 def _ok(response: httpx.Response, status: int) -> Any:
@@ -138,14 +138,14 @@ def _ok(response: httpx.Response, status: int) -> Any:
 
 def served_accuracy(client: httpx.Client, test: Labelled) -> float:
     """The test set's accuracy through /v1/predict with its tag (no class yet: 0)."""
-    right = 0
+    mnemo, right = Client(http=client), 0
     for start in range(0, len(test), MAX_ROWS):
         x, y = test.x[start:start + MAX_ROWS], test.y[start:start + MAX_ROWS]
-        answer = client.post("/v1/predict", json=_body({"inputs": x.tolist()}, test.tag))
-        if answer.status_code == 409:
+        try:
+            answer = mnemo.predict(x, tag=test.tag)
+        except ConflictError:
             continue
-        labels = [p["label"] for p in _ok(answer, 200)["predictions"]]
-        right += sum(a == int(b) for a, b in zip(labels, y, strict=True))
+        right += sum(p.label == int(b) for p, b in zip(answer, y, strict=True))
     return right / len(test)
 
 

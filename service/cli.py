@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.config import Settings, SettingsError, load_settings
 from service.logs import configure_logging
+from service.version import package_version
 from service.store.connection import StoreError
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def _run(settings: Settings) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mnemo", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"mnemo {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="API + learner (+ embedded Redis when MNEMO_REDIS_URL is unset)")
     sub.add_parser("serve", help="one API process (needs MNEMO_REDIS_URL)")
@@ -141,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"mnemo: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, args.command)
+    configure_logging(settings.log_level, args.command, settings.log_format)
     if args.command == "report":
         from service import report
 

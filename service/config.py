@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     # The prediction log's budget per model: predicts past it answer 429 until entries expire.
     prediction_log_max_bytes: int = Field(1 << 30, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "plain"] = "auto"  # auto: plain on a terminal
 
     init_checkpoint: Path | None = None
     freeze: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -144,6 +145,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("freeze")
     @classmethod

@@ -7,7 +7,6 @@ what a live application would have seen.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import itertools
 import json
@@ -18,16 +17,16 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-import httpx
+from mnemo_client import ByPrediction, Client, ConflictError, MnemoError, ResponseError, WithInputs
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_RETRIES = 5  # per request, for 429/503 and unreachable server
-MAX_WAIT_SECONDS = 60.0  # cap on one Retry-After wait
+# Per request, its retries included: a Retry-After that would end later gives up at once
+# (counted as that status) instead of stalling the replay.
+DEADLINE_SECONDS = 300.0
 TRANSPORT_ERROR = 0  # the `errors` key for requests that got no HTTP answer
 # Every later request would fail the same way: stop instead of repeating the error.
 FATAL_STATUSES = frozenset({401, 403, 404})
@@ -145,37 +144,6 @@ def _by_tag(chunk: list[_Row]) -> Iterator[tuple[str | None, list[_Row]]]:
     yield from groups.items()
 
 
-# -- HTTP ----------------------------------------------------------------------------------
-
-
-def _retry_delay(response: httpx.Response | None, attempt: int) -> float:
-    delay = 0.5 * 2**attempt  # without Retry-After: exponential backoff
-    value = response.headers.get("Retry-After") if response is not None else None
-    if value:
-        try:
-            delay = float(value)
-        except ValueError:
-            with contextlib.suppress(TypeError, ValueError):  # the HTTP-date form
-                delay = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-    return min(max(delay, 0.0), MAX_WAIT_SECONDS)
-
-
-def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> httpx.Response | None:
-    """POST with bounded retries on 429/503/no answer; None if the server never answered."""
-    response: httpx.Response | None = None
-    for attempt in range(MAX_RETRIES + 1):
-        try:
-            response = client.post(path, json=body)
-        except httpx.TransportError:
-            response = None
-        else:
-            if response.status_code not in (429, 503):
-                return response
-        if attempt < MAX_RETRIES:
-            time.sleep(_retry_delay(response, attempt))
-    return response
-
-
 # -- the replay loop -----------------------------------------------------------------------
 
 
@@ -196,62 +164,48 @@ class _Tally:
         return r
 
 
-def _feedback_items(rows: list[_Row], tag: str | None, ids: list[str] | None, run: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        if ids is not None:
-            item: dict[str, Any] = {"prediction_id": ids[i], "label": row.label}
-        else:
-            # feedback_id makes a retried request (lost answer) deduplicate, not double-count.
-            item = {
-                "inputs": row.features,
-                "label": row.label,
-                "feedback_id": f"{run}-{row.number}",
-            }
-        if tag is not None:
-            item["tag"] = tag
-        items.append(item)
-    return items
+def _feedback_items(rows: list[_Row], tag: str | None, ids: list[str] | None,
+                    run: str) -> list[ByPrediction | WithInputs]:
+    if ids is not None:
+        return [ByPrediction(pid, row.label, tag) for pid, row in zip(ids, rows, strict=True)]
+    # Our own feedback ids (rather than the client's uuid4s) name the run and row.
+    return [WithInputs(row.features, row.label, tag, f"{run}-{row.number}") for row in rows]
 
 
-def _replay_group(client: httpx.Client, rows: list[_Row], tag: str | None, tally: _Tally, run: str) -> bool:
+def _refused(tally: _Tally, exc: MnemoError) -> bool:
+    """Count a request that failed (after the client's retries); False when the replay must
+    stop: no answer at all, or a refusal every later request would get too."""
+    if isinstance(exc, ResponseError):
+        raise ReplayError(str(exc)) from exc
+    tally.error(exc.status if exc.status is not None else TRANSPORT_ERROR)
+    return exc.status is not None and exc.status not in FATAL_STATUSES
+
+
+def _replay_group(client: Client, rows: list[_Row], tag: str | None, tally: _Tally, run: str) -> bool:
     """Predict then label one single-tag group; False when the replay must stop."""
     report = tally.report
     report.rows += len(rows)
-    body: dict[str, Any] = {"inputs": [row.features for row in rows]}
-    if tag is not None:
-        body["tag"] = tag
-    response = _post(client, "/v1/predict", body)
-    if response is None:
-        tally.error(TRANSPORT_ERROR)
-        return False
     ids: list[str] | None = None
-    if response.status_code == 200:
-        answer = response.json()
-        predictions = answer.get("predictions")
-        if not isinstance(predictions, list) or len(predictions) != len(rows):
-            raise ReplayError(f"predict answered {len(rows)} rows with {answer!r:.200}")
-        report.predicted += len(rows)
-        tally.correct += sum(p["label"] == row.label for p, row in zip(predictions, rows, strict=True))
-        # "logged": false (Redis was down at predict time): the ids cannot be resolved.
-        if answer.get("logged", True):
-            ids = [p["id"] for p in predictions]
-    elif response.status_code == 409:  # no class yet: the labels still teach the model
+    try:
+        answer = client.predict([row.features for row in rows], tag=tag)
+    except ConflictError:  # no class yet: the labels still teach the model
         report.unpredicted += len(rows)
+    except MnemoError as exc:
+        return _refused(tally, exc)
     else:
-        tally.error(response.status_code)
-        return response.status_code not in FATAL_STATUSES
-
-    response = _post(client, "/v1/feedback", {"items": _feedback_items(rows, tag, ids, run)})
-    if response is None:
-        tally.error(TRANSPORT_ERROR)
-        return False
-    if response.status_code != 202:
-        tally.error(response.status_code)
-        return response.status_code not in FATAL_STATUSES
-    answer = response.json()
-    report.accepted += int(answer.get("accepted", 0))
-    report.duplicates += int(answer.get("duplicates", 0))
+        if len(answer) != len(rows):
+            raise ReplayError(f"predict answered {len(rows)} rows with {len(answer)} predictions")
+        report.predicted += len(rows)
+        tally.correct += sum(p.label == row.label for p, row in zip(answer, rows, strict=True))
+        # "logged": false (Redis was down at predict time): the ids cannot be resolved.
+        if answer.logged:
+            ids = answer.ids
+    try:
+        result = client.feedback(_feedback_items(rows, tag, ids, run))
+    except MnemoError as exc:
+        return _refused(tally, exc)
+    report.accepted += result.accepted
+    report.duplicates += result.duplicates
     return True
 
 
@@ -280,11 +234,11 @@ def replay_csv(
     if progress:
         total = _count_rows(path)
         bar = _ProgressBar(min(total, limit) if total is not None and limit else total)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     run = f"replay-{uuid.uuid4().hex[:12]}"
     tally = _Tally()
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=30.0) as client:
+        with Client(url, token=token, timeout=30.0, retries=MAX_RETRIES,
+                    deadline=DEADLINE_SECONDS) as client:
             for chunk in _chunks(rows, batch_size):
                 go_on = all(_replay_group(client, g, t, tally, run) for t, g in _by_tag(chunk))
                 if bar is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -137,3 +139,49 @@ def test_uncaught_exceptions_and_warnings_are_json_lines_too() -> None:
     assert "a warning" in entries[0]["message"]
     assert "ZeroDivisionError" in entries[1]["exception"]
     assert "ValueError: boom" in entries[2]["exception"]
+
+
+def _lines_on(log_format: str, terminal: bool) -> list[str]:
+    """What a process logging one line with an extra field and one exception writes, with
+    stderr on a terminal (a pseudo-terminal) or a pipe."""
+    code = (
+        "import logging, sys\n"
+        "from service.logs import configure_logging\n"
+        f"configure_logging('INFO', 'serve', {log_format!r})\n"
+        "log = logging.getLogger('service.x')\n"
+        "log.info('published', extra={'version': 3})\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    log.exception('failed')\n"
+    )
+    if not terminal:
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        return done.stderr.splitlines()
+    leader, follower = pty.openpty()
+    try:
+        subprocess.run([sys.executable, "-c", code], cwd=ROOT, stderr=follower, timeout=60)
+        os.close(follower)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(leader)
+    return out.decode().replace("\r\n", "\n").splitlines()
+
+
+def test_plain_lines_on_a_terminal_json_elsewhere_or_as_set() -> None:
+    plain = _lines_on("auto", terminal=True)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} INFO    serve service\.x: published version=3",
+                        plain[0]), plain
+    assert plain[1].endswith("ERROR   serve service.x: failed")
+    assert plain[2] == "Traceback (most recent call last):" and "ZeroDivisionError" in plain[-1]
+    piped = _parse(_lines_on("auto", terminal=False), "serve")
+    assert [(e["message"], e.get("version")) for e in piped] == [("published", 3), ("failed", None)]
+    assert "ZeroDivisionError" in piped[1]["exception"]
+    assert _lines_on("plain", terminal=False)[0].endswith("published version=3")
+    assert json.loads(_lines_on("json", terminal=True)[0])["version"] == 3

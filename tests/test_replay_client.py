@@ -21,7 +21,9 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from service import replay_client
 from service.replay_client import ReplayReport, add_arguments, main, replay_csv
+from tests.conftest import free_port
 from tests.data_digits import write_digits_csv
 
 
@@ -240,6 +242,26 @@ def test_errors_give_exit_code_1_and_progress_bar_draws(
     assert err.startswith("\r[")
     assert "40/40 rows" in err and "errors 1" in err and "500×1" in err
     assert len(fake.feedbacks) == 2  # the failed chunk's labels are not sent
+
+
+def test_a_refused_token_or_no_server_stops_the_replay(
+    fake: FakeMnemo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_csv(tmp_path / "d.csv", 40)
+    fake.feedback_statuses = [401]  # every later request would be refused the same way
+    report = replay_csv(tmp_path / "d.csv", url=fake.url, label_column="y", progress=False)
+    assert (report.rows, report.errors, len(fake.predicts)) == (16, {401: 1}, 1)
+    monkeypatch.setattr(replay_client, "MAX_RETRIES", 0)
+    report = replay_csv(tmp_path / "d.csv", url=f"http://127.0.0.1:{free_port()}", label_column="y",
+                        progress=False)
+    assert (report.rows, report.errors) == (16, {0: 1})  # no answer at all
+
+
+def test_an_answer_outside_the_contract_is_reported(fake: FakeMnemo, tmp_path: Path) -> None:
+    write_csv(tmp_path / "d.csv", 4)
+    fake.predict_statuses = [200]  # a 200 whose body has no predictions
+    with pytest.raises(replay_client.ReplayError, match="unexpected answer"):
+        replay_csv(tmp_path / "d.csv", url=fake.url, label_column="y", progress=False)
 
 
 def test_bad_csv_is_reported(fake: FakeMnemo, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from service.api.errors import validation_error_handler
 from service.api.lean_route import install_hot_routes
 from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from service.api.routes import admin, dashboard, feedback, health, predict, stats, v2, versions
+from service.api.unavailable import redis_unavailable_handler, unavailable_error_types
 from service.config import Settings
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.batcher import MicroBatcher
@@ -40,7 +41,10 @@ async def build_context(settings: Settings) -> AppContext:
     redis, keys, scripts = deployment.redis, deployment.keys, deployment.scripts
     holder = ModelHolder()
     metrics = ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name)
-    predictions = PredictionLog(redis, keys, settings.input_dim, settings.prediction_ttl_seconds)
+    predictions = PredictionLog(redis, keys, settings.input_dim, settings.prediction_ttl_seconds,
+                                settings.prediction_log_max_bytes)
+    metrics.watch_prediction_log(lambda: predictions.budget.used,
+                                 settings.prediction_log_max_bytes)
     return AppContext(
         settings=settings,
         redis=redis,
@@ -110,6 +114,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    for error_type in unavailable_error_types():
+        app.add_exception_handler(error_type, redis_unavailable_handler)
     protected = [Depends(require_api_token)]
     for router in (predict.router, feedback.router, versions.router, stats.router):
         app.include_router(router, dependencies=protected)

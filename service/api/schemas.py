@@ -17,7 +17,9 @@ from pydantic import (
 )
 
 TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# Visible ASCII only: an id has one spelling (no look-alike digits, spaces or control
+# characters), since labels are deduplicated by id. Server-form ids are checked in the routes.
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
 Row = list[float]
 
 
@@ -53,7 +55,8 @@ class PredictRequest(BaseModel):
     )
     tag: TagName | None = None
     ids: list[Identifier] | None = Field(
-        None, description="optional client-chosen prediction ids, one per row"
+        None, description="optional client-chosen prediction ids, one per row: 1-64 visible "
+        "ASCII characters, unique, not of the server ids' form <16 hex digits>-<digits>"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 100 µs resolution at the bottom, 1 s at the top.
@@ -47,6 +49,17 @@ class ApiMetrics:
             "At each swap: now minus acceptance time of the oldest item the version adds",
             labels, buckets=FRESHNESS_BUCKETS, registry=registry,
         )
+        self.prediction_log_bytes = Gauge(
+            "mnemo_prediction_log_bytes",
+            "Estimated Redis bytes the prediction log and drift samples hold (as this process "
+            "last read them, plus its own writes since)", labels, registry=registry,
+        )
+        self.prediction_log_budget_bytes = Gauge(
+            "mnemo_prediction_log_budget_bytes",
+            "MNEMO_PREDICTION_LOG_MAX_BYTES: predicts beyond it answer 429",
+            labels, registry=registry,
+        )
+        self._model = model
         # Bind the model label once: call sites stay short and can never forget it.
         self.requests_by_status = {
             s: self.predict_requests.labels(model=model, status=s)
@@ -62,3 +75,10 @@ class ApiMetrics:
         self.swaps = self.model_swaps.labels(model=model)
         self.load_failures = self.model_load_failures.labels(model=model)
         self.freshness = self.update_freshness.labels(model=model)
+
+    def watch_prediction_log(self, used: Callable[[], float], budget: int | None) -> None:
+        """The log's bytes are read at scrape time (no work per request); without a budget
+        the budget gauge has no sample."""
+        self.prediction_log_bytes.labels(model=self._model).set_function(used)
+        if budget is not None:
+            self.prediction_log_budget_bytes.labels(model=self._model).set(budget)

@@ -13,6 +13,9 @@ commit). Idle, a pass is written at once; under load a write carries several pas
 round trip, the most expensive part of a small pass (measured: about a third of a 1-row
 request's CPU at ~4 rows a pass), is shared by all of them. Answers wait for their write: feedback by
 prediction id must work as soon as predict has answered.
+
+While the prediction log is over its budget (store/log_budget.py) a request is refused at once
+(429 with Retry-After), before it queues: one comparison, no round trip.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import HTTPException
+from redis.exceptions import OutOfMemoryError
 
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.holder import ModelHolder, ServedModel
@@ -118,7 +122,14 @@ class MicroBatcher:
         self.counters = BatcherCounters()
 
     async def predict(self, x: np.ndarray, tag: str, client_ids: list[str] | None) -> BatchAnswer:
-        """Answer `x` (float32 rows) within the next pass; raises what the pass raised."""
+        """Answer `x` (float32 rows) within the next pass; raises what the pass raised, or
+        429 while the prediction log is over its budget."""
+        budget = self._predictions.budget
+        if budget.exceeded:
+            raise HTTPException(
+                429, "load shed: the prediction log is over its budget "
+                f"(MNEMO_PREDICTION_LOG_MAX_BYTES); retry after {budget.retry_after} s",
+                headers={"Retry-After": str(budget.retry_after)})
         future: asyncio.Future[BatchAnswer] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(x, tag, client_ids, time.monotonic(), future))
         self._queued_rows += len(x)
@@ -228,7 +239,7 @@ class MicroBatcher:
                 await self._predictions.write(  # the log records global class indices
                     plan, groups, [c.output.classes[c.output.best] for c in computed])
                 logged = True
-            except UNAVAILABLE as exc:
+            except (*UNAVAILABLE, OutOfMemoryError) as exc:  # a full Redis: answer, unlogged
                 log.warning("prediction log unavailable, answering unlogged: %s", exc)
                 logged = False
         except Exception as exc:  # the answers must not hang on an unexpected failure

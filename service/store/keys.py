@@ -147,6 +147,10 @@ class Keys:
     def prediction_alias(self, prediction_id: str) -> str:
         return f"{self.namespace}:{self.model}:pid:{prediction_id}"
 
+    @property
+    def prediction_log_bytes(self) -> str:  # hash time bucket -> bytes the log stored then
+        return f"{self.base}:predlog:bytes"
+
     def all_patterns(self) -> list[str]:
         """Glob patterns covering every key of this model (for purge and test clean-up)."""
         return [f"{self.base}:*", f"{self.namespace}:{self.model}:*"]

@@ -7,6 +7,15 @@ float32 rows), so logging costs one command per micro-batch, sent on the log's o
 ``<batch>-<row>`` locates its row with GETRANGE.
 A client-chosen id costs one more key holding that row alone.
 
+Ids have one spelling each (the label's dedupe is by id): a server id is exactly
+``<16 lowercase hex>-<row>``, the row in ASCII digits without leading zeros. Every id of the
+form ``<16 hex>-<digits>`` is the server's: a client may not choose one at predict (it could
+shadow another client's prediction), and feedback naming one that is not canonical is refused,
+so resolve() looks such an id up only in the batch it names, never as a client id.
+
+Every write also accounts the bytes it stores in the log's budget (store/log_budget.py), in
+the same round trip.
+
 The same round trip appends a few sampled rows of the batch, with their predicted class indices,
 to the drift sample stream (DESIGN §5): capped by MAXLEN ~ DRIFT_STREAM_MAXLEN here, and
 trimmed to the prediction TTL by the learner (XTRIM MINID now − TTL, in the same round trip as
@@ -28,9 +37,11 @@ from redis.asyncio import Redis
 
 from service.store.dedicated import DedicatedConnection
 from service.store.keys import Keys
+from service.store.log_budget import LogBudget, stored_key_bytes
 
 _HEADER = struct.Struct("<qIB64s")  # version, input dim, tag length, tag (padded)
-_SERVER_ID = re.compile(r"^([0-9a-f]{16})-(\d{1,6})$")
+_SERVER_ID = re.compile(r"([0-9a-f]{16})-(0|[1-9][0-9]{0,8})", re.ASCII)  # fullmatch only
+_SERVER_FORM = re.compile(r"[0-9a-fA-F]{16}-[0-9]+", re.ASCII)
 DRIFT_SAMPLE_ROWS = 8  # rows of a batch sampled into the drift stream (one XADD per batch)
 DRIFT_STREAM_MAXLEN = 10_000
 
@@ -77,14 +88,27 @@ def _parse_header(blob: bytes) -> tuple[int, int, str]:
     return version, dim, tag[:tag_len].decode()
 
 
+def has_server_form(prediction_id: str) -> bool:
+    """Whether the id has the form reserved for server ids, canonical or not."""
+    return _SERVER_FORM.fullmatch(prediction_id) is not None
+
+
+def is_server_id(prediction_id: str) -> bool:
+    """Whether the id is a server id in its one canonical spelling."""
+    return _SERVER_ID.fullmatch(prediction_id) is not None
+
+
 class PredictionLog:
-    def __init__(self, redis: Redis, keys: Keys, input_dim: int, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, input_dim: int, ttl_seconds: int,
+                 max_bytes: int | None = None) -> None:
         self._redis = redis
         self._input_dim = input_dim
         self._keys = keys
         self._ttl = ttl_seconds
         self._rng = np.random.default_rng()
         self._writer = DedicatedConnection(redis)  # every predict pass writes: the lean path
+        # None: accounted, never shed. Refreshed only between open() and close().
+        self.budget = LogBudget(redis, keys, ttl_seconds, max_bytes)
 
     def plan(self, groups: list[LogGroup]) -> LogPlan:
         """Server ids for every row of a logged batch: its requests with one tag and version
@@ -117,28 +141,36 @@ class PredictionLog:
                     predicted: list[np.ndarray] | None) -> None:
         """One round trip for the whole batch on the log's own connection: per tag and
         version one record and one drift sample (<= DRIFT_SAMPLE_ROWS rows with their
-        predicted class indices), and one alias per client-chosen id."""
+        predicted class indices), and one alias per client-chosen id; the budget's counter
+        rides along at most once a second (store/log_budget.py)."""
         commands: list[tuple[Any, ...]] = []
+        sets: list[tuple[str, bytes]] = []
         for key in plan.keys:
             members = [groups[i] for i in key.members]
             rows = members[0].x if len(members) == 1 else np.concatenate([g.x for g in members])
             if predicted is not None:
                 commands.append(self._sample(key.tag, rows, np.concatenate(
                     [predicted[i] for i in key.members])))
-            commands.append(("SET", self._keys.prediction_batch(key.batch),
-                             _record(key.version, key.tag, rows), "EX", self._ttl))
+            sets.append((self._keys.prediction_batch(key.batch),
+                         _record(key.version, key.tag, rows)))
         for group in groups:
-            for row, client_id in enumerate(group.client_ids or ()):
-                commands.append(("SET", self._keys.prediction_alias(client_id),
-                                 _record(group.version, group.tag, group.x[row : row + 1]),
-                                 "EX", self._ttl))
-        await self._writer.execute(commands)
+            sets += [(self._keys.prediction_alias(client_id),
+                      _record(group.version, group.tag, group.x[row : row + 1]))
+                     for row, client_id in enumerate(group.client_ids or ())]
+        commands += [("SET", name, value, "EX", self._ttl) for name, value in sets]
+        flush, sent = self.budget.flush()
+        await self._writer.execute([*flush, *commands])
+        self.budget.written(sum(stored_key_bytes(name, len(value)) for name, value in sets), sent)
 
     async def open(self) -> None:
-        """Connect the log's own connection (start-up, not a request's first write)."""
+        """Connect the log's own connection (start-up, not a request's first write), read
+        the budget's counters and keep them fresh in the background until close()."""
         await self._writer.open()
+        await self.budget.refresh()
+        self.budget.start()
 
     async def close(self) -> None:
+        await self.budget.stop()
         await self._writer.close()
 
     def _sample(self, tag: str, rows: np.ndarray, best: np.ndarray) -> tuple[Any, ...]:
@@ -150,23 +182,27 @@ class PredictionLog:
                 "p", np.asarray(best, dtype="<i4")[picked].tobytes(), "t", tag)
 
     async def resolve(self, ids: list[str]) -> list[LoggedPrediction | None]:
-        """Look every id up in one round trip; None where it is unknown or expired."""
+        """Look every id up in one round trip; None where it is unknown or expired. A server
+        id is read only from the batch it names, any other id only as a client id."""
         row_bytes = self._input_dim * 4
         pipe = self._redis.pipeline(transaction=False)
-        for prediction_id in ids:
-            pipe.get(self._keys.prediction_alias(prediction_id))
-            match = _SERVER_ID.match(prediction_id)
-            # Unmatched ids still queue two no-op reads so replies stay in step with ids.
-            key = self._keys.prediction_batch(match.group(1) if match else "-")
-            start = _HEADER.size + (int(match.group(2)) if match else 0) * row_bytes
+        matches = [_SERVER_ID.fullmatch(prediction_id) for prediction_id in ids]
+        for prediction_id, match in zip(ids, matches, strict=True):
+            if match is None:
+                pipe.get(self._keys.prediction_alias(prediction_id))
+                continue
+            key = self._keys.prediction_batch(match.group(1))
+            start = _HEADER.size + int(match.group(2)) * row_bytes
             pipe.getrange(key, 0, _HEADER.size - 1)
             pipe.getrange(key, start, start + row_bytes - 1)
-        replies = await pipe.execute()
+        replies = iter(await pipe.execute())
         out: list[LoggedPrediction | None] = []
-        for i in range(len(ids)):
-            alias, header, row = replies[3 * i : 3 * i + 3]
-            if alias is not None:
+        for match in matches:
+            if match is None:
+                alias = next(replies) or b""
                 header, row = alias[: _HEADER.size], alias[_HEADER.size :]
+            else:
+                header, row = next(replies), next(replies)
             if not header or len(row or b"") != row_bytes:
                 out.append(None)
                 continue
@@ -175,17 +211,30 @@ class PredictionLog:
         return out
 
     async def purge(self, tag: str | None) -> int:
-        """Delete logged predictions and drift samples made with this tag (None: all); how
-        many prediction-log keys (the drift-sample entries are not counted)."""
+        """Delete logged predictions and drift samples made with this tag (None: all, and the
+        budget's counters with them); how many prediction-log keys (the drift-sample entries
+        are not counted). A tag's keys leave the budget's buckets they were counted in."""
+        forgotten: list[tuple[float, int]] = []
         removed = 0
         for pattern in (self._keys.prediction_batch("*"), self._keys.prediction_alias("*")):
             async for key in self._redis.scan_iter(match=pattern, count=1000):
-                if tag is not None:
-                    header = await self._redis.getrange(key, 0, _HEADER.size - 1)
-                    if not header or _parse_header(header)[2] != tag:
-                        continue
-                removed += await self._redis.delete(key)
+                if tag is None:
+                    removed += await self._redis.delete(key)
+                    continue
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.getrange(key, 0, _HEADER.size - 1)
+                pipe.strlen(key)
+                pipe.pttl(key)
+                header, size, pttl = await pipe.execute()
+                if not header or _parse_header(header)[2] != tag:
+                    continue
+                if await self._redis.delete(key):
+                    removed += 1
+                    # Written (TTL - remaining) ago: that is the bucket it was counted in.
+                    at = time.time() - self._ttl + max(0, pttl) / 1000
+                    forgotten.append((at, stored_key_bytes(key.decode(), size)))
         await purge_drift_samples(self._redis, self._keys, tag)  # raw inputs too (§5)
+        await (self.budget.clear() if tag is None else self.budget.forget(forgotten))
         return removed
 
 

@@ -36,6 +36,9 @@ async def test_stats_before_any_learner(client: httpx.AsyncClient) -> None:
                   "concept_drift_events": None, "psi_threshold": None,
                   "prediction_js_threshold": None, "label_js_threshold": None, "alarms": None},
         "learning": None,
+        # The API's own figure: nothing logged yet, the default budget, no shedding.
+        "prediction_log": {"bytes": 0, "budget_bytes": 1 << 30, "shedding": False,
+                           "retry_after_seconds": None},
     }
 
 

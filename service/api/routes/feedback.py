@@ -15,10 +15,12 @@ from service.api.schemas import (
     FeedbackResponse,
     FeedbackWithInputs,
 )
+from service.api.unavailable import describe
 from service.api.validation import check_count, check_label, to_matrix
 from service.store.codec import vector_to_bytes
 from service.store.connection import UNAVAILABLE
 from service.store.feedback import FeedbackRecord, LabelOverflow, NotDurable, Shed
+from service.store.predictions import has_server_form, is_server_id
 
 # The lean route runs only its own dependencies: the token check is declared here too.
 router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_token)])
@@ -50,8 +52,10 @@ async def feedback(body: FeedbackRequest, ctx: Ctx) -> LeanJSONResponse:
     except HTTPException:
         counters["rejected"].inc(len(body.items))
         raise
-    except (*UNAVAILABLE, NotDurable) as exc:
+    except NotDurable as exc:
         raise retry_later(503, f"feedback store unavailable: {exc}", 1) from None
+    except UNAVAILABLE as exc:
+        raise retry_later(503, f"feedback store: {describe(exc, write=True)}", 1) from None
     counters["accepted"].inc(result.accepted)
     counters["duplicate"].inc(result.duplicates)
     return LeanJSONResponse(
@@ -72,6 +76,11 @@ async def _validated_records(body: FeedbackRequest, ctx: Ctx) -> list[FeedbackRe
         if direct else None
     )
     by_id = [(i, it) for i, it in enumerate(items) if isinstance(it, FeedbackByPrediction)]
+    for i, it in by_id:  # one spelling per prediction: its label is deduplicated by id
+        if has_server_form(it.prediction_id) and not is_server_id(it.prediction_id):
+            raise invalid(("items", i, "prediction_id"),
+                          f"{it.prediction_id!r} is not a prediction id as the server made it: "
+                          "<16 lowercase hex digits>-<row>, the row without leading zeros")
     logged = await ctx.predictions.resolve([it.prediction_id for _, it in by_id]) if by_id else []
 
     records: list[FeedbackRecord | None] = [None] * len(items)

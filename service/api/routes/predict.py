@@ -16,6 +16,7 @@ from service.api.errors import invalid
 from service.api.lean_route import LeanJSONResponse, LeanJsonRoute
 from service.api.schemas import PredictRequest, PredictResponse
 from service.api.validation import check_count, to_matrix
+from service.store.predictions import has_server_form
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,7 +27,12 @@ router = APIRouter(route_class=LeanJsonRoute, dependencies=[Depends(require_api_
 @router.post(
     "/v1/predict",
     response_model=PredictResponse,
-    responses={409: {"description": "no class exists yet"}, 422: {"description": "invalid body"}},
+    responses={
+        409: {"description": "no class exists yet"},
+        422: {"description": "invalid body"},
+        429: {"description": "the prediction log is over its budget (load shedding); retry "
+                             "after Retry-After"},
+    },
 )
 async def predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
     return await counted(ctx, _predict(body, ctx))
@@ -50,6 +56,15 @@ async def counted(ctx: Ctx, work: Awaitable[T]) -> T:
     return response
 
 
+def _check_client_ids(ids: list[str]) -> None:
+    """A client id may not take the server-id form (``<16 hex>-<digits>``): such an id could
+    name another client's prediction, and feedback resolves that form only as a server id."""
+    for i, client_id in enumerate(ids):
+        if has_server_form(client_id):
+            raise invalid(("ids", i), f"{client_id!r} has the form of a server-made prediction "
+                          "id (<16 hex digits>-<row>), which client ids may not take")
+
+
 async def _predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
     settings = ctx.settings
     rows = len(body.inputs)
@@ -59,6 +74,7 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
             raise invalid(("ids",), f"expected one id per row ({rows}), got {len(body.ids)}")
         if len(set(body.ids)) != rows:
             raise invalid(("ids",), "ids must be unique within a request")
+        _check_client_ids(body.ids)
     x = to_matrix(body.inputs, settings.input_dim, [("inputs", i) for i in range(rows)])
 
     answer = await ctx.batcher.predict(x, body.tag or "", body.ids)

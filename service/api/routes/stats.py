@@ -34,7 +34,16 @@ async def stats(ctx: Ctx) -> dict[str, Any]:
         "drift": {name: drift.get(name) for name in _DRIFT_FIELDS},
         # The operator's switch is the truth even before the learner has noticed it.
         "learning": "paused" if snapshot.paused else learner.get("learning"),
+        "prediction_log": _prediction_log(ctx),
     }
+
+
+def _prediction_log(ctx: Ctx) -> dict[str, Any]:
+    """This process's view of the log's budget (re-read about once a second): predicts are
+    shed (429) while bytes >= budget_bytes."""
+    view = ctx.predictions.budget.view()
+    return {"bytes": view.bytes, "budget_bytes": view.budget_bytes, "shedding": view.shedding,
+            "retry_after_seconds": view.retry_after_seconds if view.shedding else None}
 
 
 @router.get("/v1/stats/history")
