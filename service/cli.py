@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from service.config import Settings, SettingsError, load_settings
 from service.logs import configure_logging
-from service.version import package_version
 from service.store.connection import StoreError
+from service.version import package_version
 
 if TYPE_CHECKING:
     import uvicorn

@@ -1,10 +1,13 @@
-"""The API process's Prometheus metrics (DESIGN §7), built against an injected registry."""
+"""The API process's Prometheus metrics (docs/DESIGN.md §7), built against an injected
+registry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.monitor.process_metrics import register_process_metrics
 
 # 100 µs resolution at the bottom, 1 s at the top.
 LATENCY_BUCKETS = (
@@ -15,8 +18,13 @@ FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class ApiMetrics:
-    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+    def __init__(self, registry: CollectorRegistry, model: str, *,
+                 process_metrics: bool = False) -> None:
+        """process_metrics: also the process-wide series (process_metrics.py), for the
+        registry the process serves on /metrics."""
         self.registry = registry
+        if process_metrics:
+            register_process_metrics(registry, model)
         labels = ["model"]
         self.predict_requests = Counter(
             "mnemo_predict_requests", "Predict requests by status class",

@@ -1,8 +1,13 @@
-"""The learner process's Prometheus metrics (DESIGN §7), built against an injected registry.
+"""The learner process's Prometheus metrics (docs/DESIGN.md §7), built against an injected
+registry.
 
-Every series carries `model`, bound once here. Drift: `mnemo_drift_psi{feature}` for the
+Every series carries `model`, bound once here (the process-wide collectors that
+`process_metrics=True` adds carry none). Drift: `mnemo_drift_psi{feature}` for the
 top-k features by PSI (feature = its column index) and feature="other" for the largest PSI
-among the rest, so the series count stays at k + 1 whatever the input dimension.
+among the rest, so the series count stays at k + 1 whatever the input dimension. Each drift
+statistic also has its calibrated level, `mnemo_drift_threshold{statistic}`, and
+`mnemo_drift_alarm{statistic}` (1 above the level, 0 under it, NaN until both are measured),
+so dashboards draw the level and alert rules need not repeat the comparison.
 """
 
 from __future__ import annotations
@@ -14,14 +19,26 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from service.monitor.process_metrics import register_process_metrics
+
 PUBLISH_OUTCOMES = ("published", "rejected", "failed")
 TOP_FEATURES = 5
+# statistic label → (its value, its level) in the stats "drift" dict; the label is the name
+# DriftMonitor.snapshot lists under "alarms".
+DRIFT_STATISTICS = {"psi": ("psi_max", "psi_threshold"),
+                    "prediction_js": ("prediction_js", "prediction_js_threshold"),
+                    "label_js": ("label_js", "label_js_threshold")}
 
 
 class LearnerMetrics:
-    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+    def __init__(self, registry: CollectorRegistry, model: str, *,
+                 process_metrics: bool = False) -> None:
+        """process_metrics: also the process-wide series (process_metrics.py), for the
+        registry the process serves on /metrics."""
         self.registry = registry
         self.model = model
+        if process_metrics:
+            register_process_metrics(registry, model)
         labels = ["model"]
         samples = Counter("mnemo_learner_samples", "Feedback items the learner processed "
                           "(trained on or kept as holdout)", labels, registry=registry)
@@ -58,6 +75,14 @@ class LearnerMetrics:
                               registry=registry)
         label_js = Gauge("mnemo_drift_label_js", "Jensen-Shannon divergence (bits) of feedback-"
                          "label shares, current vs reference window", labels, registry=registry)
+        threshold = Gauge("mnemo_drift_threshold", "Calibrated alarm level of a drift statistic "
+                          "(psi: of mnemo_drift_psi_max)", [*labels, "statistic"],
+                          registry=registry)
+        alarm = Gauge("mnemo_drift_alarm", "1 while a drift statistic is above its calibrated "
+                      "level, else 0", [*labels, "statistic"], registry=registry)
+        self.drift_threshold = {s: threshold.labels(model=model, statistic=s)
+                                for s in DRIFT_STATISTICS}
+        self.drift_alarm = {s: alarm.labels(model=model, statistic=s) for s in DRIFT_STATISTICS}
         self._psi_features: set[str] = set()
         # Bind the model label once: call sites stay short and can never forget it.
         self.samples = samples.labels(model=model)
@@ -74,7 +99,8 @@ class LearnerMetrics:
         self.prediction_js = prediction_js.labels(model=model)
         self.label_js = label_js.labels(model=model)
         for gauge in (self.loss, self.penalty, self.prequential, self.balanced, self.psi_max,
-                      self.prediction_js, self.label_js):
+                      self.prediction_js, self.label_js, *self.drift_threshold.values(),
+                      *self.drift_alarm.values()):
             gauge.set(math.nan)  # nothing measured yet: NaN, not a made-up 0
 
     def observe_stats(self, stats: Mapping[str, Any], lag: int, reservoir: int) -> None:
@@ -99,6 +125,12 @@ class LearnerMetrics:
                             (self.label_js, "label_js")):
             value = drift.get(name)
             gauge.set(math.nan if value is None else value)
+        alarms = set(drift.get("alarms") or ())
+        for statistic, (value_name, level_name) in DRIFT_STATISTICS.items():
+            level = drift.get(level_name)
+            self.drift_threshold[statistic].set(math.nan if level is None else level)
+            measured = level is not None and drift.get(value_name) is not None
+            self.drift_alarm[statistic].set(float(statistic in alarms) if measured else math.nan)
         values: dict[str, float] = {}
         if feature_psi is not None and len(feature_psi):
             order = np.argsort(-feature_psi, kind="stable")

@@ -51,7 +51,7 @@ def serve_metrics(settings: Settings, registry: CollectorRegistry) -> MetricsSer
 async def _main(settings: Settings) -> int:
     assert settings.redis_url is not None
     registry = CollectorRegistry()
-    metrics = LearnerMetrics(registry, settings.model_name)
+    metrics = LearnerMetrics(registry, settings.model_name, process_metrics=True)
     serve_metrics(settings, registry)
     redis = connect(settings.redis_url, settings.redis_timeout_seconds)
     stop = asyncio.Event()

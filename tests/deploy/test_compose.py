@@ -32,7 +32,14 @@ from service.config import Settings, known_env_names
 from service.monitor.metrics_server import start_metrics_server
 from tests.conftest import free_port
 from tests.e2e.procs import ROOT
-from tests.observability.promconfig import CONFIG, job, learner_credentials_file, promtool_check, write_config
+from tests.observability.promconfig import (
+    CONFIG,
+    job,
+    learner_credentials_file,
+    promtool_check,
+    rule_files,
+    write_config,
+)
 
 DEPLOY = ROOT / "deploy"
 MNEMO_SERVICES = ("api", "learner")  # built from the Dockerfile
@@ -188,7 +195,7 @@ def test_every_path_copied_or_mounted_exists_and_is_not_ignored() -> None:
     # Package data the page needs travels with `service/` (pyproject package-data).
     assert (ROOT / "service" / "api" / "static" / "dashboard.js").exists()
     bound = [source for name in services() for source in mounts(name).values()]
-    assert len(bound) == 3
+    assert len(bound) == 4
     for source in bound:
         assert (ROOT / source).exists(), source
     assert compose()["services"]["api"]["build"]["context"] == "."
@@ -196,7 +203,8 @@ def test_every_path_copied_or_mounted_exists_and_is_not_ignored() -> None:
 
 def test_prometheus_scrapes_every_replica_and_the_learner(tmp_path: Path) -> None:
     mounted = mounts("prometheus")
-    assert mounted == {"/etc/prometheus/prometheus.yml": "./deploy/prometheus.yml"}
+    assert mounted == {"/etc/prometheus/prometheus.yml": "./deploy/prometheus.yml",
+                       "/etc/prometheus/prometheus": "./deploy/prometheus"}
     assert "--config.file=/etc/prometheus/prometheus.yml" in services()["prometheus"]["command"]
     config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -206,6 +214,20 @@ def test_prometheus_scrapes_every_replica_and_the_learner(tmp_path: Path) -> Non
     assert learner["targets"] == [f"learner:{DEFAULTS.learner_metrics_port}"]
     assert set(jobs) <= set(services())  # job names are compose service names
     promtool_check(write_config(tmp_path, CONFIG.read_text(), "a-token"))
+
+
+def test_prometheus_finds_the_alert_rules_where_compose_mounts_them() -> None:
+    """Each rule file, relative to the mounted config, lands in a mount whose repository
+    source holds that very file (deploy/prometheus/alerts.yml)."""
+    config_dir = posixpath.dirname(next(iter(mounts("prometheus"))))
+    files = rule_files(yaml.safe_load(CONFIG.read_text()))
+    assert files == ["prometheus/alerts.yml"]
+    for path in files:
+        inside = posixpath.join(config_dir, path)
+        (target, source), = [(t, s) for t, s in mounts("prometheus").items()
+                             if inside.startswith(t + "/")]
+        assert (ROOT / source / posixpath.relpath(inside, target)) == DEPLOY / path
+        assert (DEPLOY / path).is_file()
 
 
 def test_prometheus_writes_the_api_token_where_the_learner_job_reads_it(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 stream with a covariate shift (half the features move) and later a label swap, while a
 `prometheus` binary scrapes it through a copy of deploy/prometheus.yml pointed at the test's
 ports (the service has an API token, which the learner job sends from its credentials file).
-Through Prometheus's HTTP API: PSI-max stays under its calibrated level before the shift
-and crosses it after; the concept-drift counter stays 0 until the swap and then rises; at the
-end every panel query of every dashboard answers with finite data, and the panels that show a
-/v1/stats figure agree with it. Also: the dashboards parse, carry the `model` variable, use the
-provisioned datasource and only DESIGN §7 metric names.
+Through Prometheus's HTTP API: both processes export the process collectors and
+mnemo_build_info; PSI-max stays under its calibrated level (drawn on the same panel) before the
+shift and crosses it after, raising the psi alarm; the concept-drift counter stays 0 until the
+swap and then rises; at the end every panel query of every dashboard answers with finite data,
+the panels that show a /v1/stats figure (thresholds and alarms included) agree with it, and
+deploy/prometheus/alerts.yml is loaded, evaluates without error and has the drift alert
+pending. Also: the dashboards parse, carry the `model` variable, use the provisioned datasource
+and only docs/DESIGN.md §7 metric names.
 
 `prometheus` (the Debian package) is installed by .ci/run; without it this test fails."""
 
@@ -15,11 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
-import shutil
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +28,22 @@ import httpx
 import pytest
 import yaml
 
+from service.version import package_version
 from tests.conftest import free_port
 from tests.e2e.procs import Procs, base_env, wait_for
 from tests.e2e.traffic import DIM, SHIFTED, Stream
-from tests.observability.promconfig import CONFIG, job, promtool_check, write_config
+from tests.observability.promconfig import (
+    CONFIG,
+    Prom,
+    alert_rules,
+    job,
+    prometheus_binary,
+    prometheus_config,
+    promtool_check,
+    start_prometheus,
+    stop_group,
+    write_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -42,7 +53,7 @@ MODEL = "obs-test"
 TOKEN = "obs-test-token"
 RATE_INTERVAL, INTERVAL = "1m", "5s"  # what Grafana would pick at a 1 s scrape, with margin
 
-# DESIGN §7, fixed names; histograms expand to their series below.
+# docs/DESIGN.md §7, fixed names; histograms expand to their series below.
 COUNTERS = {"mnemo_predict_requests_total", "mnemo_feedback_items_total",
             "mnemo_model_swaps_total", "mnemo_model_load_failures_total",
             "mnemo_learner_samples_total", "mnemo_learner_steps_total",
@@ -50,10 +61,15 @@ COUNTERS = {"mnemo_predict_requests_total", "mnemo_feedback_items_total",
 GAUGES = {"mnemo_model_version", "mnemo_learner_loss", "mnemo_learner_penalty",
           "mnemo_feedback_lag_items", "mnemo_reservoir_size", "mnemo_prequential_accuracy",
           "mnemo_balanced_accuracy", "mnemo_accuracy", "mnemo_forgetting", "mnemo_drift_psi",
-          "mnemo_drift_psi_max", "mnemo_drift_prediction_js", "mnemo_drift_label_js"}
+          "mnemo_drift_psi_max", "mnemo_drift_prediction_js", "mnemo_drift_label_js",
+          "mnemo_drift_threshold", "mnemo_drift_alarm"}
 HISTOGRAMS = {"mnemo_predict_latency_seconds", "mnemo_predict_batch_size",
               "mnemo_update_freshness_seconds"}
-SECTION_7 = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
+# Every process's own: build info and prometheus_client's collectors (no panel needs them all).
+PROCESS = {"mnemo_build_info", "process_resident_memory_bytes", "process_cpu_seconds_total",
+           "python_info"}
+SECTION_7 = (COUNTERS | GAUGES | PROCESS
+             | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")})
 
 
 @dataclass(frozen=True)
@@ -119,7 +135,7 @@ def test_dashboards_parse_and_use_the_provisioned_datasource_and_model_variable(
         for q in queries + annotation_queries(d):
             assert 'model="$model"' in q.expr, f"{q.where}: not filtered by $model: {q.expr}"
             unknown = metric_names(q.expr) - SECTION_7
-            assert not unknown, f"{q.where}: not a DESIGN §7 metric: {unknown}"
+            assert not unknown, f"{q.where}: not a docs/DESIGN.md §7 metric: {unknown}"
     used = {n for d in dashboards.values() for q in panel_queries(d) for n in metric_names(q.expr)}
     expected = COUNTERS | GAUGES | {f"{h}_bucket" for h in HISTOGRAMS}
     assert not expected - used, f"§7 metrics on no dashboard panel: {sorted(expected - used)}"
@@ -138,73 +154,15 @@ def test_prometheus_config_is_valid(tmp_path: Path) -> None:
 
 # ---- against a real Prometheus ---------------------------------------------------------------
 
-def prometheus_config(api_port: int, learner_port: int) -> str:
-    """deploy/prometheus.yml with each job's targets replaced by the test's ports (the `api`
-    job discovers compose replicas by DNS there) and a 1 s scrape."""
-    config = yaml.safe_load(CONFIG.read_text())
-    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
-    assert set(jobs) == {"api", "learner"}, set(jobs)
-    for name, port in (("api", api_port), ("learner", learner_port)):
-        for discovery in [k for k in jobs[name] if k.endswith("_sd_configs") or k == "static_configs"]:
-            del jobs[name][discovery]
-        jobs[name]["static_configs"] = [{"targets": [f"127.0.0.1:{port}"]}]
-    config["global"].update(scrape_interval="1s", evaluation_interval="1s", scrape_timeout="1s")
-    return yaml.safe_dump(config)
-
-
-def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    assert binary, ("the `prometheus` binary is not installed: `apt-get install prometheus` "
-                    "(.ci/run installs it before `make test`)")
-    return binary
-
-
-def start_prometheus(config: Path, port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
-    with (tmp_path / "prometheus.log").open("wb") as log:  # the child keeps its own copy
-        return subprocess.Popen(
-            [prometheus_binary(), f"--config.file={config}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}",
-             "--storage.tsdb.retention.time=1h", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, killed whole at the end
-        )
-
-
-def stop_group(popen: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        popen.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        popen.wait(10)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(popen.pid, signal.SIGKILL)
-    popen.wait()
-
-
-class Prom:
-    """Instant queries against the test's Prometheus."""
-
-    def __init__(self, client: httpx.Client) -> None:
-        self.client = client
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        body = self.client.get("/api/v1/query", params={"query": expr}).json()
-        assert body["status"] == "success", (expr, body)
-        return body["data"]["result"]
-
-    def value(self, expr: str) -> float:
-        result = self.query(expr)
-        assert len(result) == 1, (expr, result)
-        return float(result[0]["value"][1])
-
-    def by_label(self, expr: str, label: str) -> dict[str, float]:
-        return {r["metric"][label]: float(r["value"][1]) for r in self.query(expr)}
-
-
 # Panels that show a /v1/stats figure: (dashboard uid, panel title, refId) → how to read the
 # figure from the stats JSON, and the tolerance (0.01 for accuracies; the others are the
-# same number on both sides).
+# same number on both sides). A dict is one value per label of the query's `by (label)`.
 def _tags(stats: dict[str, Any], field: str) -> dict[str, float]:
     return {tag: entry[field] for tag, entry in (stats["tags"] or {}).items()}
+
+
+def _alarms(stats: dict[str, Any]) -> dict[str, float]:
+    return {s: float(s in stats["drift"]["alarms"]) for s in ("psi", "prediction_js", "label_js")}
 
 
 STATS_PANELS: dict[tuple[str, str, str], tuple[Any, float]] = {
@@ -217,10 +175,16 @@ STATS_PANELS: dict[tuple[str, str, str], tuple[Any, float]] = {
     ("mnemo-learning", "Feedback lag", "A"): (lambda s: s["feedback_lag"], 0.0),
     ("mnemo-learning", "Replay reservoir size", "A"): (lambda s: s["reservoir_size"], 0.0),
     ("mnemo-drift", "PSI, max over features", "A"): (lambda s: s["drift"]["psi_max"], 1e-9),
+    ("mnemo-drift", "PSI, max over features", "B"): (lambda s: s["drift"]["psi_threshold"], 1e-9),
     ("mnemo-drift", "Prediction and label drift (JS divergence)", "A"):
         (lambda s: s["drift"]["prediction_js"], 1e-9),
     ("mnemo-drift", "Prediction and label drift (JS divergence)", "B"):
         (lambda s: s["drift"]["label_js"], 1e-9),
+    ("mnemo-drift", "Prediction and label drift (JS divergence)", "C"):
+        (lambda s: s["drift"]["prediction_js_threshold"], 1e-9),
+    ("mnemo-drift", "Prediction and label drift (JS divergence)", "D"):
+        (lambda s: s["drift"]["label_js_threshold"], 1e-9),
+    ("mnemo-drift", "Drift alarms", "A"): (_alarms, 0.0),
     ("mnemo-service", "Served version per process", "A"): (lambda s: s["model_version"], 0.0),
 }
 
@@ -263,9 +227,18 @@ def test_dashboards_follow_a_covariate_shift_and_a_label_swap(tmp_path: Path, pr
             return {t["labels"]["job"]: t["health"] for t in active} == {"api": "up", "learner": "up"}
 
         wait_for(targets_up, 30, "both Prometheus targets up", diagnose, 0.2)
+        # Both processes export the process collectors and their build info.
+        for name in ("api", "learner"):
+            (build,) = prom.query(f'mnemo_build_info{{job="{name}"}}')
+            assert (build["metric"]["version"], build["metric"]["model"]) == (
+                package_version(), MODEL), build
+            for metric in ("process_resident_memory_bytes", "process_open_fds", "python_info"):
+                assert prom.query(f'{metric}{{job="{name}"}}'), (name, metric)
         stream = Stream(api)
         drift_events = f'mnemo_concept_drift_events_total{{model="{MODEL}"}}'
         psi_panel = substitute(targets[("mnemo-drift", "PSI, max over features", "A")])
+        level_panel = substitute(targets[("mnemo-drift", "PSI, max over features", "B")])
+        alarms_panel = substitute(targets[("mnemo-drift", "Drift alarms", "A")])
 
         def settled() -> dict[str, Any]:
             """/v1/stats once the learner has processed everything sent and its stats stopped
@@ -290,6 +263,8 @@ def test_dashboards_follow_a_covariate_shift_and_a_label_swap(tmp_path: Path, pr
         assert level is not None and before["drift"]["psi_max"] is not None, before["drift"]
         assert prom.value(psi_panel) == pytest.approx(before["drift"]["psi_max"], rel=1e-9)
         assert prom.value(psi_panel) < level, (prom.value(psi_panel), level)
+        assert prom.value(level_panel) == pytest.approx(level, rel=1e-9)
+        assert prom.by_label(alarms_panel, "statistic")["psi"] == 0
         assert prom.value(drift_events) == 0 and before["drift"]["concept_drift_events"] == 0
 
         # 2. Covariate shift: 560 rows with half the features moved; the label rule is unchanged.
@@ -298,6 +273,7 @@ def test_dashboards_follow_a_covariate_shift_and_a_label_swap(tmp_path: Path, pr
         assert shifted["drift"]["psi_threshold"] == level  # same reference, same level
         assert prom.value(psi_panel) == pytest.approx(shifted["drift"]["psi_max"], rel=1e-9)
         assert prom.value(psi_panel) > level, (prom.value(psi_panel), level)
+        assert prom.by_label(alarms_panel, "statistic")["psi"] == 1
         top = prom.by_label(substitute(targets[("mnemo-drift", "PSI, top features", "A")]),
                             "feature")
         moved = {str(j) for j in range(SHIFTED.start, SHIFTED.stop)}
@@ -339,7 +315,9 @@ def test_dashboards_follow_a_covariate_shift_and_a_label_swap(tmp_path: Path, pr
             expected = read(final)
             expr = substitute(targets[key])
             if isinstance(expected, dict):
-                got = prom.by_label(expr, "tag")
+                by = re.search(r"\bby \((\w+)\)", expr)
+                assert by, (key, expr)
+                got = prom.by_label(expr, by.group(1))
                 assert set(got) == set(expected), (key, got, expected)
                 for tag, value in expected.items():
                     assert got[tag] == pytest.approx(value, abs=tolerance), (key, tag, got, expected)
@@ -353,3 +331,16 @@ def test_dashboards_follow_a_covariate_shift_and_a_label_swap(tmp_path: Path, pr
         drift = next(d for d in load_dashboards().values() if d["uid"] == "mnemo-drift")
         (annotation,) = annotation_queries(drift)
         assert prom.query(substitute(annotation.expr).replace(f"[{RATE_INTERVAL}]", "[10m]"))
+        # The alert rules are loaded and evaluate cleanly on the real series; the psi alarm,
+        # on since the shift, has its alert pending (firing, on a run slower than its 5 min
+        # `for:`), and the learner is not down.
+        rules = [r for g in prom.client.get("/api/v1/rules").json()["data"]["groups"]
+                 for r in g["rules"]]
+        assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}, rules
+        assert all(r["health"] == "ok" for r in rules), rules
+        alerts = prom.client.get("/api/v1/alerts").json()["data"]["alerts"]
+        drift_alerts = [(a["labels"]["model"], a["state"]) for a in alerts
+                        if a["labels"]["alertname"] == "MnemoDriftAlarm"
+                        and a["labels"].get("statistic") == "psi"]
+        assert drift_alerts in ([(MODEL, "pending")], [(MODEL, "firing")]), alerts
+        assert not [a for a in alerts if a["labels"]["alertname"] == "MnemoLearnerDown"], alerts
