@@ -1,1 +1,1 @@
-"""Load generators for Mnemo's HTTP API (see README section "Load tests")."""
+"""Load generators for Mnemo's HTTP API (see docs/OPERATIONS.md "Load tests")."""

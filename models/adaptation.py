@@ -1,4 +1,4 @@
-"""What the learner does when the concept-drift detector fires (DESIGN §6).
+"""What the learner does when the concept-drift detector fires (docs/DESIGN.md §6).
 
 Replay and regularisation protect old knowledge, which is right when the inputs move and wrong
 when the *same* inputs get *new* labels: a buffer full of the old concept then fights the new

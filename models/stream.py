@@ -234,7 +234,7 @@ class StreamStep:
         return out
 
     def _respond_to_drift(self) -> list[int]:
-        """Same inputs, new answers (DESIGN §6): retire the buffered samples the new concept
+        """Same inputs, new answers (docs/DESIGN.md §6): retire the buffered samples the new concept
         contradicts where the recent data lies, anchor what the unchanged domains taught, relax
         the regulariser until the next scheduled consolidation re-anchors on the post-drift
         state; the publish cadence starts over.

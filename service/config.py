@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     # (service/worker/state.py: resolve_precision).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     drift_detector: Literal["adwin", "page-hinkley", "none"] = "adwin"
-    # Hyperparameters (README "Learning hyperparameters"); each version's meta records them.
+    # Hyperparameters (docs/CONFIGURATION.md "Learning"); each version's meta records them.
     strategy_params: Annotated[dict[str, int | float], NoDecode] = Field(default_factory=dict)
     drift_params: Annotated[dict[str, int | float], NoDecode] = Field(default_factory=dict)
     learning_rate: float = Field(2e-3, gt=0, le=1.0)
@@ -289,7 +289,7 @@ def known_env_names() -> set[str]:
 
 
 # Kubernetes injects service links for a Service named like the prefix ("mnemo"): they name
-# no setting (DESIGN §4) and must not stop a pod from starting.
+# no setting (docs/DESIGN.md §4) and must not stop a pod from starting.
 _SERVICE_LINK_PREFIXES = (ENV_PREFIX + "SERVICE_", ENV_PREFIX + "PORT_")
 _SERVICE_LINK_SCHEMES = ("tcp://", "udp://", "sctp://")
 

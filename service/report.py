@@ -1,5 +1,5 @@
 """`python -m service report`: the live page's charts as one PNG, drawn from the learner's
-history stream (DESIGN §5), for offline use and for attaching to tickets. matplotlib is an
+history stream (docs/DESIGN.md §5), for offline use and for attaching to tickets. matplotlib is an
 optional extra (`pip install 'mnemo[report]'`)."""
 
 from __future__ import annotations

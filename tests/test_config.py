@@ -1,4 +1,4 @@
-"""Start-up configuration (DESIGN §4): unknown names and invalid values stop start-up naming the
+"""Start-up configuration (docs/DESIGN.md §4): unknown names and invalid values stop start-up naming the
 variable; settings that must agree with stored state, and the Redis eviction policy, are
 checked against the server before anything is written."""
 

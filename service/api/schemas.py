@@ -1,4 +1,4 @@
-"""Request and response bodies of the v1 contract (DESIGN §3), strict: numbers are numbers,
+"""Request and response bodies of the v1 contract (docs/DESIGN.md §3), strict: numbers are numbers,
 labels are strings or integers (never booleans or floats), unknown fields are refused."""
 
 from __future__ import annotations

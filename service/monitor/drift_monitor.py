@@ -1,4 +1,4 @@
-"""The learner's drift statistics (DESIGN §7): covariate drift (PSI per feature and its max),
+"""The learner's drift statistics (docs/DESIGN.md §7): covariate drift (PSI per feature and its max),
 prediction drift (JS of predicted-class shares) and label drift (JS of feedback-label shares),
 each against a reference window, with alarm levels calibrated from that reference.
 

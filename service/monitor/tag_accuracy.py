@@ -1,4 +1,4 @@
-"""Per-tag holdout accuracy of the served version and forgetting (DESIGN §6, §7).
+"""Per-tag holdout accuracy of the served version and forgetting (docs/DESIGN.md §6, §7).
 
 Smoothing: at each publish the served version answers the holdout; per tag, its accuracy is
 taken over that tag's most recent `WINDOW` holdout items (100), and reported only once the

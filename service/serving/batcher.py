@@ -112,7 +112,7 @@ class MicroBatcher:
         self._max_rows = max_rows
         self._max_wait = max_wait_seconds
         self._thread_min_work = thread_min_work
-        self._routes_by_tag = routes_by_tag  # per-tag heads / progressive columns (DESIGN §3)
+        self._routes_by_tag = routes_by_tag  # per-tag heads / progressive columns (docs/DESIGN.md §3)
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._runner: asyncio.Task[None] | None = None

@@ -1,5 +1,5 @@
 """Per-tag heads and progressive columns at predict time (MNEMO_HEADS=per-tag,
-MNEMO_STRATEGY=progressive; DESIGN §3): a known tag answers from its own head or column over
+MNEMO_STRATEGY=progressive; docs/DESIGN.md §3): a known tag answers from its own head or column over
 its own classes; an absent or unknown tag, or the shared mode, from the default head over every
 class."""
 

@@ -1,4 +1,4 @@
-"""The learner's statistics over time (DESIGN §5): a capped stream with an entry per publish
+"""The learner's statistics over time (docs/DESIGN.md §5): a capped stream with an entry per publish
 and per minute, which the live page and the PNG report draw from. Every field is JSON (never
 pickle); the entry's time is its stream id. It holds statistics only, no raw inputs."""
 

@@ -75,7 +75,7 @@ class Keys:
     def golden(self) -> str:  # list of golden-set entries
         return f"{self.base}:golden"
 
-    # drift statistics: a capped sample of served inputs and predicted classes (DESIGN §5)
+    # drift statistics: a capped sample of served inputs and predicted classes (docs/DESIGN.md §5)
     @property
     def drift_samples(self) -> str:
         return f"{self.base}:drift:samples"

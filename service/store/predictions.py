@@ -17,7 +17,7 @@ Every write also accounts the bytes it stores in the log's budget (store/log_bud
 the same round trip.
 
 The same round trip appends a few sampled rows of the batch, with their predicted class indices,
-to the drift sample stream (DESIGN §5): capped by MAXLEN ~ DRIFT_STREAM_MAXLEN here, and
+to the drift sample stream (docs/DESIGN.md §5): capped by MAXLEN ~ DRIFT_STREAM_MAXLEN here, and
 trimmed to the prediction TTL by the learner (XTRIM MINID now − TTL, in the same round trip as
 its read), so a raw input never outlives the prediction log's TTL there either. The entry's
 time is its stream id.

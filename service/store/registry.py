@@ -182,7 +182,7 @@ class Registry:
         return int(result[1])
 
     async def prune(self, keep: int, token: int) -> list[int]:
-        """Retention (DESIGN §3): delete the weights and learner-state blobs of every version
+        """Retention (docs/DESIGN.md §3): delete the weights and learner-state blobs of every version
         outside the newest `keep` that was never activated by an operator and is not current;
         their meta stays listed with `blobs: false`. Returns the versions pruned by this call,
         oldest first. Fenced like every learner write: raises redis ResponseError 'FENCED'

@@ -338,7 +338,7 @@ class LearnerService:
 
     # ---- reporting --------------------------------------------------------------------
     def _evaluate_tags(self) -> None:
-        """The served version on the holdout, per tag (DESIGN §6 forgetting)."""
+        """The served version on the holdout, per tag (docs/DESIGN.md §6 forgetting)."""
         if len(self.stream.holdout):
             x, y, tags = self.stream.holdout.arrays()
             routed = tags if self.settings.routes_by_tag else None

@@ -21,7 +21,7 @@ from service.store.predictions import read_drift_samples
 from service.worker.fencing import fenced_write
 from service.worker.lease import Lease
 
-HISTORY_EVERY_SECONDS = 60.0  # besides an entry per publish (DESIGN §5)
+HISTORY_EVERY_SECONDS = 60.0  # besides an entry per publish (docs/DESIGN.md §5)
 
 
 def history_entry(stats: dict[str, Any], samples_seen: int, lag: int, event: str) -> dict[str, Any]:

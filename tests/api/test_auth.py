@@ -1,4 +1,4 @@
-"""Bearer tokens (DESIGN §3 Auth): every v1 route behind MNEMO_API_TOKEN, admin routes behind
+"""Bearer tokens (docs/DESIGN.md §3 Auth): every v1 route behind MNEMO_API_TOKEN, admin routes behind
 MNEMO_ADMIN_TOKEN and closed (403) while it is unset, the open routes open, and X-Request-ID
 on every response."""
 

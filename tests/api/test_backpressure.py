@@ -1,4 +1,4 @@
-"""Load shedding (DESIGN §3): while the learner is more than MNEMO_MAX_LAG items behind,
+"""Load shedding (docs/DESIGN.md §3): while the learner is more than MNEMO_MAX_LAG items behind,
 feedback answers 429 + Retry-After and changes nothing, predict keeps answering 200, and once
 the learner's processed counter catches up feedback is accepted again with nothing that was
 acknowledged (202) lost."""

@@ -1,4 +1,4 @@
-"""Poisoning with a golden set (DESIGN §6): after honest learning, a burst sent with the
+"""Poisoning with a golden set (docs/DESIGN.md §6): after honest learning, a burst sent with the
 ordinary API token in which 30% of the items carry a targeted wrong label (every item of
 class "a" relabelled "b") arrives in many small requests, so many candidates are gated one
 after another. The poisoned candidates fail the gate, the served version's golden-set accuracy

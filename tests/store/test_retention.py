@@ -1,4 +1,4 @@
-"""Retention (DESIGN §3): the newest MNEMO_KEEP_VERSIONS versions, the current one and every
+"""Retention (docs/DESIGN.md §3): the newest MNEMO_KEEP_VERSIONS versions, the current one and every
 version an operator activated keep their weights and learner-state blobs; older blobs are
 deleted by a fenced script, while the versions stay listed (`blobs: false`)."""
 

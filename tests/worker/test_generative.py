@@ -1,6 +1,6 @@
 """MNEMO_BUFFER=generative through the API and the learner loop (real Redis): replay comes from
 a generator, raw inputs never enter the reservoir, and a scan of every key of the deployment
-finds them only where DESIGN §5 allows — after the run in the holdout, the golden set and the
+finds them only where docs/DESIGN.md §5 allows — after the run in the holdout, the golden set and the
 places bounded by the prediction TTL; once the TTL has passed, in the holdout and golden only."""
 
 from __future__ import annotations

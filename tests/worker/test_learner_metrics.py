@@ -1,4 +1,4 @@
-"""The learner's Prometheus metrics (DESIGN §7) and per-tag accuracy/forgetting (§6), read
+"""The learner's Prometheus metrics (docs/DESIGN.md §7) and per-tag accuracy/forgetting (§6), read
 with registry.get_sample_value from a LearnerService driven one step at a time against the
 real Redis (DB 11), and once scraped over HTTP from a real `python -m service learn`.
 

@@ -1,4 +1,4 @@
-"""The learner's history stream (DESIGN §5): an entry per publish and per minute, JSON fields
+"""The learner's history stream (docs/DESIGN.md §5): an entry per publish and per minute, JSON fields
 equal to what /v1/stats said at that moment, capped, and read back by GET /v1/stats/history."""
 
 from __future__ import annotations

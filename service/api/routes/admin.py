@@ -80,7 +80,7 @@ PURGE_WAIT_SECONDS = 10.0
                          "purge is recorded (its purge_id is given) and will be finished"},
 })
 async def purge(body: PurgeRequestBody, ctx: Ctx) -> JSONResponse:
-    """Delete raw inputs by tag, or all of them, from every place they live (DESIGN §5): the
+    """Delete raw inputs by tag, or all of them, from every place they live (docs/DESIGN.md §5): the
     prediction log here, the stream, replay buffer and holdout by the learner (their single
     writer), the golden set only when named. The purge is recorded first, so one that Redis
     interrupts is finished by the learner, never left half done. 200 once done; 202 with the

@@ -1,4 +1,4 @@
-"""GET /dashboard: the built-in live page (DESIGN §3), open without a token: it holds no data
+"""GET /dashboard: the built-in live page (docs/DESIGN.md §3), open without a token: it holds no data
 and no secret; its script asks for the token and sends it on the /v1 calls it makes. Plain
 HTML, CSS and one hand-written script shipped in the package (no CDN, no build step)."""
 
