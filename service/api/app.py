@@ -13,10 +13,11 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.auth import require_api_token
 from service.api.context import AppContext
-from service.api.errors import validation_error_handler
+from service.api.errors import http_error_handler, validation_error_handler
 from service.api.lean_route import install_hot_routes
 from service.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from service.api.routes import admin, dashboard, feedback, health, predict, stats, v2, versions
@@ -32,6 +33,7 @@ from service.store.feedback import FeedbackStore
 from service.store.golden import GoldenSet
 from service.store.predictions import PredictionLog
 from service.store.stats import StatsStore
+from service.version import package_version
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ async def build_context(settings: Settings) -> AppContext:
     deployment = await open_deployment(settings)
     redis, keys, scripts = deployment.redis, deployment.keys, deployment.scripts
     holder = ModelHolder()
-    metrics = ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name)
+    metrics = ApiMetrics(CollectorRegistry(auto_describe=True), settings.model_name,
+                         process_metrics=True)
     predictions = PredictionLog(redis, keys, settings.input_dim, settings.prediction_ttl_seconds,
                                 settings.prediction_log_max_bytes)
     metrics.watch_prediction_log(lambda: predictions.budget.used,
@@ -106,7 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="Mnemo",
-        version="1",
+        version=package_version(),  # the OpenAPI document's version: the package's
         description="Online continual-learning model server: predict, send labels later, "
         "and the served model keeps learning without forgetting.",
         lifespan=lifespan,
@@ -114,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # /v2 shape
     for error_type in unavailable_error_types():
         app.add_exception_handler(error_type, redis_unavailable_handler)
     protected = [Depends(require_api_token)]

@@ -11,6 +11,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import is_v2
 from service.logs import request_id_var
 
 log = logging.getLogger("service.access")
@@ -72,7 +73,7 @@ class BodyLimitMiddleware:
             return
         length = _header(scope, b"content-length")
         if length and length.isdigit() and int(length) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         received = 0
         started = rejected = False
@@ -86,7 +87,7 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes and not started:
                     rejected = True
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return {"type": "http.disconnect"}
             return message
 
@@ -99,10 +100,10 @@ class BodyLimitMiddleware:
 
         await self.app(scope, counting_receive, tracking_send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body larger than {self.max_bytes} bytes (MNEMO_MAX_BODY_BYTES)"}
-        ).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        message = f"request body larger than {self.max_bytes} bytes (MNEMO_MAX_BODY_BYTES)"
+        key = "error" if is_v2(scope["path"]) else "detail"  # the Open Inference Protocol's
+        body = json.dumps({key: message}).encode()
         await send({
             "type": "http.response.start",
             "status": 413,

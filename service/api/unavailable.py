@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import OutOfMemoryError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.api.errors import is_v2
 from service.store.connection import UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ async def redis_unavailable_handler(request: Request, exc: Exception) -> JSONRes
     log.warning("redis unavailable", extra={
         "route": request.url.path, "method": request.method, "error": type(exc).__name__,
     })
-    key = "error" if request.url.path.startswith("/v2") else "detail"
+    key = "error" if is_v2(request.url.path) else "detail"
     return JSONResponse({key: message}, status_code=503,
                         headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 

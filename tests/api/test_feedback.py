@@ -224,9 +224,10 @@ async def test_redis_away_predict_unlogged_feedback_503(
 
 
 def _metrics(text: str, model: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample by (name, labels without model); asserts every series carries model."""
+    """Every mnemo_ sample by (name, labels without model); asserts each carries model (the
+    process_/python_ collectors' series are the process's, not a model's)."""
     out = {}
-    families = list(text_string_to_metric_families(text))
+    families = [f for f in text_string_to_metric_families(text) if f.name.startswith("mnemo_")]
     assert families
     for family in families:
         for sample in family.samples:

@@ -14,6 +14,7 @@ import redis
 import torch
 
 from service.config import Settings
+from service.version import package_version
 from tests.conftest import running_app, snapshot
 
 TOKEN = "v2-token"
@@ -91,6 +92,9 @@ async def test_token_and_unknown_model(make_settings: Callable[..., Settings],
             assert refused.headers["www-authenticate"] == "Bearer"
         assert (await c.get("/v2/health/live")).status_code == 200  # open, like /healthz
         auth = {"Authorization": f"Bearer {TOKEN}"}
+        server = (await c.get("/v2", headers=auth)).json()
+        assert server == {"name": "mnemo", "version": package_version(), "extensions": []}
+        assert (await c.get("/openapi.json")).json()["info"]["version"] == package_version()
         missing = await c.get("/v2/models/nope", headers=auth)
         assert missing.status_code == 404 and "unknown model 'nope'" in missing.json()["error"]
         spec = (await c.get("/openapi.json")).json()

@@ -1,4 +1,4 @@
-"""Every validation rule of DESIGN §3: the status, a message naming the item and field, and
+"""Every validation rule of docs/DESIGN.md §3: the status, a message naming the item and field, and
 Redis holding exactly what it held before."""
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ PREDICT_CASES = [
     ({"inputs": [[5.1, "3.5", 1.4, 0.2]]}, ["body", "inputs", 0, 1], "valid number"),
     ({"inputs": [[5.1, True, 1.4, 0.2]]}, ["body", "inputs", 0, 1], "valid number"),
     ({"inputs": [[5.1, None, 1.4, 0.2]]}, ["body", "inputs", 0, 1], "valid number"),
-    ('{"inputs": [[5.1, NaN, 1.4, 0.2]]}', ["body", "inputs", 0, 1], "not finite"),
-    ('{"inputs": [[5.1, 3.5, Infinity, 0.2]]}', ["body", "inputs", 0, 2], "not finite"),
+    # NaN and Infinity are no JSON: refused where the literal starts (byte offset).
+    ('{"inputs": [[5.1, NaN, 1.4, 0.2]]}', ["body", 18], "JSON decode error"),
+    ('{"inputs": [[5.1, 3.5, Infinity, 0.2]]}', ["body", 23], "JSON decode error"),
+    ('{"inputs": [[5.1, 3.5, 1e400, 0.2]]}', ["body", "inputs", 0, 2], "not finite"),
     ({"inputs": [GOOD_ROW, [1e39, 0, 0, 0]]}, ["body", "inputs", 1, 0], "float32 range"),
     ({"inputs": [GOOD_ROW, [1, 2, 3]]}, ["body", "inputs", 1], "exactly 4 numbers"),
     ({"inputs": [[1, 2, 3, 4, 5]]}, ["body", "inputs", 0], "exactly 4 numbers"),
@@ -70,7 +72,9 @@ FEEDBACK_CASES = [
     ({"items": [_item(inputs=[1, 2, 3])]}, ["body", "items", 0, "inputs"], "exactly 4 numbers"),
     ({"items": [_item(), _item(), _item(inputs=[1, "2", 3, 4])]},
      ["body", "items", 2], "valid number"),
-    ('{"items": [{"inputs": [1, 2, NaN, 4], "label": "setosa"}]}',
+    ('{"items": [{"inputs": [1, 2, NaN, 4], "label": "setosa"}]}', ["body", 29],
+     "JSON decode error"),
+    ('{"items": [{"inputs": [1, 2, -1e400, 4], "label": "setosa"}]}',
      ["body", "items", 0, "inputs", 2], "not finite"),
     ({"items": [_item(inputs=[3.5e38, 0, 0, 0])]}, ["body", "items", 0, "inputs", 0], "float32"),
     ({"items": [_item(tag="no spaces")]}, ["body", "items", 0], "pattern"),

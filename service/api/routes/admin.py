@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from service.api.auth import require_admin_token
 from service.api.deps import Ctx
 from service.api.errors import invalid
+from service.api.lean_route import StrictJsonRoute
 from service.api.schemas import GoldenRequest, PurgeRequestBody
 from service.api.unavailable import RETRY_AFTER_SECONDS, describe
 from service.api.validation import check_count, check_label, to_matrix
@@ -21,7 +22,10 @@ from service.store.control import PurgeRequest, new_purge_id
 from service.store.purge import purge_served_inputs
 from service.store.registry import VersionNotFound, VersionRejected
 
-router = APIRouter(dependencies=[Depends(require_admin_token)], tags=["admin"])
+# Strict JSON bodies (lean_route.StrictJsonRoute): no NaN, no lone surrogates (a label that
+# could not be written to Redis), json_invalid for any malformed body.
+router = APIRouter(route_class=StrictJsonRoute, dependencies=[Depends(require_admin_token)],
+                   tags=["admin"])
 
 
 @router.post(

@@ -1,6 +1,7 @@
 """The Open Inference Protocol (KServe V2, JSON encoding, not Triton's binary extension), served
-from the same micro-batcher as /v1/predict. Errors are {"error": "..."} as the protocol wants;
-the token rules are /v1's (health open, the rest behind MNEMO_API_TOKEN)."""
+from the same micro-batcher as /v1/predict. Errors are {"error": "..."} as the protocol wants
+(service/api/errors.py shapes every error on /v2); the token rules are /v1's (health open,
+the rest behind MNEMO_API_TOKEN)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,10 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
 from service.api.auth import require_api_token
 from service.api.deps import Ctx
+from service.api.lean_route import StrictJsonRoute
 from service.api.routes.predict import counted
 from service.api.schemas_v2 import (
     OUTPUT_NAMES,
@@ -29,38 +28,24 @@ from service.api.schemas_v2 import (
 )
 from service.api.validation import check_count, to_matrix
 from service.serving.batcher import BatchAnswer
+from service.version import package_version
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": V2Error} for code in (400, 401, 404, 409, 503)
+    code: {"model": V2Error} for code in (400, 401, 404, 409, 413, 429, 503)
 }
 
 
-def _describe(detail: Any) -> str:
-    if isinstance(detail, list):  # FastAPI-shaped validation details: "where: what"
-        return "; ".join(
-            ".".join(str(p) for p in e.get("loc", ()) if p != "body") + ": " + str(e.get("msg"))
-            for e in detail)
-    return str(detail)
-
-
-class V2Route(APIRoute):
-    """Answers every refusal as {"error": ...}; body and value errors are 400, as in KServe."""
+class V2Route(StrictJsonRoute):
+    """Reads every POST body as strict JSON, whatever its content type. Its refusals are
+    shaped by the app's handlers (service/api/errors.py): {"error": ...}, and 400 for a
+    refused body, as in KServe."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def answer(request: Request) -> Response:
             _read_body_as_json(request)
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                if request.method == "POST":  # a refused infer body, counted like predict's
-                    request.app.state.ctx.metrics.requests_by_status["client_error"].inc()
-                return JSONResponse({"error": _describe(list(exc.errors()))}, status_code=400)
-            except HTTPException as exc:
-                status = 400 if exc.status_code == 422 else exc.status_code
-                return JSONResponse({"error": _describe(exc.detail)}, status_code=status,
-                                    headers=exc.headers)
+            return await handler(request)
 
         return answer
 
@@ -96,7 +81,7 @@ async def ready(ctx: Ctx) -> dict[str, bool]:
 
 @router.get("/v2", response_model=ServerMetadata)
 async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="mnemo", version="1", extensions=[])
+    return ServerMetadata(name="mnemo", version=package_version(), extensions=[])
 
 
 def _model(ctx: Ctx, name: str, version: str | None = None) -> None:
