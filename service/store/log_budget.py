@@ -215,4 +215,7 @@ class LogBudget:
                 if not failing:
                     log.warning("prediction-log budget not refreshed: %s", exc)
                 failing = True
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # a cancel lost inside the round trip
+                raise asyncio.CancelledError
             await asyncio.sleep(REFRESH_SECONDS)

@@ -24,7 +24,7 @@ from tests.observability.test_dashboards import stop_group
 
 def chromium_binary() -> str:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert binary, "chromium is not installed: `apt-get install chromium` (.ci/run does)"
+    assert binary, "chromium is not installed: `apt-get install chromium` (scripts/bootstrap-test-deps does)"
     return binary
 
 

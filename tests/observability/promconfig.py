@@ -68,7 +68,7 @@ def write_config(directory: Path, text: str, token: str) -> Path:
 def promtool(*args: str) -> None:
     """`promtool *args`, which must succeed (its output is the failure message)."""
     binary = shutil.which("promtool")
-    assert binary, "promtool not found: install the Debian package `prometheus` (.ci/run does)"
+    assert binary, "promtool not found: install the Debian package `prometheus` (scripts/bootstrap-test-deps does)"
     done = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, f"promtool {' '.join(args)}:\n{done.stdout}{done.stderr}"
@@ -97,7 +97,7 @@ def prometheus_config(api_port: int, learner_port: int) -> str:
 def prometheus_binary() -> str:
     binary = shutil.which("prometheus")
     assert binary, ("the `prometheus` binary is not installed: `apt-get install prometheus` "
-                    "(.ci/run installs it before `make test`)")
+                    "(scripts/bootstrap-test-deps installs it; `make test` runs it)")
     return binary
 
 

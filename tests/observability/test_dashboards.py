@@ -11,7 +11,7 @@ deploy/prometheus/alerts.yml is loaded, evaluates without error and has the drif
 pending. Also: the dashboards parse, carry the `model` variable, use the provisioned datasource
 and only docs/DESIGN.md §7 metric names.
 
-`prometheus` (the Debian package) is installed by .ci/run; without it this test fails."""
+`prometheus` (the Debian package) is installed by scripts/bootstrap-test-deps (`make test` runs it)."""
 
 from __future__ import annotations
 
