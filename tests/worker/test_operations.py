@@ -193,3 +193,24 @@ async def test_a_recorded_purge_whose_served_part_never_ran_is_finished_by_the_l
         status = await wait_for(done, 10, "the learner to finish the purge")
         assert status["removed"]["predictions"] == 1 and status["removed"]["golden"] == 3
         assert not any(present(stored_bytes(redis_client, model_name), secret))
+
+
+async def test_a_purge_with_no_learner_running_is_pending_at_once_and_done_once_one_runs(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(admin_token="admin-secret", publish_every_seconds=0.2)
+    async with running_app(settings) as api:
+        feedback = [{"inputs": row, "label": "setosa", "tag": "gone"} for row in rows(7000.0, 4)]
+        assert (await api.post("/v1/feedback", json={"items": feedback})).status_code == 202
+        started = time.monotonic()
+        pending = await api.post("/v1/data/purge", json={"tag": "gone"}, headers=ADMIN)
+        # Nobody holds the lease: no waiting for a learner that is not there (it waits 10 s).
+        assert pending.status_code == 202 and time.monotonic() - started < 5
+        body = pending.json()
+        assert body["status"] == "pending" and body["removed"]["predictions"] == 0
+        async with learner_running(settings):
+            async def done() -> bool:
+                status = await api.get(f"/v1/data/purge/{body['purge_id']}", headers=ADMIN)
+                return status.json()["status"] == "done"
+
+            await wait_for(done, 10, "the learner to finish the purge")

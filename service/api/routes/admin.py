@@ -88,7 +88,8 @@ async def purge(body: PurgeRequestBody, ctx: Ctx) -> JSONResponse:
     prediction log here, the stream, replay buffer and holdout by the learner (their single
     writer), the golden set only when named. The purge is recorded first, so one that Redis
     interrupts is finished by the learner, never left half done. 200 once done; 202 with the
-    id to poll if the learner has not finished within a few seconds (e.g. it is not running)."""
+    id to poll if the learner has not finished within a few seconds, or at once when no
+    learner is running."""
     if (body.tag is None) == (not body.all):
         raise invalid((), "give exactly one of tag or all: true")
     request = PurgeRequest(new_purge_id(), body.tag, body.golden)
@@ -104,7 +105,10 @@ async def purge(body: PurgeRequestBody, ctx: Ctx) -> JSONResponse:
     except UNAVAILABLE as exc:
         return _purge_unavailable(request.purge_id, f"{describe(exc, write=True)}; the purge "
                                   "is recorded and the learner finishes it once Redis is back")
-    deadline = time.monotonic() + PURGE_WAIT_SECONDS
+    # Wait for the learner's part only while a learner holds the lease: with none running,
+    # nobody finishes it within the wait, so say 202 at once.
+    learner_up = bool(await ctx.redis.exists(ctx.keys.lease))
+    deadline = time.monotonic() + (PURGE_WAIT_SECONDS if learner_up else 0.0)
     status = await ctx.control.purge_status(request.purge_id)
     while status and status["status"] != "done" and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
