@@ -3,21 +3,15 @@ token is configured (403), never open."""
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import HTTPException, Request
+
+from service.tokens import bearer_token, token_matches
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def _matches(given: str | None, expected: str) -> bool:
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    return bearer_token(request.headers.get("authorization", ""))
 
 
 async def require_api_token(request: Request) -> None:
@@ -27,7 +21,7 @@ async def require_api_token(request: Request) -> None:
     given = _bearer(request)
     if given is None:
         raise HTTPException(401, "missing bearer token", headers=_CHALLENGE)
-    if not _matches(given, expected):
+    if not token_matches(given, expected):
         raise HTTPException(401, "invalid bearer token", headers=_CHALLENGE)
 
 
@@ -38,5 +32,5 @@ async def require_admin_token(request: Request) -> None:
     given = _bearer(request)
     if given is None:
         raise HTTPException(401, "missing admin bearer token", headers=_CHALLENGE)
-    if not _matches(given, expected):
+    if not token_matches(given, expected):
         raise HTTPException(401, "invalid admin bearer token", headers=_CHALLENGE)

@@ -12,8 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api.lean_route import parse_json_body
-
 
 def invalid(loc: tuple[str | int, ...], msg: str, kind: str = "value_error") -> HTTPException:
     """A 422 shaped like FastAPI's own validation errors, for checks made after parsing."""
@@ -61,23 +59,11 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     """FastAPI's own answer off /v2; on /v2 (the token check's 401, an unknown path's 404, a
     route's refusals) {"error": ...} with the same status, but 400 for a 422 as in KServe."""
     assert isinstance(exc, StarletteHTTPException)
-    if _body_unparsed_by_fastapi(exc):  # routes of FastAPI's own class: ours instead
-        try:
-            parse_json_body(await request.body())  # read, and kept, by FastAPI
-        except RequestValidationError as refusal:
-            return await validation_error_handler(request, refusal)
     if not is_v2(request.url.path):
         return await http_exception_handler(request, exc)
     status = 400 if exc.status_code == 422 else exc.status_code
     return JSONResponse({"error": describe(exc.detail)}, status_code=status,
                         headers=exc.headers)
-
-
-def _body_unparsed_by_fastapi(exc: StarletteHTTPException) -> bool:
-    """FastAPI's bare 400 for a JSON body its json.loads failed on other than by syntax:
-    nesting (RecursionError), bytes that are no UTF-8, a 5,000-digit integer."""
-    return exc.status_code == 400 and exc.detail == "There was an error parsing the body" \
-        and isinstance(exc.__cause__, ValueError | RecursionError)
 
 
 def _count_schema_refusal(request: Request, exc: RequestValidationError) -> None:

@@ -27,7 +27,7 @@ RETRY_AFTER_SECONDS = 1
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def describe(exc: BaseException, write: bool) -> str:
+def what_to_assume(exc: BaseException, write: bool) -> str:
     """What a client may assume after this error, in one sentence."""
     if isinstance(exc, OutOfMemoryError):
         return "Redis is full (maxmemory reached): the change was not applied; retry later"
@@ -42,7 +42,7 @@ def describe(exc: BaseException, write: bool) -> str:
 
 async def redis_unavailable_handler(request: Request, exc: Exception) -> JSONResponse:
     write = request.method not in _READS
-    message = describe(exc, write)
+    message = what_to_assume(exc, write)
     # One line, no traceback and no request body: the cause is the server, not this code.
     log.warning("redis unavailable", extra={
         "route": request.url.path, "method": request.method, "error": type(exc).__name__,

@@ -8,7 +8,6 @@ like every /v1 route.
 
 from __future__ import annotations
 
-import hmac
 import socket
 import threading
 from collections.abc import Iterable
@@ -19,27 +18,20 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from service.tokens import bearer_token, token_matches
+
 _UNAUTHORIZED_HEADERS = [("WWW-Authenticate", "Bearer"),
                          ("Content-Type", "text/plain; charset=utf-8")]
-
-
-def bearer_token(environ: WSGIEnvironment) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive)."""
-    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    token = token.strip()
-    return token if scheme.lower() == "bearer" and token else None
 
 
 def require_bearer(app: WSGIApplication, token: str | None) -> WSGIApplication:
     """`app` answering 401 unless the request carries `token`; `app` itself when it is None."""
     if token is None:
         return app
-    expected = token.encode()
 
     def guarded(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        given = bearer_token(environ)
-        # Constant time: the comparison must not tell how much of a guess was right.
-        if given is not None and hmac.compare_digest(given.encode(), expected):
+        given = bearer_token(environ.get("HTTP_AUTHORIZATION", ""))
+        if token_matches(given, token):
             return app(environ, start_response)
         start_response("401 Unauthorized", _UNAUTHORIZED_HEADERS)
         return [b"missing bearer token\n" if given is None else b"invalid bearer token\n"]

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from fastapi import HTTPException
-from redis.exceptions import OutOfMemoryError
 
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.holder import ModelHolder, ServedModel
@@ -239,7 +238,7 @@ class MicroBatcher:
                 await self._predictions.write(  # the log records global class indices
                     plan, groups, [c.output.classes[c.output.best] for c in computed])
                 logged = True
-            except (*UNAVAILABLE, OutOfMemoryError) as exc:  # a full Redis: answer, unlogged
+            except UNAVAILABLE as exc:  # away, hung or full: answer, unlogged
                 log.warning("prediction log unavailable, answering unlogged: %s", exc)
                 logged = False
         except Exception as exc:  # the answers must not hang on an unexpected failure

@@ -14,7 +14,7 @@ from service.api.deps import Ctx
 from service.api.errors import invalid
 from service.api.lean_route import StrictJsonRoute
 from service.api.schemas import GoldenRequest, PurgeRequestBody
-from service.api.unavailable import RETRY_AFTER_SECONDS, describe
+from service.api.unavailable import RETRY_AFTER_SECONDS, what_to_assume
 from service.api.validation import check_count, check_label, to_matrix
 from service.store.codec import vector_to_bytes
 from service.store.connection import UNAVAILABLE
@@ -96,14 +96,14 @@ async def purge(body: PurgeRequestBody, ctx: Ctx) -> JSONResponse:
     try:
         await ctx.control.request_purge(request)
     except UNAVAILABLE as exc:
-        return _purge_unavailable(request.purge_id, f"{describe(exc, write=True)}; nothing "
+        return _purge_unavailable(request.purge_id, f"{what_to_assume(exc, write=True)}; nothing "
                                   "was deleted (a timed-out request may still have been "
                                   "recorded: see the purge id)")
     try:
         served = await purge_served_inputs(ctx.predictions, ctx.golden, request)
         await ctx.control.served_part_done(request.purge_id, served)
     except UNAVAILABLE as exc:
-        return _purge_unavailable(request.purge_id, f"{describe(exc, write=True)}; the purge "
+        return _purge_unavailable(request.purge_id, f"{what_to_assume(exc, write=True)}; the purge "
                                   "is recorded and the learner finishes it once Redis is back")
     # Wait for the learner's part only while a learner holds the lease: with none running,
     # nobody finishes it within the wait, so say 202 at once.

@@ -15,7 +15,7 @@ from service.api.schemas import (
     FeedbackResponse,
     FeedbackWithInputs,
 )
-from service.api.unavailable import describe
+from service.api.unavailable import what_to_assume
 from service.api.validation import check_count, check_label, to_matrix
 from service.store.codec import vector_to_bytes
 from service.store.connection import UNAVAILABLE
@@ -55,7 +55,7 @@ async def feedback(body: FeedbackRequest, ctx: Ctx) -> LeanJSONResponse:
     except NotDurable as exc:
         raise retry_later(503, f"feedback store unavailable: {exc}", 1) from None
     except UNAVAILABLE as exc:
-        raise retry_later(503, f"feedback store: {describe(exc, write=True)}", 1) from None
+        raise retry_later(503, f"feedback store: {what_to_assume(exc, write=True)}", 1) from None
     counters["accepted"].inc(result.accepted)
     counters["duplicate"].inc(result.duplicates)
     return LeanJSONResponse(
