@@ -138,6 +138,9 @@ async def test_a_full_redis_refuses_writes_without_changing_anything_and_recover
             await _until(lambda: _caught_up(api, 30), 60, "the learner to process the seed",
                          procs)
             assert all(present(stored_bytes(r, settings.model_name), secret[:10]))
+            # Activating version 0 must be a real write: wait until it is no longer current.
+            await _until(lambda: _published_past_zero(api), 60, "a first published version",
+                         procs)
 
             used = int(r.info("memory")["used_memory"])
             r.config_set("maxmemory", str(used // 2))  # noeviction: every write refused
@@ -211,6 +214,10 @@ def _raw_inputs(r: redis.Redis, keys: Keys) -> dict[str, int]:
 async def _caught_up(api: httpx.AsyncClient, n: int) -> bool:
     stats = (await api.get("/v1/stats")).json()
     return stats["samples_seen"] == n and stats["feedback_lag"] == 0
+
+
+async def _published_past_zero(api: httpx.AsyncClient) -> bool:
+    return int((await api.get("/v1/versions/current")).json()["version"]) >= 1
 
 
 async def _purge_done(api: httpx.AsyncClient, purge_id: str) -> bool:
