@@ -36,9 +36,11 @@ class AsyncClient(ClientBase):
     def __init__(self, base_url: str | None = None, *, token: str | None = None,
                  admin_token: str | None = None, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, max_backoff: float = 30.0, deadline: float | None = 60.0,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None,
+                 model: str | None = None) -> None:
         super().__init__(base_url, http, token=token, admin_token=admin_token, retries=retries,
-                         backoff=backoff, max_backoff=max_backoff, deadline=deadline)
+                         backoff=backoff, max_backoff=max_backoff, deadline=deadline,
+                         model=model)
         self._http = http if http is not None else httpx.AsyncClient(base_url=self.base_url,
                                                                      timeout=timeout)
 

@@ -36,6 +36,8 @@ class Client(ClientBase):
     route), `admin_token` MNEMO_ADMIN_TOKEN (activate, golden, pause/resume, purge).
     `timeout` bounds each attempt (seconds). Pass `http` (an httpx.Client with its own
     base_url) to send through it instead, e.g. with a custom transport; it is not closed.
+    `model` names one model of a deployment that serves several (MNEMO_MODELS): every /v1
+    call goes to /v1/models/{model}/…; None: the deployment's default model.
 
     Retries: every call is retried on 429 and 503 (waiting the server's Retry-After in full,
     else exponential backoff from `backoff` seconds up to `max_backoff`, with jitter) and on
@@ -54,9 +56,11 @@ class Client(ClientBase):
     def __init__(self, base_url: str | None = None, *, token: str | None = None,
                  admin_token: str | None = None, timeout: float = 30.0, retries: int = 5,
                  backoff: float = 0.5, max_backoff: float = 30.0, deadline: float | None = 60.0,
-                 http: httpx.Client | None = None) -> None:
+                 http: httpx.Client | None = None,
+                 model: str | None = None) -> None:
         super().__init__(base_url, http, token=token, admin_token=admin_token, retries=retries,
-                         backoff=backoff, max_backoff=max_backoff, deadline=deadline)
+                         backoff=backoff, max_backoff=max_backoff, deadline=deadline,
+                         model=model)
         self._http = http if http is not None else httpx.Client(base_url=self.base_url,
                                                                 timeout=timeout)
 

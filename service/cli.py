@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from service.catalog import load_models
 from service.config import Settings, SettingsError, load_settings
 from service.logs import configure_logging
 from service.store.connection import StoreError
@@ -22,15 +23,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("service")
 
 
-def _preflight(settings: Settings) -> None:
+def _preflight(settings: Settings, models: list[Settings]) -> None:
     """Run the start-up checks before uvicorn, whose lifespan would swallow a StoreError
     into a traceback and exit 3 instead of naming the problem."""
     import asyncio
 
-    from service.store.deployment import open_deployment
+    from service.store.deployment import open_model, open_store
 
     async def check() -> None:
-        await (await open_deployment(settings)).redis.aclose()
+        redis = await open_store(settings)
+        try:
+            for model in models:
+                await open_model(model, redis)
+        finally:
+            await redis.aclose()
 
     asyncio.run(check())
 
@@ -68,9 +74,10 @@ def _serve(settings: Settings) -> int:
     from service.api import create_app
     from service.serving.holder import use_one_compute_thread
 
-    _preflight(settings)
+    models = load_models(settings)
+    _preflight(settings, models)
     use_one_compute_thread()
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, models)))
     # uvicorn re-raises the signal that stopped it once it has drained; with the default
     # handler that would kill the process before `run` stops the learner and Redis.
     received: list[int] = []
@@ -90,7 +97,7 @@ def _run(settings: Settings) -> int:
     from service.supervisor import LearnerSupervisor
 
     embedded = None
-    if settings.redis_url is None:
+    if not settings.external_redis:
         from service.embedded import EmbeddedRedis
 
         embedded = EmbeddedRedis(settings.data_dir)
@@ -140,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return replay_client.main(args)
     try:
         settings = load_settings()
+        load_models(settings)  # MNEMO_MODELS is checked by every command, before anything runs
     except SettingsError as exc:
         print(f"mnemo: {exc}", file=sys.stderr)
         return 2
@@ -148,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from service import report
 
         return report.main(args, settings)
-    if args.command in ("serve", "learn") and settings.redis_url is None:
+    if args.command in ("serve", "learn") and not settings.external_redis:
         print(f"mnemo {args.command}: MNEMO_REDIS_URL is required (two processes cannot share "
               "a private embedded server; use `run`)", file=sys.stderr)
         return 2

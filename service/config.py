@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     learner_metrics_port: int = Field(9101, ge=0, le=65535)
     redis_url: str | None = None
+    # standalone: MNEMO_REDIS_URL is the server; cluster: any node of a Redis Cluster;
+    # sentinel: the primary named MNEMO_SENTINEL_MASTER, found through MNEMO_SENTINELS.
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sentinel_master: str = Field("mymaster", min_length=1, max_length=128)
+    # A YAML (or JSON) file listing the models one deployment serves (service/catalog.py);
+    # unset: the single model these settings describe.
+    models: Path | None = None
+    # How many models one learner process trains at most (0: no limit of its own; learners
+    # still split the models evenly between them, service/worker/scheduler.py).
+    learner_capacity: int = Field(0, ge=0, le=100_000)
     data_dir: Path = Path("data")
     model_name: str = Field("default", pattern=r"^[a-z0-9_-]{1,64}$")
 
@@ -124,7 +135,7 @@ class Settings(BaseSettings):
     heads: Literal["shared", "per-tag"] = "shared"
 
     _csv_fields = field_validator("labels", "hidden", "column_hidden", "cors_origins", "freeze",
-                                  mode="before")(
+                                  "sentinels", mode="before")(
         _split_csv
     )
 
@@ -140,6 +151,28 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port, e.g. sentinel-0:26379")
+        return value
+
+    @model_validator(mode="after")
+    def _redis_mode_fits(self) -> Settings:
+        if self.redis_mode == "sentinel" and not self.sentinels:
+            raise ValueError("MNEMO_REDIS_MODE=sentinel needs MNEMO_SENTINELS (host:port,...)")
+        if self.redis_mode == "cluster" and self.redis_url is None:
+            raise ValueError("MNEMO_REDIS_MODE=cluster needs MNEMO_REDIS_URL naming any node")
+        return self
+
+    @property
+    def external_redis(self) -> bool:
+        """Whether a Redis is named (an URL, or sentinels); else `run` embeds one."""
+        return self.redis_url is not None or self.redis_mode == "sentinel"
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -316,13 +349,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     try:
         return Settings(**values)
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from None
+        raise SettingsError("invalid setting " + describe_error(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_error(exc: ValidationError) -> str:
+    """Each error of `exc` as `MNEMO_NAME: what is wrong`, joined by "; "."""
     parts = []
     for error in exc.errors():
         loc = error["loc"][0] if error["loc"] else ""
         msg = error["msg"].removeprefix("Value error, ")
         parts.append(f"{ENV_PREFIX}{str(loc).upper()}: {msg}" if loc else msg)
-    return "invalid setting " + "; ".join(parts)
+    return "; ".join(parts)

@@ -13,6 +13,8 @@ from contextvars import ContextVar
 from types import TracebackType
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# The model a learner task works on (one process trains several): on each of its lines.
+model_var: ContextVar[str | None] = ContextVar("model", default=None)
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
 
@@ -30,6 +32,9 @@ def _fields(record: logging.LogRecord, role: str) -> dict[str, object]:
     }
     # Fields passed with extra={...} (route, status, latency_ms, version, ...) come along.
     entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+    model = model_var.get()
+    if model is not None:
+        entry.setdefault("model", model)
     return entry
 
 

@@ -220,8 +220,10 @@ def replay_csv(
     label_type: str = "str",
     limit: int | None = None,
     progress: bool = True,
+    model: str | None = None,
 ) -> ReplayReport:
-    """Replay `path` through the API at `url`: predict each chunk, then send its labels."""
+    """Replay `path` through the API at `url` (to `model`, where it serves several): predict
+    each chunk, then send its labels."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if label_type not in ("str", "int"):
@@ -238,7 +240,7 @@ def replay_csv(
     tally = _Tally()
     try:
         with Client(url, token=token, timeout=30.0, retries=MAX_RETRIES,
-                    deadline=DEADLINE_SECONDS) as client:
+                    deadline=DEADLINE_SECONDS, model=model) as client:
             for chunk in _chunks(rows, batch_size):
                 go_on = all(_replay_group(client, g, t, tally, run) for t, g in _by_tag(chunk))
                 if bar is not None:
@@ -308,6 +310,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag-column", help="column holding the tag (not a feature)")
     parser.add_argument("--url", help=f"Mnemo API (default: $MNEMO_URL or {DEFAULT_URL})")
     parser.add_argument("--token", help="API token (default: $MNEMO_API_TOKEN)")
+    parser.add_argument("--model", help="the model to replay to, where the deployment serves "
+                        "several (MNEMO_MODELS); default: its default model")
     parser.add_argument("--batch-size", type=_positive_int, default=16, help="rows per request")
     parser.add_argument("--limit", type=_positive_int, metavar="N", help="replay N rows at most")
     parser.add_argument("--label-type", choices=("str", "int"), default="str")
@@ -328,6 +332,7 @@ def main(args: argparse.Namespace) -> int:
             label_type=args.label_type,
             limit=args.limit,
             progress=not args.quiet,
+            model=args.model,
         )
     except (ReplayError, OSError) as exc:
         print(f"replay: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import httpx
 from redis.exceptions import RedisError
 
 from service.config import Settings
-from service.store.connection import connect
+from service.store.connection import open_redis
 from service.store.history import MAX_ENTRIES, MAX_READ, read_history
 from service.store.keys import Keys
 
@@ -101,7 +101,7 @@ def draw(series: Series, title: str, out: Path) -> None:
 
 
 async def _from_redis(settings: Settings, model: str) -> list[Entry]:
-    redis = connect(settings.redis_url or "", settings.redis_timeout_seconds)
+    redis = open_redis(settings)
     try:
         return await read_history(redis, Keys(model), MAX_ENTRIES)
     finally:
@@ -124,7 +124,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 2
     model = args.model or settings.model_name
-    if not (args.url or settings.redis_url):
+    if not (args.url or settings.external_redis):
         print("mnemo report: give --url of a running API, or MNEMO_REDIS_URL", file=sys.stderr)
         return 2
     try:

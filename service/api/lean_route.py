@@ -41,6 +41,8 @@ from starlette._utils import get_route_path
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.deps import get_context
+
 Endpoint = Callable[[Any, Any], Awaitable[Response]]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -73,11 +75,12 @@ class LeanJsonRoute(APIRoute):
         async def handle(request: Request) -> Response:
             for check in checks:
                 await check(request)  # type: ignore[misc]
+            ctx = await get_context(request)
             raw = await read_body(request)
             body = _validate_fast(model, raw)
             if body is None:  # refused: parse and validate again, for FastAPI's own errors
                 body = _validate_as_fastapi_does(model, parse_json_body(raw))
-            return await endpoint(body, request.app.state.ctx)
+            return await endpoint(body, ctx)
 
         return handle
 

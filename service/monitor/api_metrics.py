@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
+from service.monitor.families import Families
 from service.monitor.process_metrics import register_process_metrics
 
 # 100 µs resolution at the bottom, 1 s at the top.
@@ -23,49 +24,36 @@ class ApiMetrics:
         """process_metrics: also the process-wide series (process_metrics.py), for the
         registry the process serves on /metrics."""
         self.registry = registry
+        new = Families(registry)
         if process_metrics:
             register_process_metrics(registry, model)
         labels = ["model"]
-        self.predict_requests = Counter(
-            "mnemo_predict_requests", "Predict requests by status class",
-            [*labels, "status"], registry=registry,
-        )
-        self.predict_latency = Histogram(
-            "mnemo_predict_latency_seconds", "Predict request latency",
-            labels, buckets=LATENCY_BUCKETS, registry=registry,
-        )
-        self.predict_batch_size = Histogram(
-            "mnemo_predict_batch_size", "Rows per forward pass",
-            labels, buckets=BATCH_BUCKETS, registry=registry,
-        )
-        self.feedback_items = Counter(
-            "mnemo_feedback_items", "Feedback items by outcome",
-            [*labels, "outcome"], registry=registry,
-        )
-        self.model_version = Gauge(
-            "mnemo_model_version", "Served model version", labels, registry=registry
-        )
-        self.model_swaps = Counter(
-            "mnemo_model_swaps", "Model versions swapped in", labels, registry=registry
-        )
-        self.model_load_failures = Counter(
-            "mnemo_model_load_failures", "Model versions that failed to load",
-            labels, registry=registry,
-        )
-        self.update_freshness = Histogram(
+        self.predict_requests = new.counter("mnemo_predict_requests",
+                                            "Predict requests by status class",
+                                            [*labels, "status"])
+        self.predict_latency = new.histogram("mnemo_predict_latency_seconds",
+                                             "Predict request latency", labels, LATENCY_BUCKETS)
+        self.predict_batch_size = new.histogram("mnemo_predict_batch_size",
+                                                "Rows per forward pass", labels, BATCH_BUCKETS)
+        self.feedback_items = new.counter("mnemo_feedback_items", "Feedback items by outcome",
+                                          [*labels, "outcome"])
+        self.model_version = new.gauge("mnemo_model_version", "Served model version", labels)
+        self.model_swaps = new.counter("mnemo_model_swaps", "Model versions swapped in", labels)
+        self.model_load_failures = new.counter("mnemo_model_load_failures",
+                                               "Model versions that failed to load", labels)
+        self.update_freshness = new.histogram(
             "mnemo_update_freshness_seconds",
             "At each swap: now minus acceptance time of the oldest item the version adds",
-            labels, buckets=FRESHNESS_BUCKETS, registry=registry,
+            labels, FRESHNESS_BUCKETS,
         )
-        self.prediction_log_bytes = Gauge(
+        self.prediction_log_bytes = new.gauge(
             "mnemo_prediction_log_bytes",
             "Estimated Redis bytes the prediction log and drift samples hold (as this process "
-            "last read them, plus its own writes since)", labels, registry=registry,
+            "last read them, plus its own writes since)", labels,
         )
-        self.prediction_log_budget_bytes = Gauge(
+        self.prediction_log_budget_bytes = new.gauge(
             "mnemo_prediction_log_budget_bytes",
-            "MNEMO_PREDICTION_LOG_MAX_BYTES: predicts beyond it answer 429",
-            labels, registry=registry,
+            "MNEMO_PREDICTION_LOG_MAX_BYTES: predicts beyond it answer 429", labels,
         )
         self._model = model
         # Bind the model label once: call sites stay short and can never forget it.

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from service.monitor.families import Families
 from service.monitor.process_metrics import register_process_metrics
 
 PUBLISH_OUTCOMES = ("published", "rejected", "failed")
@@ -37,49 +38,43 @@ class LearnerMetrics:
         registry the process serves on /metrics."""
         self.registry = registry
         self.model = model
+        new = Families(registry)
         if process_metrics:
             register_process_metrics(registry, model)
         labels = ["model"]
-        samples = Counter("mnemo_learner_samples", "Feedback items the learner processed "
-                          "(trained on or kept as holdout)", labels, registry=registry)
-        steps = Counter("mnemo_learner_steps", "Optimizer steps taken", labels, registry=registry)
-        loss = Gauge("mnemo_learner_loss", "Mean training loss of the last batch", labels,
-                     registry=registry)
-        penalty = Gauge("mnemo_learner_penalty", "Regulariser penalty of the last batch", labels,
-                        registry=registry)
-        lag = Gauge("mnemo_feedback_lag_items", "Accepted feedback not processed yet", labels,
-                    registry=registry)
-        reservoir = Gauge("mnemo_reservoir_size", "Items in the replay reservoir", labels,
-                          registry=registry)
-        publish = Counter("mnemo_model_publish", "Candidate versions by outcome (failed: an "
-                          "error, or an operator's activation kept it from becoming current)",
-                          [*labels, "outcome"], registry=registry)
-        prequential = Gauge("mnemo_prequential_accuracy", "Test-then-train accuracy of the "
-                            "served version over the recent window", labels, registry=registry)
-        balanced = Gauge("mnemo_balanced_accuracy", "Mean per-class recall over the same window",
-                         labels, registry=registry)
-        self.tag_accuracy = Gauge("mnemo_accuracy", "Smoothed holdout accuracy of the served "
-                                  "version per tag", [*labels, "tag"], registry=registry)
-        self.tag_forgetting = Gauge("mnemo_forgetting", "Best smoothed holdout accuracy seen "
-                                    "on the tag minus the current one", [*labels, "tag"],
-                                    registry=registry)
-        drift = Counter("mnemo_concept_drift_events", "Concept drifts the detector signalled",
-                        labels, registry=registry)
-        self.drift_psi = Gauge("mnemo_drift_psi", "PSI of the current input window against "
-                               "the reference, top features (the rest folded into 'other')",
-                               [*labels, "feature"], registry=registry)
-        psi_max = Gauge("mnemo_drift_psi_max", "Largest PSI over all features", labels,
-                        registry=registry)
-        prediction_js = Gauge("mnemo_drift_prediction_js", "Jensen-Shannon divergence (bits) "
-                              "of predicted-class shares, current vs reference window", labels,
-                              registry=registry)
-        label_js = Gauge("mnemo_drift_label_js", "Jensen-Shannon divergence (bits) of feedback-"
-                         "label shares, current vs reference window", labels, registry=registry)
-        threshold = Gauge("mnemo_drift_threshold", "Calibrated alarm level of a drift statistic "
-                          "(psi: of mnemo_drift_psi_max)", [*labels, "statistic"],
-                          registry=registry)
-        alarm = Gauge("mnemo_drift_alarm", "1 while a drift statistic is above its calibrated "
-                      "level, else 0", [*labels, "statistic"], registry=registry)
+        samples = new.counter("mnemo_learner_samples", "Feedback items the learner processed "
+                              "(trained on or kept as holdout)", labels)
+        steps = new.counter("mnemo_learner_steps", "Optimizer steps taken", labels)
+        loss = new.gauge("mnemo_learner_loss", "Mean training loss of the last batch", labels)
+        penalty = new.gauge("mnemo_learner_penalty", "Regulariser penalty of the last batch",
+                            labels)
+        lag = new.gauge("mnemo_feedback_lag_items", "Accepted feedback not processed yet", labels)
+        reservoir = new.gauge("mnemo_reservoir_size", "Items in the replay reservoir", labels)
+        publish = new.counter("mnemo_model_publish", "Candidate versions by outcome (failed: an "
+                              "error, or an operator's activation kept it from becoming current)",
+                              [*labels, "outcome"])
+        prequential = new.gauge("mnemo_prequential_accuracy", "Test-then-train accuracy of the "
+                                "served version over the recent window", labels)
+        balanced = new.gauge("mnemo_balanced_accuracy",
+                             "Mean per-class recall over the same window", labels)
+        self.tag_accuracy = new.gauge("mnemo_accuracy", "Smoothed holdout accuracy of the served "
+                                      "version per tag", [*labels, "tag"])
+        self.tag_forgetting = new.gauge("mnemo_forgetting", "Best smoothed holdout accuracy seen "
+                                        "on the tag minus the current one", [*labels, "tag"])
+        drift = new.counter("mnemo_concept_drift_events", "Concept drifts the detector signalled",
+                            labels)
+        self.drift_psi = new.gauge("mnemo_drift_psi", "PSI of the current input window against "
+                                   "the reference, top features (the rest folded into 'other')",
+                                   [*labels, "feature"])
+        psi_max = new.gauge("mnemo_drift_psi_max", "Largest PSI over all features", labels)
+        prediction_js = new.gauge("mnemo_drift_prediction_js", "Jensen-Shannon divergence (bits) "
+                                  "of predicted-class shares, current vs reference window", labels)
+        label_js = new.gauge("mnemo_drift_label_js", "Jensen-Shannon divergence (bits) of "
+                             "feedback-label shares, current vs reference window", labels)
+        threshold = new.gauge("mnemo_drift_threshold", "Calibrated alarm level of a drift "
+                              "statistic (psi: of mnemo_drift_psi_max)", [*labels, "statistic"])
+        alarm = new.gauge("mnemo_drift_alarm", "1 while a drift statistic is above its "
+                          "calibrated level, else 0", [*labels, "statistic"])
         self.drift_threshold = {s: threshold.labels(model=model, statistic=s)
                                 for s in DRIFT_STATISTICS}
         self.drift_alarm = {s: alarm.labels(model=model, statistic=s) for s in DRIFT_STATISTICS}

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +25,12 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOn
 
 class StoreError(RuntimeError):
     """Stored state or the Redis server is unfit for this deployment; refuse to start."""
+
+
+def open_redis(settings: Settings) -> Redis:
+    """The client for MNEMO_REDIS_MODE: standalone (MNEMO_REDIS_URL)."""
+    assert settings.redis_url is not None
+    return connect(settings.redis_url, settings.redis_timeout_seconds)
 
 
 def connect(url: str, timeout: float) -> Redis:

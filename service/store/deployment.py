@@ -11,7 +11,7 @@ from service.store.connection import (
     StoreError,
     check_noeviction,
     check_strict_durability,
-    connect,
+    open_redis,
     wait_until_reachable,
 )
 from service.store.keys import Keys
@@ -28,25 +28,40 @@ class Deployment:
     registry: Registry
 
 
-async def open_deployment(settings: Settings) -> Deployment:
-    """Connect, refuse an unfit server (eviction on; strict durability without WAITAOF) or
-    stored state that disagrees with the settings, and create version 0 on the first start.
-    The client is closed again when any check refuses."""
-    if settings.redis_url is None:
+async def open_store(settings: Settings) -> Redis:
+    """Connect and refuse an unfit server (eviction on; strict durability without WAITAOF).
+    The client is closed again when a check refuses."""
+    if not settings.external_redis:
         raise StoreError("MNEMO_REDIS_URL is required (`run` starts an embedded server)")
-    redis = connect(settings.redis_url, settings.redis_timeout_seconds)
+    redis = open_redis(settings)
     try:
         await wait_until_reachable(redis)
         await check_noeviction(redis)
         if settings.durability == "strict":
             await check_strict_durability(redis)
-        keys = Keys(settings.model_name)
-        scripts = Scripts(redis)
-        registry = Registry(redis, keys, scripts)
-        meta, weights = initial_version(settings)
-        identity = DeploymentIdentity(settings.input_dim, settings.label_type, settings.model_name)
-        await registry.init_deployment(identity, settings.labels, meta, weights)
     except BaseException:
         await redis.aclose()
         raise
+    return redis
+
+
+async def open_model(settings: Settings, redis: Redis) -> Deployment:
+    """One model's store on a checked client: refuse stored state that disagrees with the
+    settings, and create version 0 on the first start."""
+    keys = Keys(settings.model_name)
+    scripts = Scripts(redis)
+    registry = Registry(redis, keys, scripts)
+    meta, weights = initial_version(settings)
+    identity = DeploymentIdentity(settings.input_dim, settings.label_type, settings.model_name)
+    await registry.init_deployment(identity, settings.labels, meta, weights)
     return Deployment(redis, keys, scripts, registry)
+
+
+async def open_deployment(settings: Settings) -> Deployment:
+    """open_store, then open_model on it (the client is closed when either refuses)."""
+    redis = await open_store(settings)
+    try:
+        return await open_model(settings, redis)
+    except BaseException:
+        await redis.aclose()
+        raise

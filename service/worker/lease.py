@@ -63,12 +63,19 @@ class Lease:
         self.token = int(token)
         return True
 
+    async def try_take(self) -> bool:
+        """Take the lease if it is free or its holder's process is gone (on this host)."""
+        if await self.try_acquire() or (await self._break_dead_holder()
+                                        and await self.try_acquire()):
+            log.info("learner lease acquired (token %s)", self.token)
+            return True
+        return False
+
     async def acquire(self, stop: asyncio.Event) -> bool:
-        """Wait as a standby until the lease is ours (True) or we are told to stop (False)."""
+        """Wait as a standby until the lease is ours (True) or we are told to stop (False).
+        Returns at once where it is already held (taken by try_take)."""
         while not stop.is_set():
-            if await self.try_acquire() or (await self._break_dead_holder()
-                                            and await self.try_acquire()):
-                log.info("learner lease acquired (token %s)", self.token)
+            if self.token is not None or await self.try_take():
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), min(self._ttl_ms / 2000, STANDBY_POLL_SECONDS))

@@ -102,7 +102,7 @@ async def test_accepted_item_outlives_the_prediction_log(
         predicted = await _predict(c, {"inputs": [ROW_A, ROW_B], "tag": "t1"})
         pid_a, pid_b = (p["id"] for p in predicted["predictions"])
         await _feedback(c, [{"prediction_id": pid_a, "label": "setosa"}], expect=(1, 0))
-        log_keys = list(redis_client.scan_iter(match=f"mnemo:{model_name}:pred:*"))
+        log_keys = list(redis_client.scan_iter(match=Keys(model_name).prediction_batch("*")))
         assert len(log_keys) == 1
         assert 0 < redis_client.pttl(log_keys[0]) <= 1000
         deadline = time.monotonic() + 5
@@ -139,8 +139,8 @@ async def test_deleted_client_id_alias_keeps_accepted_item(
 ) -> None:
     await _predict(client, {"inputs": [ROW_B], "ids": ["req-9"]})
     await _feedback(client, [{"prediction_id": "req-9", "label": "virginica"}], expect=(1, 0))
-    deleted = [*redis_client.scan_iter(match=f"mnemo:{model_name}:pred:*"),
-               *redis_client.scan_iter(match=f"mnemo:{model_name}:pid:*")]
+    deleted = [*redis_client.scan_iter(match=Keys(model_name).prediction_batch("*")),
+               *redis_client.scan_iter(match=Keys(model_name).prediction_alias("*"))]
     assert len(deleted) == 2  # the batch record and the client id's alias
     redis_client.delete(*deleted)
     await _feedback(client, [{"prediction_id": "req-9", "label": "setosa"}], expect=(0, 1))
@@ -212,7 +212,9 @@ async def test_redis_away_predict_unlogged_feedback_503(
 
             ready = await c.get("/readyz")
             assert ready.status_code == 200
-            assert ready.json() == {"ready": True, "model_version": 0, "redis": False}
+            model = c.app.state.ctx.settings.model_name  # type: ignore[attr-defined]
+            assert ready.json() == {"ready": True, "model_version": 0, "redis": False,
+                                    "models": {model: 0}}
 
             # Back on the same port: the same app recovers without a restart.
             server = EmbeddedRedis(tmp_path, port=port)

@@ -111,14 +111,17 @@ async def test_infer_is_counted_like_predict(make_settings: Callable[..., Settin
         url = f"/v2/models/{model_name}/infer"
         assert (await c.post(url, json=_body([1, 2, 3, 4], [1, 4]))).status_code == 200
         assert (await c.post(url, json=_body([1, 2, 1e39, 4], [1, 4]))).status_code == 400
-        # Refused before the handler runs: by the schema, an unknown model, binary data.
+        # Refused before the handler runs: by the schema, binary data.
         assert (await c.post(url, json={"inputs": "nope"})).status_code == 400
-        assert (await c.post("/v2/models/other/infer",
-                             json=_body([1, 2, 3, 4], [1, 4]))).status_code == 404
         assert (await c.post(url, json=_body([1, 2, 3, 4], [1, 4]),
                              headers={"Inference-Header-Content-Length": "10"})).status_code == 400
+        # A model the deployment does not serve is no model's request: counted nowhere.
+        assert (await c.post("/v2/models/other/infer",
+                             json=_body([1, 2, 3, 4], [1, 4]))).status_code == 404
         get = c.app.state.ctx.metrics.registry.get_sample_value  # type: ignore[attr-defined]
         count = {s: get("mnemo_predict_requests_total", {"model": model_name, "status": s})
                  for s in ("ok", "client_error")}
-        assert count == {"ok": 1.0, "client_error": 4.0}
+        assert count == {"ok": 1.0, "client_error": 3.0}
+        assert get("mnemo_predict_requests_total", {"model": "other", "status": "client_error"}) \
+            is None
         assert get("mnemo_predict_latency_seconds_count", {"model": model_name}) == 1.0

@@ -126,6 +126,7 @@ class Feeder:
     limit: int | None = None
     pause: float = 0.01
     seed: int = 0
+    model: str | None = None  # send to /v1/models/{model}/feedback; None: /v1/feedback
     accepted: list[str] = field(default_factory=list)
     statuses: Counter[tuple[str, int]] = field(default_factory=Counter)
     transport_errors: Counter[str] = field(default_factory=Counter)
@@ -142,6 +143,10 @@ class Feeder:
         if self._thread is not None:
             self._thread.join(60)
             assert not self._thread.is_alive(), "the feeder did not stop"
+
+    @property
+    def path(self) -> str:
+        return f"/v1/models/{self.model}/feedback" if self.model else "/v1/feedback"
 
     def drop(self, url: str) -> None:
         """Stop sending to `url` (e.g. after it was killed)."""
@@ -161,7 +166,7 @@ class Feeder:
                 chunk = items(x[start : start + self.batch], y[start : start + self.batch],
                               f"{self.prefix}{start}")
                 try:
-                    response = http.post(f"{url}/v1/feedback", json={"items": chunk})
+                    response = http.post(f"{url}{self.path}", json={"items": chunk})
                 except httpx.TransportError as exc:
                     self.transport_errors[url] += 1
                     del exc

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,19 +18,23 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(ctx: Ctx) -> JSONResponse:
-    served = ctx.holder.served
+async def readyz(ctx: Ctx, request: Request) -> JSONResponse:
+    """Ready once every model has a version loaded; model_version is the default model's."""
+    versions = {name: model.holder.served.version if model.holder.served else None
+                for name, model in request.app.state.models.items()}
     try:
         await ctx.redis.ping()
         redis_ok = True
     except UNAVAILABLE:
         redis_ok = False
+    ready = None not in versions.values()
     body = {
-        "ready": served is not None,
-        "model_version": served.version if served else None,
+        "ready": ready,
+        "model_version": versions[ctx.settings.model_name],
         "redis": redis_ok,
+        "models": versions,
     }
-    return JSONResponse(body, status_code=200 if served is not None else 503)
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response)

@@ -6,13 +6,14 @@ the rest behind MNEMO_API_TOKEN)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
 from service.api.auth import require_api_token
-from service.api.deps import Ctx
+from service.api.context import AppContext
+from service.api.deps import context_of
 from service.api.lean_route import StrictJsonRoute
 from service.api.routes.predict import counted
 from service.api.schemas_v2 import (
@@ -73,9 +74,11 @@ async def live() -> dict[str, bool]:
 
 
 @open_router.get("/v2/health/ready", responses={503: {"model": V2Error}})
-async def ready(ctx: Ctx) -> dict[str, bool]:
-    if ctx.holder.served is None:
-        raise HTTPException(503, "no model version is loaded yet")
+async def ready(request: Request) -> dict[str, bool]:
+    waiting = [name for name, ctx in request.app.state.models.items()
+               if ctx.holder.served is None]
+    if waiting:
+        raise HTTPException(503, f"no version of {', '.join(waiting)} is loaded yet")
     return {"ready": True}
 
 
@@ -84,10 +87,15 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="mnemo", version=package_version(), extensions=[])
 
 
-def _model(ctx: Ctx, name: str, version: str | None = None) -> None:
-    if name != ctx.settings.model_name:
-        raise HTTPException(404, f"unknown model {name!r}: this deployment serves "
-                                 f"{ctx.settings.model_name!r}")
+async def _named(request: Request, name: str) -> AppContext:
+    return context_of(request, name)
+
+
+# The model the path names (404 naming it when the deployment has no such model).
+NamedCtx = Annotated[AppContext, Depends(_named)]
+
+
+def _model(ctx: AppContext, name: str, version: str | None = None) -> None:
     served = ctx.holder.served
     if version is not None and (served is None or version != str(served.version)):
         raise HTTPException(404, f"version {version!r} of {name!r} is not served here "
@@ -95,7 +103,7 @@ def _model(ctx: Ctx, name: str, version: str | None = None) -> None:
 
 
 @router.get("/v2/models/{name}", response_model=ModelMetadata)
-async def model_metadata(name: str, ctx: Ctx) -> ModelMetadata:
+async def model_metadata(name: str, ctx: NamedCtx) -> ModelMetadata:
     _model(ctx, name)
     served = ctx.holder.served
     classes = len(served.labels) if served else -1
@@ -112,7 +120,7 @@ async def model_metadata(name: str, ctx: Ctx) -> ModelMetadata:
 
 
 @router.get("/v2/models/{name}/ready")
-async def model_ready(name: str, ctx: Ctx) -> dict[str, Any]:
+async def model_ready(name: str, ctx: NamedCtx) -> dict[str, Any]:
     _model(ctx, name)
     if ctx.holder.served is None:
         raise HTTPException(503, "no model version is loaded yet")
@@ -121,11 +129,11 @@ async def model_ready(name: str, ctx: Ctx) -> dict[str, Any]:
 
 @router.post("/v2/models/{name}/infer", response_model=InferResponse,
              response_model_exclude_none=True)
-async def infer(name: str, body: InferRequest, ctx: Ctx, request: Request) -> InferResponse:
+async def infer(name: str, body: InferRequest, ctx: NamedCtx, request: Request) -> InferResponse:
     return await counted(ctx, _infer(name, body, ctx, request))
 
 
-async def _infer(name: str, body: InferRequest, ctx: Ctx, request: Request) -> InferResponse:
+async def _infer(name: str, body: InferRequest, ctx: AppContext, request: Request) -> InferResponse:
     _model(ctx, name)
     if "inference-header-content-length" in request.headers:
         raise HTTPException(400, "binary tensor data is not supported: send the JSON encoding")
@@ -159,7 +167,7 @@ def _requested_outputs(body: InferRequest) -> list[str]:
     return names
 
 
-def _input_matrix(tensor: InferInput, ctx: Ctx) -> np.ndarray:
+def _input_matrix(tensor: InferInput, ctx: AppContext) -> np.ndarray:
     dim = ctx.settings.input_dim
     if tensor.datatype != "FP32":
         raise HTTPException(400, f"input {tensor.name!r}: datatype must be FP32, "
@@ -203,20 +211,20 @@ def _outputs(answer: BatchAnswer) -> dict[str, InferOutput]:
 # The versioned forms (tritonclient's model_version=...): only the served version exists
 # here; an infer answers from the version served when its pass runs (model_version says).
 @router.get("/v2/models/{name}/versions/{version}", response_model=ModelMetadata)
-async def versioned_metadata(name: str, version: str, ctx: Ctx) -> ModelMetadata:
+async def versioned_metadata(name: str, version: str, ctx: NamedCtx) -> ModelMetadata:
     _model(ctx, name, version)
     return await model_metadata(name, ctx)
 
 
 @router.get("/v2/models/{name}/versions/{version}/ready")
-async def versioned_ready(name: str, version: str, ctx: Ctx) -> dict[str, Any]:
+async def versioned_ready(name: str, version: str, ctx: NamedCtx) -> dict[str, Any]:
     _model(ctx, name, version)
     return await model_ready(name, ctx)
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", response_model=InferResponse,
              response_model_exclude_none=True)
-async def versioned_infer(name: str, version: str, body: InferRequest, ctx: Ctx,
+async def versioned_infer(name: str, version: str, body: InferRequest, ctx: NamedCtx,
                           request: Request) -> InferResponse:
     _model(ctx, name, version)
     return await infer(name, body, ctx, request)
