@@ -1,10 +1,13 @@
 # Mnemo in one image: `python -m service run` by default (API + learner + embedded Valkey);
 # docker-compose.yml runs `serve` and `learn` from it against a real Redis.
 #   docker build -t mnemo .                                  # CPU torch (default)
-#   docker build -t mnemo:cuda --build-arg TORCH_VARIANT=cu124 .   # CUDA 12.4 torch
+#   docker build -t mnemo:cuda --build-arg TORCH_VARIANT=cu130 .   # CUDA 13.0 torch
 FROM python:3.11-slim
 
-# cpu, or a CUDA tag of https://download.pytorch.org/whl/ (cu118, cu121, cu124, ...).
+# cpu, or a CUDA tag of https://download.pytorch.org/whl/ that has the torch pyproject.toml
+# pins: cu130 (the CUDA build PyPI's torch 2.13 ships; NVIDIA driver >= 580). Older tags
+# (cu124, ...) stop at older torch releases. The CUDA runtime comes in torch's wheels; the
+# driver from the host (NVIDIA Container Toolkit, or Kubernetes' NVIDIA device plugin).
 ARG TORCH_VARIANT=cpu
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -24,7 +24,7 @@ run: $(STAMP)
 	MNEMO_LABELS=$${MNEMO_LABELS-setosa,versicolor,virginica} \
 	$(BIN)/python -m service run
 
-# The binaries the suite needs beyond the venv (prometheus, chromium, redis-server) come from
+# The binaries the suite needs beyond the venv (prometheus, chromium, redis-server, kubectl) come from
 # the bootstrap that .ci/run calls too. The tests' Redis is the one at MNEMO_TEST_REDIS_URL
 # (default redis://127.0.0.1:6379/11) when it answers, else a Valkey the suite starts itself.
 test: $(STAMP)

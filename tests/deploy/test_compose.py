@@ -3,8 +3,9 @@ Docker engine here): every command they run is a CLI subcommand (run the same wa
 start the service), every port is a configuration default, every path they copy or mount
 exists, every MNEMO_* name is a setting, every health endpoint is a route, Prometheus and
 Grafana find what compose names, secrets have no defaults, Prometheus and the learner's health
-check send the API token the learner's /metrics wants, and the image installs the dependencies
-the tests run with."""
+check send the API token the learner's /metrics wants, Redis is bounded by a maxmemory and a
+memory limit sized from the retention figures, the `gpu` profile hands its learner a GPU, and
+the image installs the dependencies the tests run with."""
 
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ from prometheus_client import CollectorRegistry
 from starlette.routing import Match
 
 from service.api import create_app
-from service.config import Settings, known_env_names
+from service.config import Settings, known_env_names, load_settings
 from service.monitor.metrics_server import start_metrics_server
 from tests.conftest import free_port
+from tests.deploy.redis_sizing import (
+    LIMIT_OVER_MAXMEMORY,
+    docker_bytes,
+    redis_bytes,
+    sustained_labels_per_second,
+)
 from tests.e2e.procs import ROOT
 from tests.observability.promconfig import (
     CONFIG,
@@ -168,6 +175,58 @@ def test_services_wait_for_healthy_dependencies() -> None:
             assert "healthcheck" in services()[dependency], dependency
     assert set(services()["api"]["depends_on"]) == {"redis"}
     assert set(services()["grafana"]["depends_on"]) == {"prometheus"}
+
+
+def interpolated(value: str) -> str:
+    """A compose value as compose fills it in with nothing set in the environment: the default of
+    ${NAME:-default}, a stand-in for a required ${NAME:?message}."""
+    value = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "a-secret", value)
+
+
+def test_redis_is_bounded_and_sized_from_the_retention_figures() -> None:
+    """maxmemory with noeviction (past it writes fail with 503, nothing is evicted) and a
+    container memory limit above it; maxmemory holds everything the model's settings bound
+    (tests/deploy/redis_sizing.py: prediction log, feedback stream, kept versions) with room for
+    the dedupe ids of a useful label rate at the default prediction TTL."""
+    redis = services()["redis"]
+    command = redis["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    maxmemory = redis_bytes(command[command.index("--maxmemory") + 1])
+    limit = docker_bytes(redis["deploy"]["resources"]["limits"]["memory"])
+    assert limit >= LIMIT_OVER_MAXMEMORY * maxmemory
+    env = {name: interpolated(value) for name, value in services()["api"]["environment"].items()}
+    model = load_settings(env)  # the one model compose serves, as its containers see it
+    assert 10 <= sustained_labels_per_second(maxmemory, [model]) <= 500  # sized, not oversized
+    # The reasoning is written beside the figures.
+    text = (ROOT / "docker-compose.yml").read_text()
+    for figure in ("MNEMO_PREDICTION_LOG_MAX_BYTES", "MNEMO_MAX_LAG", "MNEMO_KEEP_VERSIONS",
+                   "MNEMO_PREDICTION_TTL_SECONDS"):
+        assert figure in text, figure
+
+
+def test_the_gpu_profile_hands_its_learner_a_gpu() -> None:
+    gpu = services()["learner-gpu"]
+    # Only with `--profile gpu`: a plain `docker compose up` is unchanged.
+    assert [name for name, service in services().items() if "profiles" in service] == ["learner-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+    assert gpu["command"] == services()["learner"]["command"]
+    assert gpu["environment"] == {**services()["learner"]["environment"], "MNEMO_DEVICE": "cuda"}
+    assert gpu["healthcheck"] == services()["learner"]["healthcheck"]
+    assert gpu["depends_on"] == services()["learner"]["depends_on"]
+    # The CUDA variant of the image, under its own tag: the API keeps the CPU one.
+    assert re.fullmatch(r"\$\{TORCH_VARIANT_GPU:-cu\d+\}", gpu["build"]["args"]["TORCH_VARIANT"])
+    assert gpu["build"]["context"] == "." and gpu["image"] == "mnemo:cuda" != services()["api"]["image"]
+    # It replaces the CPU learner (`--scale learner=0`): Prometheus scrapes it as `learner`,
+    # and nothing waits on the CPU learner being there.
+    assert gpu["networks"]["default"]["aliases"] == ["learner"]
+    (learner,) = job(yaml.safe_load(CONFIG.read_text()), "learner")["static_configs"]
+    assert [target.split(":")[0] for target in learner["targets"]] == ["learner"]
+    assert all("learner" not in service.get("depends_on", {}) for service in services().values())
+    for doc in (ROOT / "docker-compose.yml", ROOT / "docs" / "OPERATIONS.md"):
+        assert "docker compose --profile gpu up --scale learner=0" in doc.read_text(), doc
 
 
 # ---- paths, Prometheus, Grafana -------------------------------------------------------------
