@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from service.monitor.api_metrics import ApiMetrics
 from service.serving.holder import ModelHolder, load_served
+from service.store.connection import UNAVAILABLE
 from service.store.keys import Keys
 from service.store.registry import Registry
 
@@ -51,7 +52,7 @@ class VersionFollower:
             blob = await self._registry.weights(pointer.version)
             # Deserialising and warming a model is CPU work: keep it off the event loop.
             new = await asyncio.to_thread(load_served, blob, meta, pointer.epoch, served)
-        except RedisError:
+        except (RedisError, *UNAVAILABLE):
             raise
         except Exception:
             self._failed_epoch = pointer.epoch
@@ -84,11 +85,11 @@ class VersionFollower:
                     if message is not None or time.monotonic() - last_sync >= self._poll:
                         last_sync = time.monotonic()
                         await self.sync_once()
-            except (RedisError, OSError) as exc:
+            except (RedisError, *UNAVAILABLE) as exc:  # a cluster's failover errors too
                 log.warning("version follower: Redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(wait)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(RedisError, *UNAVAILABLE):
                     await pubsub.aclose()
 
     def stop(self) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import AskError, MovedError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from service.store.connection import UNAVAILABLE, follows_failover, is_cluster, node_client
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 
@@ -80,6 +84,7 @@ class FeedbackStore:
         self._scripts = scripts
         self._strict = strict
         self._strict_timeout_ms = strict_timeout_ms
+        self._replicated = follows_failover(redis)
         self._window = dedupe_window_seconds
         self._clock = clock
 
@@ -96,25 +101,64 @@ class FeedbackStore:
     ) -> AppendResult:
         k = self._keys
         now = self._clock()
-        result = await self._scripts.feedback_append(
-            keys=[k.stream, *self._seen_keys(now), k.vocab, k.vocab_order, k.counters,
-                  k.learner_stats],
-            args=[max_lag, max_classes, len(records), int(now * 1000), _pack_items(records),
-                  3 * self._window],
-        )
+        keys = [k.stream, *self._seen_keys(now), k.vocab, k.vocab_order, k.counters,
+                k.learner_stats]
+        args = [max_lag, max_classes, len(records), int(now * 1000), _pack_items(records),
+                3 * self._window]
+        if self._strict:
+            result = await self._append_durably(keys, args)
+        else:
+            result = await self._scripts.feedback_append(keys=keys, args=args)
         status = result[0]
         if status == b"shed":
             raise Shed(int(result[1]))
         if status == b"labels":
             raise LabelOverflow(int(result[1]), result[2].decode())
-        if self._strict:
-            try:
-                local, _ = await self._redis.execute_command("WAITAOF", 1, 0, self._strict_timeout_ms)
-            except ResponseError as exc:  # e.g. appendonly switched off at run time
-                raise NotDurable(f"WAITAOF failed: {exc}") from exc
-            if int(local) < 1:
-                raise NotDurable("the append-only file did not confirm the write")
         return AppendResult(int(result[1]), int(result[2]))
+
+    async def _append_durably(self, keys: list[str], args: list[object]) -> list[Any]:
+        """The script, then WAITAOF (the append-only file fsynced it) and, where a failover
+        may promote a replica (cluster, Sentinel), WAIT (a replica has it: WAITAOF's replica
+        count would wait for the replica's next once-a-second report).
+
+        Both wait for the writes of their own connection: so all three go in one pipeline on
+        one connection to the node that holds the model's slot. A wait that fails leaves the
+        batch appended (NotDurable: outcome unknown; a retry is deduplicated)."""
+        timeout = self._strict_timeout_ms
+        try:
+            async with node_client(self._redis, self._keys.stream) as node:
+                pipe = node.pipeline(transaction=False)
+                await self._scripts.feedback_append(keys=keys, args=args, client=pipe)
+                if self._replicated:
+                    pipe.execute_command("WAIT", 1, timeout)
+                pipe.execute_command("WAITAOF", 1, 0, timeout)
+                result, *waits = await pipe.execute(raise_on_error=False)
+        except UNAVAILABLE:
+            await self._find_slot()
+            raise
+        if isinstance(result, (MovedError, AskError)):  # a failover moved it: nothing ran
+            await self._find_slot()
+            raise RedisConnectionError(f"the model's slot moved: {result}")
+        if isinstance(result, Exception):
+            raise result
+        if result[0] in (b"shed", b"labels"):
+            return result  # nothing appended: nothing to wait for
+        failed = next((w for w in waits if isinstance(w, Exception)), None)
+        if failed is not None:  # appendonly switched off, a replica now (READONLY), …
+            raise NotDurable(f"WAITAOF failed: {failed}")
+        if self._replicated and int(waits[0]) < 1:
+            raise NotDurable("no replica confirmed the write")
+        if int(waits[-1][0]) < 1:
+            raise NotDurable("the append-only file did not confirm the write")
+        return result
+
+    async def _find_slot(self) -> None:
+        """After the slot's node failed or moved: one call through the cluster client, which
+        follows the failover (redirects, topology refresh), so the next append finds the
+        slot's new primary."""
+        if is_cluster(self._redis):
+            with contextlib.suppress(*UNAVAILABLE):
+                await self._redis.exists(self._keys.stream)
 
     async def already_accepted(self, dedupe_ids: list[str]) -> list[bool]:
         """Whether a label was already accepted under each id (first label wins)."""

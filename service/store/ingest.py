@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from models.replay import HORIZON_FACTOR
 from service.store.buffers import class_index_key
+from service.store.connection import is_cluster
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 
@@ -34,24 +35,28 @@ async def ingest(
     -2 also when that holdout item was inserted before). Raises ResponseError FENCED."""
     buffered = [item for item in items if not item.holdout]
     held = [item for item in items if item.holdout]
-    pipe = redis.pipeline(transaction=False)
+    calls = []
     if buffered:
         args: list[object] = [str(token), policy, capacity, HORIZON_FACTOR * capacity]
         for item in buffered:
             # repr round-trips the double exactly, so Lua's floor(u * n) equals Python's.
             args += [item.stream_id, repr(float(item.u)), item.y, item.entry]
-        await scripts.buffer_insert(
-            keys=[keys.reservoir, keys.reservoir_meta, class_index_key(keys), keys.fence],
-            args=args, client=pipe,
-        )
+        calls.append((scripts.buffer_insert,
+                      [keys.reservoir, keys.reservoir_meta, class_index_key(keys), keys.fence], args))
     if held:
         args = [str(token), holdout_capacity]
         for item in held:
             args += [item.stream_id, item.entry]
-        await scripts.holdout_insert(
-            keys=[keys.holdout, keys.reservoir_meta, keys.fence], args=args, client=pipe
-        )
-    replies = iter(await pipe.execute())
+        calls.append((scripts.holdout_insert, [keys.holdout, keys.reservoir_meta, keys.fence], args))
+    if is_cluster(redis):
+        # redis-py's cluster pipeline does not load scripts first, and a replica promoted by
+        # a failover has none cached: one call each, so each reloads its own on NOSCRIPT.
+        replies = iter([await script(keys=k, args=a) for script, k, a in calls])
+    else:
+        pipe = redis.pipeline(transaction=False)
+        for script, k, a in calls:
+            await script(keys=k, args=a, client=pipe)
+        replies = iter(await pipe.execute())
     slots = iter(next(replies) if buffered else [])
     holdouts = iter(next(replies) if held else [])
     return [

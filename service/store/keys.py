@@ -9,9 +9,11 @@ from dataclasses import dataclass
 class Keys:
     """Key names of one model's deployment.
 
-    The learner's keys share the hash tag ``{model}`` so one Lua script may touch them on a
-    single Redis Cluster slot; the high-volume prediction log is keyed by batch id instead, so
-    it spreads over the cluster.
+    Every key of a model, the prediction log included, carries the hash tag ``{model}``: on a
+    Redis Cluster a model lives on one slot, so every Lua script, pipeline and transaction
+    touches one node, and different models spread over the cluster's primaries. (Before the
+    prediction log was tagged its keys were ``<namespace>:<model>:pred:…``/``…:pid:…``; see
+    `legacy_prediction_patterns`.)
     """
 
     model: str
@@ -140,12 +142,12 @@ class Keys:
     def purge(self, purge_id: str) -> str:  # hash: status, tag, removed
         return f"{self.base}:purge:{purge_id}"
 
-    # prediction log (not hash-tagged: spreads over a cluster)
+    # prediction log
     def prediction_batch(self, batch_id: str) -> str:
-        return f"{self.namespace}:{self.model}:pred:{batch_id}"
+        return f"{self.base}:pred:{batch_id}"
 
     def prediction_alias(self, prediction_id: str) -> str:
-        return f"{self.namespace}:{self.model}:pid:{prediction_id}"
+        return f"{self.base}:pid:{prediction_id}"
 
     @property
     def prediction_log_bytes(self) -> str:  # hash time bucket -> bytes the log stored then
@@ -153,4 +155,10 @@ class Keys:
 
     def all_patterns(self) -> list[str]:
         """Glob patterns covering every key of this model (for purge and test clean-up)."""
-        return [f"{self.base}:*", f"{self.namespace}:{self.model}:*"]
+        return [f"{self.base}:*"]
+
+    def legacy_prediction_patterns(self) -> list[str]:
+        """The prediction log's keys as versions before the hash tag wrote them: never on a
+        cluster, and gone once MNEMO_PREDICTION_TTL_SECONDS has passed since the upgrade;
+        purge still deletes them until then."""
+        return [f"{self.namespace}:{self.model}:pred:*", f"{self.namespace}:{self.model}:pid:*"]

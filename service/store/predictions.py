@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 
+from service.store.connection import is_cluster, scan_model_keys
 from service.store.dedicated import DedicatedConnection
 from service.store.keys import Keys
 from service.store.log_budget import LogBudget, stored_key_bytes
@@ -216,8 +217,11 @@ class PredictionLog:
         are not counted). A tag's keys leave the budget's buckets they were counted in."""
         forgotten: list[tuple[float, int]] = []
         removed = 0
-        for pattern in (self._keys.prediction_batch("*"), self._keys.prediction_alias("*")):
-            async for key in self._redis.scan_iter(match=pattern, count=1000):
+        patterns = [self._keys.prediction_batch("*"), self._keys.prediction_alias("*")]
+        if not is_cluster(self._redis):  # no cluster ran a version that wrote these
+            patterns += self._keys.legacy_prediction_patterns()
+        for pattern in patterns:
+            async for key in scan_model_keys(self._redis, self._keys, pattern):
                 if tag is None:
                     removed += await self._redis.delete(key)
                     continue
