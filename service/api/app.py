@@ -104,7 +104,7 @@ def create_app(settings: Settings, models: list[Settings] | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = await open_store(settings)
+        redis = await open_store(settings, len(models))
         try:
             contexts = await build_contexts(models, redis)
         except BaseException:

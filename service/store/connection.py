@@ -60,20 +60,34 @@ class StoreError(RuntimeError):
     """Stored state or the Redis server is unfit for this deployment; refuse to start."""
 
 
-def open_redis(settings: Settings) -> Redis:
+# redis-py's pool default (100 connections) is for the requests in flight; every model of
+# the process also keeps some for itself: the API its prediction-log writer and its version
+# follower's subscription, the learner its blocking stream read and its lease renewals.
+POOL_BASE = 100
+POOL_PER_MODEL = 4
+
+
+def pool_size(models: int) -> int:
+    """Connections one process may open (per node on a cluster) when it serves `models`."""
+    return POOL_BASE + POOL_PER_MODEL * models
+
+
+def open_redis(settings: Settings, models: int = 1) -> Redis:
     """The client for MNEMO_REDIS_MODE: standalone (MNEMO_REDIS_URL), cluster (MNEMO_REDIS_URL
     names any node) or sentinel (MNEMO_SENTINELS find MNEMO_SENTINEL_MASTER; the URL, when
-    set, gives the primary's credentials, database and TLS). The same timeouts everywhere."""
+    set, gives the primary's credentials, database and TLS). The same timeouts everywhere;
+    a pool sized for `models` (a `max_connections` in the URL wins)."""
     timeout = settings.redis_timeout_seconds
+    size = pool_size(models)
     if settings.redis_mode == "cluster":
         assert settings.redis_url is not None  # the settings refuse cluster without it
-        return connect_cluster(settings.redis_url, timeout)
+        return connect_cluster(settings.redis_url, timeout, size)
     if settings.redis_mode == "sentinel":
         return connect_sentinel(settings.sentinels, settings.sentinel_master, timeout,
-                                settings.redis_url)
+                                settings.redis_url, size)
     if settings.redis_url is None:
         raise StoreError("MNEMO_REDIS_URL is required (`run` starts an embedded server)")
-    return connect(settings.redis_url, timeout)
+    return connect(settings.redis_url, timeout, size)
 
 
 def _timeouts(timeout: float) -> dict[str, Any]:
@@ -81,16 +95,17 @@ def _timeouts(timeout: float) -> dict[str, Any]:
             "health_check_interval": 30, "decode_responses": False}
 
 
-def connect(url: str, timeout: float) -> Redis:
-    return Redis.from_url(url, **_timeouts(timeout))
+def connect(url: str, timeout: float, max_connections: int = POOL_BASE) -> Redis:
+    return Redis.from_url(url, max_connections=max_connections, **_timeouts(timeout))
 
 
-def connect_cluster(url: str, timeout: float) -> Redis:
+def connect_cluster(url: str, timeout: float, max_connections: int = POOL_BASE) -> Redis:
     """The cluster client, seeded by one node (it discovers the others and follows slot
     moves and failovers itself)."""
     if parse_url(url).get("db", 0) not in (0, None):
         raise StoreError("a Redis Cluster has database 0 only: drop the /<db> from MNEMO_REDIS_URL")
-    return cast(Redis, RedisCluster.from_url(url, **_timeouts(timeout)))
+    return cast(Redis, RedisCluster.from_url(url, max_connections=max_connections,
+                                             **_timeouts(timeout)))
 
 
 class SentinelRedis(Redis):
@@ -107,7 +122,7 @@ class SentinelRedis(Redis):
 
 
 def connect_sentinel(sentinels: list[str], master: str, timeout: float,
-                     url: str | None = None) -> Redis:
+                     url: str | None = None, max_connections: int = POOL_BASE) -> Redis:
     """A client of `master` as the sentinels name it: each new connection asks them where the
     primary is, and a connection to a demoted or dead one is dropped, so a failover is
     followed without a restart. `url`'s username, password and database apply to the primary
@@ -127,7 +142,8 @@ def connect_sentinel(sentinels: list[str], master: str, timeout: float,
         sentinel_kwargs={**{k: v for k, v in options.items() if k.startswith("socket_")}, **tls},
         **options,
     )
-    client = manager.master_for(master, redis_class=SentinelRedis, **primary)
+    client = manager.master_for(master, redis_class=SentinelRedis,
+                                **{"max_connections": max_connections, **primary})
     client.sentinel = manager
     return client
 

@@ -28,12 +28,12 @@ class Deployment:
     registry: Registry
 
 
-async def open_store(settings: Settings) -> Redis:
-    """Connect and refuse an unfit server (eviction on; strict durability without WAITAOF).
-    The client is closed again when a check refuses."""
+async def open_store(settings: Settings, models: int = 1) -> Redis:
+    """Connect (a pool sized for `models`) and refuse an unfit server (eviction on; strict
+    durability without WAITAOF). The client is closed again when a check refuses."""
     if not settings.external_redis:
         raise StoreError("MNEMO_REDIS_URL is required (`run` starts an embedded server)")
-    redis = open_redis(settings)
+    redis = open_redis(settings, models)
     try:
         await wait_until_reachable(redis)
         await check_noeviction(redis)

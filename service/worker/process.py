@@ -46,7 +46,7 @@ async def _main(settings: Settings, models: list[Settings]) -> int:
     metrics = {model.model_name: LearnerMetrics(registry, model.model_name, process_metrics=True)
                for model in models}
     serve_metrics(settings, registry)
-    redis = open_redis(settings)
+    redis = open_redis(settings, len(models))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -127,3 +127,25 @@ async def test_the_python_client_speaks_to_one_named_model(
     assert result.accepted == 1
     assert (await api.get(f"/v1/models/{bits}/stats")).json()["feedback_lag"] == 1
     assert (await api.get("/v1/stats")).json()["feedback_lag"] == 0  # the default model's
+
+
+async def test_a_hundred_and_twenty_models_in_one_process_each_answer(
+        make_settings: Callable[..., Settings], tmp_path: Path, model_name: str,
+        redis_client: redis.Redis) -> None:
+    """Every model holds connections of its own (log writer, version follower): past ~35
+    models redis-py's default pool of 100 ran out; the pool is sized by the model count."""
+    names = [f"{model_name}-{i}" for i in range(120)]
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n" + "".join(f"  - name: {n}\n" for n in names))
+    try:
+        async with running_app(make_settings(models=path, hidden=[8])) as api:
+            for name in names:
+                answer = await api.post(f"/v1/models/{name}/predict",
+                                        json={"inputs": [[1, 2, 3, 4]]})
+                assert answer.status_code == 200, (name, answer.text)
+                assert answer.json()["logged"] is True
+            ready = (await api.get("/readyz")).json()
+            assert ready["ready"] and len(ready["models"]) == 120
+    finally:
+        for name in names:
+            delete_model_keys(redis_client, name)

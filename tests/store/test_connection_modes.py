@@ -20,6 +20,7 @@ from service.store.connection import (
     follows_failover,
     is_cluster,
     open_redis,
+    pool_size,
 )
 from service.store.dedicated import DedicatedConnection, fast_path_available
 from service.store.keys import Keys
@@ -120,3 +121,25 @@ async def test_both_paths_of_the_log_connection_run_the_commands_in_order(
     finally:
         await conn.close()
         await redis.aclose()
+
+
+async def test_the_pool_has_room_for_every_model_in_every_mode() -> None:
+    """Each model keeps connections of its own (the API's log writer and version follower,
+    the learner's blocking read): redis-py's default of 100 ran out at about 35 models."""
+    standalone = open_redis(settings(redis_url=REDIS_URL), models=100)
+    sentinel = open_redis(settings(redis_mode="sentinel", sentinels="127.0.0.1:26379"),
+                          models=100)
+    cluster = open_redis(settings(redis_mode="cluster", redis_url="redis://127.0.0.1:7000/0"),
+                         models=100)
+    try:
+        assert pool_size(100) >= 100 + 3 * 100
+        assert standalone.connection_pool.max_connections == pool_size(100)
+        assert sentinel.connection_pool.max_connections == pool_size(100)
+        assert cluster.connection_kwargs["max_connections"] == pool_size(100)  # type: ignore[attr-defined]
+        # A URL's own max_connections wins.
+        own = open_redis(settings(redis_url=REDIS_URL + "?max_connections=7"), models=100)
+        assert own.connection_pool.max_connections == 7
+        await own.aclose()
+    finally:
+        for client in (standalone, sentinel, cluster):
+            await client.aclose()
