@@ -63,3 +63,10 @@ bench-serve: $(STAMP)
 .PHONY: bench-e2e
 bench-e2e: $(STAMP)
 	$(BIN)/python -m load_tests.bench_learning --markdown bench_results/learning.md --json bench_results/learning.json --benchmarks BENCHMARKS.md
+
+# Models per process (~3.5 min on 2 cores): 1, 10 and 100 models (MNEMO_MODELS) served by one API
+# process and trained by one learner, each N on a fresh private Valkey: memory of each process
+# and of Redis per model, predict and learner throughput; the table spliced into BENCHMARKS.md.
+.PHONY: bench-models
+bench-models: $(STAMP)
+	$(BIN)/python -m load_tests.bench_models --markdown bench_results/models.md --json bench_results/models.json --benchmarks BENCHMARKS.md

@@ -26,6 +26,8 @@ class MLPConfig:
     # Progressive columns after the first (MNEMO_COLUMN_HIDDEN): their hidden sizes, as deep
     # as `hidden`; None: as wide as the first. Narrower ones lean on the laterals and cost less.
     column_hidden: tuple[int, ...] | None = None
+    # MNEMO_HEADS=soft (models/soft_sharing.py): hidden layers (0-based) copied per tag.
+    soft_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) so equal configs compare and hash equal.
@@ -46,6 +48,13 @@ class MLPConfig:
                     or any(h < 1 for h in self.column_hidden)):
                 raise ValueError(f"column_hidden {self.column_hidden} needs progressive columns "
                                  f"and one positive size per hidden layer ({len(self.hidden)})")
+        if self.soft_layers is not None:
+            layers = tuple(int(i) for i in self.soft_layers)
+            object.__setattr__(self, "soft_layers", layers)
+            if (self.tag_heads is None or self.progressive or not layers or sorted(set(layers))
+                    != list(layers) or not all(0 <= i < len(self.hidden) for i in layers)):
+                raise ValueError(f"soft_layers {layers} need tag_heads, no progressive columns "
+                                 f"and increasing hidden layer indices below {len(self.hidden)}")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if any(h < 1 for h in self.hidden):
@@ -62,12 +71,14 @@ class MLPConfig:
             out["progressive"] = True
         if self.column_hidden is not None:
             out["column_hidden"] = list(self.column_hidden)
+        if self.soft_layers is not None:
+            out["soft_layers"] = list(self.soft_layers)
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
         unknown = set(d) - {"input_dim", "hidden", "num_classes", "tag_heads", "progressive",
-                            "column_hidden"}
+                            "column_hidden", "soft_layers"}
         if unknown:
             raise ValueError(f"unknown MLPConfig keys: {sorted(unknown)}")
         heads = d.get("tag_heads")
@@ -76,7 +87,9 @@ class MLPConfig:
                    tag_heads=None if heads is None else tuple((t, tuple(cs)) for t, cs in heads),
                    progressive=bool(d.get("progressive", False)),
                    column_hidden=None if d.get("column_hidden") is None
-                   else tuple(d["column_hidden"]))
+                   else tuple(d["column_hidden"]),
+                   soft_layers=None if d.get("soft_layers") is None
+                   else tuple(d["soft_layers"]))
 
 
 class Standardizer(nn.Module):
@@ -377,6 +390,10 @@ def build_model(config: MLPConfig, seed: int | None = None) -> MLP:
         from models.progressive import ProgressiveMLP  # it builds on this module
 
         cls = ProgressiveMLP
+    elif config.soft_layers is not None:
+        from models.soft_sharing import SoftSharedMLP  # it builds on this module
+
+        cls = SoftSharedMLP
     if seed is None:
         return cls(config)
     # A private RNG stream: seeding must not disturb the caller's global random state.

@@ -35,11 +35,14 @@ from models.drift import DriftDetector
 from models.gate import predict_classes
 from models.holdout import Holdout
 from models.learner import IncrementalLearner
+from models.meta_start import MetaStart
+from models.nets import MultiHeadMLP
 from models.replay import ReplayBuffer
 
 STATE_PREFIX = "stream."
 _DETECTOR = "detector."
 _COUNTERS = "counters"
+_META = "meta."
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,8 @@ class StreamStep:
 
     def __init__(self, learner: IncrementalLearner, buffer: ReplayBuffer | None,
                  detector: DriftDetector | None, holdout: Holdout, params: StreamParams, *,
-                 use_replay: bool, routes_by_tag: bool, seed: int | None = None) -> None:
+                 use_replay: bool, routes_by_tag: bool, seed: int | None = None,
+                 meta_start: MetaStart | None = None) -> None:
         self.learner = learner
         self.buffer = buffer  # the replay mirror; the caller inserts (its store decides)
         self.detector = detector
@@ -143,6 +147,9 @@ class StreamStep:
         self.rng = np.random.default_rng(seed)
         # Inputs put in the buffer since the last publish: retired if that candidate is refused.
         self._inserted: set[bytes] = set()
+        # MNEMO_META_START: new tags' heads or columns start from a meta-learned initialisation
+        # (models/meta_start.py), learned from the buffer's tagged samples.
+        self.meta_start = meta_start
 
     # ---- one read ------------------------------------------------------------------------
     def score(self, served: nn.Module, x: np.ndarray, y: np.ndarray,
@@ -209,7 +216,10 @@ class StreamStep:
             learner.ensure_classes(num_classes)
         tags = list(tags) if self.routes_by_tag and tags is not None else None
         if tags is not None:  # each tag's head or column learns its tag's labels
+            before = self._meta_before(tags)
             learner.ensure_tags(tags, y, self.params.max_tags)
+            if before is not None:
+                self.meta_start.start(learner.model, before)  # type: ignore[union-attr, arg-type]
         buffer = self.buffer if self.use_replay else None
         out = Learned(drifted)
         chunks = train_chunks(len(y), self.params.train_chunk)
@@ -284,10 +294,31 @@ class StreamStep:
         if len(y):
             self.consolidations.append(seconds)
         self.since_consolidation = 0
+        self._meta_update()
         scale = self.learner.strategy.scale
         if scale < 1.0:  # anchored on the post-drift state now: protect it at full strength
             self.learner.relax(1.0 / scale)
         return seconds
+
+    def _meta_before(self, tags: list[str]) -> dict[str, int] | None:
+        """With a meta-start: each head's rows before ensure_tags (None: nothing to start).
+        A new tag first brings the meta-initialisation up to date with every tag before it."""
+        model = self.learner.model
+        if self.meta_start is None or not isinstance(model, MultiHeadMLP):
+            return None
+        known = set(model.tags)
+        if any(t and t not in known for t in tags) and len(known) < self.params.max_tags:
+            self._meta_update()
+        return self.meta_start.snapshot_classes(model)
+
+    def _meta_update(self) -> None:
+        """Reptile episodes from the buffered samples of each tag (bounded: models/meta_start)."""
+        model, buffer = self.learner.model, self.buffer
+        if (self.meta_start is None or not isinstance(model, MultiHeadMLP) or buffer is None
+                or not len(buffer) or len(self.buffer_tags) != len(buffer)):
+            return
+        x, y = buffer.items()
+        self.meta_start.update(model, x, y, self.buffer_tags)
 
     # ---- between reads -------------------------------------------------------------------
     def rehearse(self, max_steps: int) -> int:
@@ -331,6 +362,9 @@ class StreamStep:
         if self.detector is not None:
             out.update({f"{STATE_PREFIX}{_DETECTOR}{k}": v.clone()
                         for k, v in self.detector.state_dict().items()})
+        if self.meta_start is not None:
+            out.update({f"{STATE_PREFIX}{_META}{k}": v
+                        for k, v in self.meta_start.state_dict().items()})
         return out
 
     def load_state_dict(self, d: dict[str, Tensor]) -> None:
@@ -343,6 +377,10 @@ class StreamStep:
             self.cadence.threshold = max(self.cadence.first, min(int(threshold), self.cadence.every))
             self.holdout.restore_change(None if since < 0 else int(since))
             self.rehearsal_budget = float(budget)
+        meta = {k.removeprefix(f"{STATE_PREFIX}{_META}"): v for k, v in d.items()
+                if k.startswith(f"{STATE_PREFIX}{_META}")}
+        if meta and self.meta_start is not None:
+            self.meta_start.load_state_dict(meta)
         prefix = f"{STATE_PREFIX}{_DETECTOR}"
         detector = {k.removeprefix(prefix): v for k, v in d.items() if k.startswith(prefix)}
         if detector and self.detector is not None:

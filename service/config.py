@@ -132,7 +132,11 @@ class Settings(BaseSettings):
 
     init_checkpoint: Path | None = None
     freeze: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    heads: Literal["shared", "per-tag"] = "shared"
+    heads: Literal["shared", "per-tag", "soft"] = "shared"
+    # MNEMO_HEADS=soft: how hard every tag's copy of the trunk is pulled toward their mean.
+    soft_sharing_strength: float = Field(10.0, ge=0.0, le=FLOAT32_MAX)
+    # A new tag's head or column starts from a meta-learned initialisation (models/meta_start.py).
+    meta_start: Literal["none", "reptile"] = "none"
 
     _csv_fields = field_validator("labels", "hidden", "column_hidden", "cors_origins", "freeze",
                                   "sentinels", mode="before")(
@@ -250,9 +254,12 @@ class Settings(BaseSettings):
     def _transfer_fits(self) -> Settings:
         # Checked here, not when version 0 is made, so a wrong checkpoint or layer name stops
         # every role at start-up (exit 2) naming the setting, before anything is written.
-        if self.penalty == "expand" and self.heads == "per-tag":
-            raise ValueError("MNEMO_STRATEGY: expand widens the shared trunk, which per-tag "
+        if self.penalty == "expand" and self.heads in ("per-tag", "soft"):
+            raise ValueError(f"MNEMO_STRATEGY: expand widens the shared trunk, which {self.heads} "
                              "heads read at a fixed width; use MNEMO_HEADS=shared with it")
+        if self.penalty == "progressive" and self.heads == "soft":
+            raise ValueError("MNEMO_HEADS=soft: progressive columns (MNEMO_STRATEGY) already "
+                             "give each tag its own network; use MNEMO_HEADS=shared with them")
         try:
             config = self.network(len(self.labels))
         except ValueError as exc:  # MLPConfig checks the column sizes against the strategy
@@ -268,16 +275,32 @@ class Settings(BaseSettings):
             initial_model(self)  # raises naming MNEMO_INIT_CHECKPOINT
         return self
 
+    @model_validator(mode="after")
+    def _meta_start_has_tags(self) -> Settings:
+        # It starts a new tag's head or column: without either there is nothing to start.
+        if self.meta_start != "none" and not (self.heads == "per-tag"
+                                              or self.penalty == "progressive"):
+            raise ValueError(f"MNEMO_META_START={self.meta_start} starts a new tag's head or "
+                             "column: it needs MNEMO_HEADS=per-tag or MNEMO_STRATEGY=progressive "
+                             f"(got MNEMO_HEADS={self.heads}, MNEMO_STRATEGY={self.strategy})")
+        return self
+
     @property
     def routes_by_tag(self) -> bool:
-        """Tags select a head (MNEMO_HEADS=per-tag) or a column (MNEMO_STRATEGY=progressive)."""
-        return self.heads == "per-tag" or self.penalty == "progressive"
+        """Tags select a head (MNEMO_HEADS=per-tag), a head and a trunk copy (soft) or a column
+        (MNEMO_STRATEGY=progressive)."""
+        return self.heads in ("per-tag", "soft") or self.penalty == "progressive"
 
     def network(self, num_classes: int) -> MLPConfig:
         """The network these settings describe, over num_classes classes (no tag heads yet)."""
         return MLPConfig(self.input_dim, tuple(self.hidden), num_classes,
                          () if self.routes_by_tag else None, self.penalty == "progressive",
-                         tuple(self.column_hidden) or None)
+                         tuple(self.column_hidden) or None, self.soft_layers)
+
+    @property
+    def soft_layers(self) -> tuple[int, ...] | None:
+        """MNEMO_HEADS=soft: the hidden layers every tag keeps a copy of (all of them)."""
+        return tuple(range(len(self.hidden))) if self.heads == "soft" else None
 
     def typed_labels(self) -> list[str | int]:
         """The declared vocabulary as JSON values of the deployment's label type."""

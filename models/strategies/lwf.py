@@ -23,7 +23,7 @@ DEFAULT_ALPHA = 0.1
 DEFAULT_TEMPERATURE = 2.0
 
 
-_PER_TAG = ("tag_heads.", "columns.")  # modules the teacher's forward (default head) skips
+_PER_TAG = ("tag_heads.", "columns.", "tag_offsets.")  # what the teacher's forward (default head) skips
 
 
 def _frozen(model: nn.Module) -> nn.Module:

@@ -23,7 +23,9 @@ import torch
 # scenario -> the BENCHMARKS.md heading of its table
 OWN_TABLES = {"transfer": "## Transfer (`python -m service bench --scenarios transfer`)",
               "heads": "## Per-tag heads (`python -m service bench --scenarios heads`)",
-              "expand": "## Expandable network (`python -m service bench --scenarios expand`)"}
+              "expand": "## Expandable network (`python -m service bench --scenarios expand`)",
+              "meta": "## Meta-learned starts (`python -m service bench --scenarios meta`)",
+              "soft": "## Soft sharing across tags (`python -m service bench --scenarios soft`)"}
 ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "permuted",
            "split-digits": "split", "drifting": "drift"}
 
@@ -31,8 +33,8 @@ ALIASES = {"split-class": "split", "split-task": "split", "permuted-digits": "pe
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnemo bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", nargs="+", default=["permuted", "split", "drift"],
-                   help="permuted, split (class- and task-incremental), drift; transfer, heads, expand "
-                   "(own tables)")
+                   help="permuted, split (class- and task-incremental), drift; transfer, heads, expand, "
+                   "soft, meta (own tables)")
     p.add_argument("--strategies", nargs="+", default=None,
                    help="default: every name from models.strategies, alone and with +replay")
     p.add_argument("--buffers", nargs="+", type=int, default=[200, 1000], help="buffer sizes")

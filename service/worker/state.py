@@ -12,9 +12,11 @@ from models.drift import DriftDetector, make_detector
 from models.generative import GenerativeReplay
 from models.holdout import Holdout
 from models.learner import IncrementalLearner
+from models.meta_start import make_meta_start
 from models.nets import MLPConfig
 from models.replay import GENERATIVE, ReplayBuffer
 from models.strategies import Strategy, make_strategy
+from models.strategies.soft_sharing import SoftSharing
 from models.stream import StreamParams, StreamStep, split_state
 from service.config import Settings
 
@@ -77,7 +79,10 @@ def _learning(settings: Settings) -> dict[str, float | int]:
 
 
 def _strategy(settings: Settings) -> Strategy:
-    return make_strategy(settings.penalty, **settings.strategy_params)
+    strategy = make_strategy(settings.penalty, **settings.strategy_params)
+    if settings.heads == "soft":  # the sharing penalty wraps whichever strategy runs
+        return SoftSharing(strategy, settings.soft_sharing_strength)
+    return strategy
 
 
 def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
@@ -111,7 +116,7 @@ def new_step(settings: Settings, learner: IncrementalLearner, buffer: ReplayBuff
     return StreamStep(learner, buffer, new_detector(settings),
                       Holdout(settings.holdout_size, settings.input_dim), stream_params(settings),
                       use_replay=settings.use_replay, routes_by_tag=settings.routes_by_tag,
-                      seed=seed)
+                      seed=seed, meta_start=make_meta_start(settings.meta_start, seed or 0))
 
 
 def restore(settings: Settings, weights: bytes,
@@ -129,7 +134,7 @@ def restore(settings: Settings, weights: bytes,
         progressive = settings.penalty == "progressive"
         config = replace(config, tag_heads=(), progressive=progressive,
                          column_hidden=(tuple(settings.column_hidden) or None)
-                         if progressive else None)
+                         if progressive else None, soft_layers=settings.soft_layers)
     stream: dict[str, Tensor] = {}
     if state is not None:
         tensors, meta = tensors_from_bytes(state)

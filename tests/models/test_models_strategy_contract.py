@@ -19,6 +19,7 @@ from models.replay import ReplayBuffer, make_buffer
 from models.strategies import STRATEGY_NAMES, UNREGULARISED, make_strategy, parse_strategy
 from models.strategies.base import SCALE_KEY, Strategy, trainable_parameters
 from models.strategies.quadratic import QuadraticPenalty
+from models.strategies.soft_sharing import SoftSharing
 from models.stream import StreamParams, StreamStep
 
 SPECS = [*STRATEGY_NAMES, *(f"{name}+replay" for name in STRATEGY_NAMES)]
@@ -74,7 +75,7 @@ def _head_modes(name: str) -> tuple[str, ...]:
         return ("shared",)
     if name == "progressive":
         return ("columns",)
-    return ("shared", "per-tag", "columns")
+    return ("shared", "per-tag", "soft", "columns")
 
 
 GROWTH_CASES = [(name, mode) for name in STRATEGY_NAMES for mode in _head_modes(name)]
@@ -83,13 +84,15 @@ GROWTH_CASES = [(name, mode) for name in STRATEGY_NAMES for mode in _head_modes(
 STRATEGY_KWARGS = {"expand": {"always": True, "units": 3}}
 
 
-def _strategy(name: str) -> Strategy:
-    return make_strategy(name, **STRATEGY_KWARGS.get(name, {}))
+def _strategy(name: str, soft: bool = False) -> Strategy:
+    strategy = make_strategy(name, **STRATEGY_KWARGS.get(name, {}))
+    return SoftSharing(strategy) if soft else strategy  # MNEMO_HEADS=soft wraps it
 
 
 def _config(mode: str) -> MLPConfig:
     tag_heads = None if mode == "shared" else ()
-    return MLPConfig(INPUT, HIDDEN, 2, tag_heads, progressive=mode == "columns")
+    return MLPConfig(INPUT, HIDDEN, 2, tag_heads, progressive=mode == "columns",
+                     soft_layers=(0, 1) if mode == "soft" else None)
 
 
 def _rows(seed: int, classes: tuple[int, ...], tag: str, mode: str,
@@ -132,7 +135,7 @@ def _scale(learner: IncrementalLearner) -> float:
 def _assert_state_follows(learner: IncrementalLearner) -> None:
     """A quadratic penalty's state, once it has any, covers exactly the trainable parameters:
     a head made since the last consolidation included, a column frozen since dropped."""
-    strategy = learner.strategy
+    strategy = getattr(learner.strategy, "inner", learner.strategy)  # SoftSharing's inner
     if not isinstance(strategy, QuadraticPenalty) or not strategy.importance:
         return
     trainable = trainable_parameters(learner.model)
@@ -146,7 +149,8 @@ def _restart(learner: IncrementalLearner, name: str) -> IncrementalLearner:
     served model, the state through its blob; equal to the live one tensor for tensor."""
     blob = tensors_to_bytes(learner.state_dict(), learner.meta())
     tensors, meta = tensors_from_bytes(blob)
-    restored = IncrementalLearner.from_state(learner.snapshot().config, _strategy(name),
+    soft = isinstance(learner.strategy, SoftSharing)
+    restored = IncrementalLearner.from_state(learner.snapshot().config, _strategy(name, soft),
                                              tensors, meta)
     _assert_same_state(restored, learner)
     return restored
@@ -161,7 +165,8 @@ def _assert_same_state(a: IncrementalLearner, b: IncrementalLearner) -> None:
 
 @pytest.mark.parametrize(("name", "mode"), GROWTH_CASES, ids=[f"{n}-{m}" for n, m in GROWTH_CASES])
 def test_state_follows_every_growth_through_drift_and_restart(name: str, mode: str) -> None:
-    learner = IncrementalLearner(_config(mode), _strategy(name), seed=0, steps_per_batch=2,
+    learner = IncrementalLearner(_config(mode), _strategy(name, mode == "soft"), seed=0,
+                                 steps_per_batch=2,
                                  replay_size=8)
     buffer = make_buffer("reservoir", REPLAY_CAPACITY, INPUT)
     for i in range(2):  # the first tag, consolidated and published
@@ -216,7 +221,7 @@ def test_state_follows_every_growth_through_drift_and_restart(name: str, mode: s
         assert all(h > h0 for h, h0 in zip(grown.hidden, HIDDEN, strict=True)), grown.hidden
     if mode != "shared":
         assert [t for t, _ in grown.tag_heads or ()] == [OLD, NEW, NEWEST]
-        assert learner.model.trainable_tag(OLD) == (mode == "per-tag")  # columns freeze
+        assert learner.model.trainable_tag(OLD) == (mode != "columns")  # columns freeze
         with torch.no_grad():
             x, _, _ = _rows(50, (0, 1), OLD, mode)
             for tag in (OLD, NEW, NEWEST):

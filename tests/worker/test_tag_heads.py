@@ -135,7 +135,7 @@ def test_narrow_later_columns_come_from_the_settings_and_stay_in_the_versions(
 
 
 def test_an_unknown_heads_mode_is_refused_by_name() -> None:
-    with pytest.raises(SettingsError, match="MNEMO_HEADS: Input should be 'shared' or 'per-tag'"):
+    with pytest.raises(SettingsError, match="MNEMO_HEADS: Input should be 'shared', 'per-tag' or 'soft'"):
         load_settings({"MNEMO_HEADS": "per-task"})
     assert load_settings({"MNEMO_HEADS": "per-tag"}).network(3).tag_heads == ()
     assert load_settings({}).network(3).tag_heads is None
