@@ -47,7 +47,7 @@ import httpx
 import numpy as np
 import redis
 
-from load_tests import open_loop, publisher
+from load_tests import bench_table, open_loop, publisher
 from load_tests.bench_table import markdown
 from load_tests.processes import cpu_seconds, free_port, started, wait_ready
 from mnemo_client import Client
@@ -381,10 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(args)
     table = markdown(results)
     print(table)
-    for path, text in ((args.markdown, table), (args.json, json.dumps(results, indent=2))):
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text + "\n")
+    bench_table.save(table, results, args.markdown, args.json)
     return 0
 
 

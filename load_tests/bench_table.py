@@ -3,7 +3,18 @@ phases that ran (load_tests/bench_serve.py measures them)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+
+def save(table: str, results: dict[str, Any], markdown_path: str | None,
+         json_path: str | None) -> None:
+    """Write a load-test benchmark's table and raw results where its options say."""
+    for path, text in ((markdown_path, table), (json_path, json.dumps(results, indent=2))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text + "\n")
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import redis
@@ -96,6 +96,17 @@ class Server:
 class _Topology:
     nodes: list[Server]
 
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def logs(self) -> str:
         return "\n".join(_log_tail(n.log, 15) for n in self.nodes)
 
@@ -127,14 +138,6 @@ class RedisClusterTopology(_Topology):
     def url(self) -> str:
         """Any node's URL: the cluster client discovers the rest."""
         return self.nodes[0].url
-
-    def __enter__(self) -> RedisClusterTopology:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def start(self) -> None:
         for node in self.nodes:
@@ -223,14 +226,6 @@ class SentinelTopology(_Topology):
     def addresses(self) -> str:
         """MNEMO_SENTINELS."""
         return ",".join(s.address for s in self.sentinel_nodes)
-
-    def __enter__(self) -> SentinelTopology:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def start(self) -> None:
         self.primary.start()
