@@ -21,6 +21,7 @@ from models.generative import GenerativeReplay
 from models.nets import MLP, MLPConfig, MultiHeadMLP, build_model, run_trunk
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
+from models.tag_replay import TagPart, replays_by_tag, sample_replay, tag_loss, tag_rows
 from models.tensor_utils import grow_zeros
 from models.transfer import STANDARDIZER, freeze_layers, resolve_freeze
 
@@ -203,14 +204,16 @@ class IncrementalLearner:
         return _FP32
 
     def learn_many(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None = None,
-                   tags: Sequence[str] | None = None, *, report: bool = True) -> StepStats:
+                   tags: Sequence[str] | None = None, *, report: bool = True,
+                   buffer_tags: Sequence[str] | None = None) -> StepStats:
         """Train on a batch (plus a replay sample). With per-tag heads and `tags` (one per
         row, "" for none), each tagged row also trains its tag's head (ensure_tags first);
-        replayed rows carry no tag and train the trunk and the default head. `report=False`
-        leaves loss and penalty NaN: evaluating the penalty costs about a step's Adam update,
-        wasted on every chunk of a read but the last (what the learner reports)."""
+        with `buffer_tags` (one per buffer slot), so does each replayed row
+        (models/tag_replay.py). `report=False` leaves loss and penalty NaN: evaluating the
+        penalty costs about a step's Adam update, wasted on every chunk of a read but the last
+        (what the learner reports)."""
         x, y = self._check_batch(x, y)
-        tagged = self._tag_targets(tags, y)
+        tagged = tag_rows(self._model, tags, y, self.device)
         if x.shape[0] == 0:
             return StepStats(0.0, 0.0, 0, 0)
         # The standardiser sees each new sample once; replayed samples were already counted.
@@ -222,14 +225,17 @@ class IncrementalLearner:
             self._model.train()
         x, y = x.to(self.device), y.to(self.device)
         replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
+        slot_tags = buffer_tags if replays_by_tag(self._model) else None
         losses, terms = [], []
         for _ in range(self.steps_per_batch):
-            bx, by = x, y
+            bx, by, parts = x, y, [(tagged, x.shape[0])]
             if replay:
-                rx, ry = buffer.sample(self.replay_size, self._gen)
+                rx, ry, rtags = sample_replay(buffer, self.replay_size, self._gen, slot_tags)
                 bx = torch.cat([x, rx.to(self.device)])
                 by = torch.cat([y, ry.to(self.device)])
-            loss, term = self._gradient_step(bx, by, x, tagged)
+                parts.append((tag_rows(self._model, rtags, ry, self.device,
+                                       offset=x.shape[0], strict=False), ry.shape[0]))
+            loss, term = self._gradient_step(bx, by, parts)
             losses.append(loss)
             if term is not None:
                 terms.append(term)
@@ -245,18 +251,20 @@ class IncrementalLearner:
         return StepStats(loss=torch.stack(losses).mean().item(), penalty=float(penalty),
                          samples=x.shape[0], steps=self.steps_per_batch)
 
-    def _gradient_step(self, bx: Tensor, by: Tensor, x: Tensor,
-                       tagged: list[tuple[str, Tensor, Tensor]]) -> tuple[Tensor, Tensor | None]:
-        """One optimizer step on (bx, by), the tagged new rows x also training their heads:
-        the detached cross-entropy and strategy loss term (None if it has none)."""
+    def _gradient_step(self, bx: Tensor, by: Tensor,
+                       parts: list[TagPart]) -> tuple[Tensor, Tensor | None]:
+        """One optimizer step on (bx, by), the tagged rows (`parts`: tag_rows into bx, new and
+        replayed) also training their tags' heads: the detached cross-entropy and strategy
+        loss term (None if it has none)."""
         model, strategy = self._model, self.strategy
         # Hook order is the Strategy protocol's contract (see models/strategies/base.py).
         strategy.before_step(model)
         with self._step_precision():
-            if tagged:
+            if any(groups for groups, _ in parts):
+                assert isinstance(model, MultiHeadMLP)
                 h = model.features(bx)
                 logits = model.head(h)
-                loss = F.cross_entropy(logits, by) + self._tag_loss(h, x, tagged)
+                loss = F.cross_entropy(logits, by) + tag_loss(model, h, bx, parts)
             else:
                 logits = _training_logits(model, bx)
                 loss = F.cross_entropy(logits, by)
@@ -270,52 +278,25 @@ class IncrementalLearner:
         strategy.after_step(model)
         return loss.detach(), None if term is None else term.detach()
 
-    def rehearse(self, buffer: ReplayBuffer, steps: int) -> int:
+    def rehearse(self, buffer: ReplayBuffer, steps: int,
+                 buffer_tags: Sequence[str] | None = None) -> int:
         """`steps` optimizer steps on replay samples alone (replay_size rows each), for idle
-        time. The standardiser counted these rows when they were new; samples_seen too."""
+        time; `buffer_tags` as in learn_many. The standardiser counted these rows when they
+        were new; samples_seen too."""
         if steps <= 0 or len(buffer) == 0 or self.replay_size == 0:
             return 0
         self._model.train()
+        slot_tags = buffer_tags if replays_by_tag(self._model) else None
         for _ in range(steps):
-            rx, ry = (t.to(self.device) for t in buffer.sample(self.replay_size, self._gen))
-            self._gradient_step(rx, ry, rx, [])
+            rx, ry, rtags = sample_replay(buffer, self.replay_size, self._gen, slot_tags)
+            rx, ry = rx.to(self.device), ry.to(self.device)
+            groups = tag_rows(self._model, rtags, ry, self.device, strict=False)
+            self._gradient_step(rx, ry, [(groups, ry.shape[0])])
         self.steps_done += steps
         return steps
 
     def _adam_step(self) -> None:
         fused_adam_step(self._opt)
-
-    def _tag_targets(self, tags: Sequence[str] | None,
-                     y: Tensor) -> list[tuple[str, Tensor, Tensor]]:
-        """(tag, rows, row targets in its head) per tag whose head learns."""
-        model = self._model
-        if tags is None or not isinstance(model, MultiHeadMLP):
-            return []
-        if len(tags) != y.shape[0]:
-            raise ValueError(f"expected one tag per row ({y.shape[0]}), got {len(tags)}")
-        out = []
-        for tag in dict.fromkeys(tags):
-            classes = model.tag_classes(tag)
-            if not tag or classes is None or not model.trainable_tag(tag):
-                continue
-            rows = [i for i, t in enumerate(tags) if t == tag]
-            where = {c: j for j, c in enumerate(classes)}
-            try:
-                local = [where[int(y[i])] for i in rows]
-            except KeyError:
-                raise ValueError(f"tag {tag!r}: a label has no row in its head; "
-                                 "call ensure_tags first") from None
-            out.append((tag, torch.tensor(rows, device=self.device),
-                        torch.tensor(local, device=self.device)))
-        return out
-
-    def _tag_loss(self, h: Tensor, x: Tensor, tagged: list[tuple[str, Tensor, Tensor]]) -> Tensor:
-        """Cross-entropy of each tagged new row in its tag's head, averaged over the new rows."""
-        model = self._model
-        assert isinstance(model, MultiHeadMLP)
-        return sum(F.cross_entropy(model.tag_logits_from(h[rows], x[rows], tag), local,
-                                   reduction="sum")
-                   for tag, rows, local in tagged) / x.shape[0]  # type: ignore[return-value]
 
     def consolidate(self, x: Tensor, y: Tensor) -> float:
         """Let the strategy anchor the current parameters; returns the seconds it took."""

@@ -181,11 +181,17 @@ class _SlotBuffer:
         return self._x[: self._size], self._y[: self._size]
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x, y, _ = self.sample_slots(n, generator)
+        return x, y
+
+    def sample_slots(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """`sample` with the slot each row came from (int64 (n,)): the caller's per-slot
+        records (the stream step's tags) follow the rows. Same draws as `sample`."""
         if self._size == 0:
             raise ValueError("cannot sample from an empty buffer")
         idx = torch.randint(self._size, (n,), generator=generator)
         # index_select: the rows x[idx] gathers, without advanced indexing's Python overhead.
-        return self._x.index_select(0, idx), self._y.index_select(0, idx)
+        return self._x.index_select(0, idx), self._y.index_select(0, idx), idx
 
     def retire(self, mask: Tensor) -> int:
         if mask.dtype != torch.bool or mask.shape != (self._size,):

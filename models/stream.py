@@ -227,7 +227,7 @@ class StreamStep:
             # Only the read's last chunk is reported (loss, penalty): one evaluation per read.
             stats = learner.learn_many(x[chunk], y[chunk], buffer,
                                        None if tags is None else tags[chunk],
-                                       report=n == len(chunks))
+                                       report=n == len(chunks), buffer_tags=self._slot_tags())
             out.steps += stats.steps
             out.loss, out.penalty = stats.loss, stats.penalty
         # Only the window's worth: iterating a tensor makes a view per row (~1 µs each).
@@ -300,6 +300,13 @@ class StreamStep:
             self.learner.relax(1.0 / scale)
         return seconds
 
+    def _slot_tags(self) -> list[str] | None:
+        """The buffer slots' tags for the learner's replay, where tags route (replayed rows
+        then train their tags' heads) and the mirror's tags cover its slots."""
+        if not self.routes_by_tag or self.buffer is None or len(self.buffer_tags) != len(self.buffer):
+            return None
+        return self.buffer_tags
+
     def _meta_before(self, tags: list[str]) -> dict[str, int] | None:
         """With a meta-start: each head's rows before ensure_tags (None: nothing to start).
         A new tag first brings the meta-initialisation up to date with every tag before it."""
@@ -327,7 +334,7 @@ class StreamStep:
         steps = min(max_steps, int(self.rehearsal_budget))
         if steps <= 0 or buffer is None or not len(buffer):
             return 0
-        done = self.learner.rehearse(buffer, steps)
+        done = self.learner.rehearse(buffer, steps, self._slot_tags())
         self.rehearsal_budget -= done
         return done
 
