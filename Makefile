@@ -47,6 +47,13 @@ bench-learner: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m service bench --out bench_results --benchmarks BENCHMARKS.md
 
+# Tags as tasks (~40 min on 2 cores): per-tag heads and progressive columns, meta-learned starts
+# (MNEMO_META_START) and soft sharing (MNEMO_HEADS=soft), 10 seeds paired by seed; the tables
+# spliced into BENCHMARKS.md.
+.PHONY: bench-tags
+bench-tags: $(STAMP)
+	$(BIN)/python -m service bench --scenarios heads meta soft --seeds 0 1 2 3 4 5 6 7 8 9 --out bench_results --benchmarks BENCHMARKS.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache
 
