@@ -136,7 +136,9 @@ def create_app(settings: Settings, models: list[Settings] | None = None) -> Fast
         title="Mnemo",
         version=package_version(),  # the OpenAPI document's version: the package's
         description="Online continual-learning model server: predict, send labels later, "
-        "and the served model keeps learning without forgetting.",
+        "and the served model keeps learning without forgetting. Where the deployment serves "
+        "several models (MNEMO_MODELS; GET /v1/models lists them), every /v1 route below also "
+        "lives under /v1/models/{name}/ for each; unprefixed, it is the default model's.",
         lifespan=lifespan,
         **without_framework_telemetry(),
     )
