@@ -167,6 +167,20 @@ def test_live_page_plots_what_the_api_says(tmp_path: Path, procs: Procs, token: 
             wait_for(lambda: page.evaluate("window.__mnemo.stats.samples_seen") == before + 2,
                      60, "the page to refresh itself", procs.logs, 0.3)
 
+            # One model's page by name (a deployment may serve several): the same data through
+            # its /v1/models/<name>/ routes; a name the deployment does not serve is an error.
+            if token is None:
+                page.open(f"{url}/dashboard?model={MODEL}")
+                assert_page_shows_the_api(page, api)
+                assert page.evaluate("window.__mnemo.api") == f"/v1/models/{MODEL}/"
+                wait_for(lambda: page.evaluate("window.__mnemo.models") == [MODEL], 30,
+                         "the page to list the models")
+                assert page.evaluate("document.getElementById('model').textContent") == MODEL
+                assert page.evaluate("document.getElementById('models').hidden") is True
+                page.open(f"{url}/dashboard?model=nope")
+                wait_for(lambda: page.evaluate("window.__mnemo.state") == "error", 30,
+                         "an unknown model to be an error")
+
         # The PNG report reads the same history from the running API (token from the env).
         out, data = tmp_path / "report.png", tmp_path / "report.json"
         done = subprocess.run([sys.executable, "-m", "service", "report", "--url", url, "--out",

@@ -10,8 +10,14 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"
 const SVG_NS = "http://www.w3.org/2000/svg";
 const W = 600, H = 220, PAD = { left: 48, right: 110, top: 10, bottom: 24 };
 
+// The model shown: ?model=<name> where the deployment serves several (MNEMO_MODELS; its /v1
+// routes live under /v1/models/<name>/), else the default model.
+const MODEL = new URLSearchParams(location.search).get("model");
+const API = MODEL ? "/v1/models/" + encodeURIComponent(MODEL) + "/" : "/v1/";
+
 // What the page shows, for people and for tests: the last API answers and every drawn series.
-window.__mnemo = { state: "loading", refreshes: 0, stats: null, history: null, versions: null, charts: {} };
+window.__mnemo = { state: "loading", refreshes: 0, stats: null, history: null, versions: null, charts: {},
+                   model: MODEL, api: API, models: null };
 
 class Unauthorized extends Error {}
 
@@ -163,10 +169,30 @@ function show(state, message) {
   window.__mnemo.state = state;
 }
 
+// Where the deployment serves several models, a link to each one's page.
+async function listModels() {
+  try {
+    const listed = await getJson("/v1/models");
+    window.__mnemo.models = listed.models.map((m) => m.name);
+    const shown = MODEL || listed.default;
+    document.getElementById("model").textContent = shown;
+    const nav = document.getElementById("models");
+    nav.replaceChildren(...listed.models.filter((m) => m.name !== shown).map((m) => {
+      const link = document.createElement("a");
+      link.href = "/dashboard?model=" + encodeURIComponent(m.name);
+      link.textContent = m.name;
+      return link;
+    }));
+    nav.hidden = listed.models.length < 2;
+  } catch (error) {
+    setTimeout(listModels, REFRESH_MS);  // a token first, or the API not up yet: try again
+  }
+}
+
 async function refresh() {
   try {
     const [stats, history, versions] = await Promise.all([
-      getJson("/v1/stats"), getJson(`/v1/stats/history?limit=${HISTORY_LIMIT}`), getJson("/v1/versions?limit=50"),
+      getJson(API + "stats"), getJson(`${API}stats/history?limit=${HISTORY_LIMIT}`), getJson(API + "versions?limit=50"),
     ]);
     const drawn = render(stats, history.entries, versions);
     Object.assign(window.__mnemo, { stats, history: history.entries, versions, charts: drawn.plotted,
@@ -195,4 +221,5 @@ document.getElementById("forget").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
   show("loading", "loading…");
 });
+listModels();
 refresh();
