@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ from models.nets import MultiHeadMLP
 
 META_STARTS = ("none", "reptile")
 _HEAD_W, _HEAD_B, _KNOWN, _UPDATES, _COLUMN = "head_w", "head_b", "known", "updates", "column."
+_STEP_W, _STEP_B, _STEP_COLUMN = "step_w", "step_b", "step_column."  # log step sizes
 MIN_EPISODE = 8  # a tag with fewer buffered samples gives no episode: too few to adapt on
 
 
@@ -50,6 +52,14 @@ class ReptileParams:
     inner_lr: float = 2e-3
     meta_lr: float = 0.5  # how far the meta-initialisation moves toward each adapted copy
     episode_size: int = 32  # rows per adaptation step (drawn from the tag's buffered samples)
+    # Meta-learned per-parameter step sizes (Meta-SGD's alpha, learned first-order): each meta
+    # parameter also has a log step size, adapted in every episode's inner loop by hypergradient
+    # descent (Baydin et al. 2018) and moved by the same Reptile step; a new tag's started rows
+    # (and column) then take their first `inner_steps` learner updates scaled by it. Bounded to
+    # [1/max_step, max_step]. Off by default: see BENCHMARKS.md "Meta-learned starts".
+    step_sizes: bool = False
+    hyper_lr: float = 0.02  # log-step-size change per inner step (hypergradient, RMS-normalised)
+    max_step: float = 3.0
 
 
 class MetaStart:
@@ -66,6 +76,14 @@ class MetaStart:
         self.known: Tensor | None = None  # bool per class: has a meta row
         self.column: list[Tensor] = []  # progressive: weight, bias of each hidden layer
         self.updates = 0
+        # step_sizes: log step size of each meta parameter (rows as head_w/head_b; column's)
+        self.step_w: Tensor | None = None
+        self.step_b: Tensor | None = None
+        self.step_column: list[Tensor] = []
+        self._boost: dict[str, int] = {}  # new tag -> learner steps its step sizes still scale
+        self._hooks: list[Any] = []
+        self._hooked: torch.optim.Optimizer | None = None
+        self._saved: list[tuple[Tensor, Tensor, Tensor]] = []
 
     # ---- applying it -----------------------------------------------------------------------
     @staticmethod
@@ -99,6 +117,64 @@ class MetaStart:
             if touched:
                 started.append(tag)
         return started
+
+    def boost(self, optimizer: torch.optim.Optimizer, model: MultiHeadMLP,
+              tags: list[str]) -> None:
+        """step_sizes: the next `inner_steps` updates of `optimizer` move each started tag's
+        meta rows (and column) by exp(log step) times what the optimizer alone would (the
+        adaptation the step sizes were learned for). Optimizer step hooks, removed once no tag
+        is left; a restart in between drops the rest of them (not state)."""
+        if not self.params.step_sizes or self.step_w is None or not tags:
+            return
+        for tag in tags:
+            self._boost[tag] = self.params.inner_steps
+        if self._hooked is not optimizer:  # a new learner: the old one's hooks go
+            self._unhook()
+            self._hooked = optimizer
+            self._hooks = [optimizer.register_step_pre_hook(lambda *_: self._before(model)),
+                           optimizer.register_step_post_hook(lambda *_: self._after())]
+
+    def _unhook(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks, self._hooked, self._saved = [], None, []
+
+    @torch.no_grad()
+    def _before(self, model: MultiHeadMLP) -> None:
+        """Each boosted tag's tensors before the step, with their step-size multipliers."""
+        self._saved = []
+        for tag in list(self._boost):
+            if tag not in model.tags:
+                del self._boost[tag]
+                continue
+            classes = model.tag_classes(tag) or []
+            head = model.tag_head(tag)
+            if self.step_w is not None and head.weight.shape[1] == self.step_w.shape[1]:
+                mw, mb = torch.ones_like(head.weight), torch.ones_like(head.bias)  # type: ignore[arg-type]
+                for row, c in enumerate(classes):
+                    if c < len(self.step_w) and c < len(self.known) and self.known[c]:  # type: ignore[arg-type,index]
+                        mw[row] = self.step_w[c].exp().to(mw)
+                        mb[row] = self.step_b[c].exp().to(mb)  # type: ignore[index]
+                self._saved += [(head.weight, head.weight.detach().clone(), mw),
+                                (head.bias, head.bias.detach().clone(), mb)]  # type: ignore[arg-type, union-attr]
+            if model.PROGRESSIVE and self.step_column:
+                layers = list(model.columns[model.tags.index(tag)].layers)  # type: ignore[attr-defined]
+                params = [t for layer in layers for t in (layer.weight, layer.bias)]
+                if [t.shape for t in params] == [t.shape for t in self.step_column]:
+                    self._saved += [(p, p.detach().clone(), s.exp().to(p))
+                                    for p, s in zip(params, self.step_column, strict=True)]
+
+    @torch.no_grad()
+    def _after(self) -> None:
+        for p, before, scale in self._saved:
+            p.copy_(before + scale * (p - before))
+        self._saved = []
+        for tag in list(self._boost):
+            self._boost[tag] -= 1
+            if self._boost[tag] <= 0:
+                del self._boost[tag]
+        if not self._boost:
+            self._unhook()
 
     def _start_column(self, column: torch.nn.Module) -> bool:
         layers = list(column.layers)  # type: ignore[attr-defined]
@@ -157,18 +233,32 @@ class MetaStart:
         start = [t.clone() for t in self.column] + [self.head_w[cls], self.head_b[cls]]  # type: ignore[index]
         fast = [t.clone().requires_grad_(True) for t in start]
         opt = torch.optim.Adam(fast, lr=self.params.inner_lr)
+        steps = None
+        if self.params.step_sizes:
+            self._ensure_steps()
+            steps = [t.clone() for t in self.step_column] + [self.step_w[cls], self.step_b[cls]]  # type: ignore[index]
         with torch.enable_grad():  # callers may be inside no_grad (e.g. an evaluation)
-            self._adapt(fast, opt, inputs, local, gen)
+            self._adapt(fast, opt, inputs, local, gen, steps)
         eps = self.params.meta_lr
         with torch.no_grad():
             for meta, adapted in zip(self.column, fast, strict=False):
                 meta.add_(adapted.detach() - meta, alpha=eps)
             self.head_w[cls] += eps * (fast[-2].detach() - self.head_w[cls])  # type: ignore[index]
             self.head_b[cls] += eps * (fast[-1].detach() - self.head_b[cls])  # type: ignore[index]
+            if steps is not None:
+                for meta, adapted in zip(self.step_column, steps, strict=False):
+                    meta.add_(adapted - meta, alpha=eps)
+                self.step_w[cls] += eps * (steps[-2] - self.step_w[cls])  # type: ignore[index]
+                self.step_b[cls] += eps * (steps[-1] - self.step_b[cls])  # type: ignore[index]
 
     def _adapt(self, fast: list[Tensor], opt: torch.optim.Optimizer, inputs: Tensor,
-               local: Tensor, gen: torch.Generator) -> None:
-        """k steps of the column (if any) and head rows `fast` on the episode's samples."""
+               local: Tensor, gen: torch.Generator, steps: list[Tensor] | None = None) -> None:
+        """k steps of the column (if any) and head rows `fast` on the episode's samples. With
+        `steps` (log step sizes, one per tensor of `fast`): each Adam update is scaled by
+        exp(step), and step learns by hypergradient descent: dL(θ_t)/d log α = g_t · Δ_{t-1},
+        Δ the update last applied (normalised by its RMS per tensor, clamped to the bound)."""
+        bound = math.log(self.params.max_step)
+        applied: list[Tensor] = []
         for _ in range(self.params.inner_steps):
             pick = torch.randint(len(local), (self.params.episode_size,), generator=gen)
             a = inputs[pick.to(inputs.device)]
@@ -177,7 +267,33 @@ class MetaStart:
             loss = F.cross_entropy(F.linear(a, fast[-2], fast[-1]), local[pick.to(local.device)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if steps is None:
+                opt.step()
+                continue
+            with torch.no_grad():
+                for s, p, d in zip(steps, fast, applied, strict=False):
+                    h = p.grad * d  # type: ignore[operator]
+                    s.sub_(self.params.hyper_lr * h / (h.pow(2).mean().sqrt() + 1e-30))
+                    s.clamp_(-bound, bound)
+                before = [p.detach().clone() for p in fast]
             opt.step()
+            with torch.no_grad():
+                applied = [(p - b) * s.exp() for p, b, s in zip(fast, before, steps, strict=True)]
+                for p, b, d in zip(fast, before, applied, strict=True):
+                    p.copy_(b + d)
+
+    def _ensure_steps(self) -> None:
+        """Log step sizes (0: the learner's own step) for every meta row and column tensor."""
+        assert self.head_w is not None
+        if self.step_w is None or self.step_w.shape[1] != self.head_w.shape[1] \
+                or self.step_w.shape[0] > self.head_w.shape[0]:
+            self.step_w, self.step_b = torch.zeros_like(self.head_w), torch.zeros_like(self.head_b)  # type: ignore[arg-type]
+        k = self.head_w.shape[0] - self.step_w.shape[0]
+        if k > 0:
+            self.step_w = torch.cat([self.step_w, self.step_w.new_zeros(k, self.step_w.shape[1])])
+            self.step_b = torch.cat([self.step_b, self.step_b.new_zeros(k)])  # type: ignore[list-item]
+        if [t.shape for t in self.step_column] != [t.shape for t in self.column]:
+            self.step_column = [torch.zeros_like(t) for t in self.column]
 
     def _ensure_rows(self, classes: int, width: int, device: torch.device) -> None:
         """Meta rows for every class the model has, at the head's input width (rows of a
@@ -237,6 +353,9 @@ class MetaStart:
             self.head_w, self.head_b, self.known = (
                 t.to(device) for t in (self.head_w, self.head_b, self.known))  # type: ignore[union-attr]
         self.column = [t.to(device) for t in self.column]
+        if self.step_w is not None:
+            self.step_w, self.step_b = self.step_w.to(device), self.step_b.to(device)  # type: ignore[union-attr]
+        self.step_column = [t.to(device) for t in self.step_column]
 
     # ---- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
@@ -244,11 +363,14 @@ class MetaStart:
         if self.head_w is not None:
             out.update({_HEAD_W: self.head_w, _HEAD_B: self.head_b, _KNOWN: self.known})  # type: ignore[dict-item]
         out.update({f"{_COLUMN}{i}": t for i, t in enumerate(self.column)})
+        if self.step_w is not None:
+            out.update({_STEP_W: self.step_w, _STEP_B: self.step_b})  # type: ignore[dict-item]
+        out.update({f"{_STEP_COLUMN}{i}": t for i, t in enumerate(self.step_column)})
         return {k: v.detach().cpu().clone() for k, v in out.items()}
 
     def load_state_dict(self, d: dict[str, Tensor]) -> None:
-        unknown = [k for k in d if k not in (_HEAD_W, _HEAD_B, _KNOWN, _UPDATES)
-                   and not k.startswith(_COLUMN)]
+        unknown = [k for k in d if k not in (_HEAD_W, _HEAD_B, _KNOWN, _UPDATES, _STEP_W, _STEP_B)
+                   and not k.startswith((_COLUMN, _STEP_COLUMN))]
         if unknown:
             raise ValueError(f"not a meta-start state: {sorted(unknown)}")
         self.updates = int(d.get(_UPDATES, torch.tensor(0)))
@@ -258,12 +380,17 @@ class MetaStart:
         self.known = None if head is None else d[_KNOWN].clone().bool()
         n = len([k for k in d if k.startswith(_COLUMN)])
         self.column = [d[f"{_COLUMN}{i}"].clone() for i in range(n)]
+        step = d.get(_STEP_W)
+        self.step_w = None if step is None else step.clone()
+        self.step_b = None if step is None else d[_STEP_B].clone()
+        n = len([k for k in d if k.startswith(_STEP_COLUMN)])
+        self.step_column = [d[f"{_STEP_COLUMN}{i}"].clone() for i in range(n)]
 
 
-def make_meta_start(name: str, seed: int = 0) -> MetaStart | None:
-    """MNEMO_META_START: None for `none`."""
+def make_meta_start(name: str, seed: int = 0, step_sizes: bool = False) -> MetaStart | None:
+    """MNEMO_META_START: None for `none`; `step_sizes` adds the meta-learned step sizes."""
     if name == "none":
         return None
     if name != "reptile":
         raise ValueError(f"unknown meta start {name!r}; known: {', '.join(META_STARTS)}")
-    return MetaStart(seed=seed)
+    return MetaStart(ReptileParams(step_sizes=step_sizes), seed=seed)

@@ -219,7 +219,8 @@ class StreamStep:
             before = self._meta_before(tags)
             learner.ensure_tags(tags, y, self.params.max_tags)
             if before is not None:
-                self.meta_start.start(learner.model, before)  # type: ignore[union-attr, arg-type]
+                started = self.meta_start.start(learner.model, before)  # type: ignore[union-attr, arg-type]
+                self.meta_start.boost(learner.optimizer, learner.model, started)  # type: ignore[union-attr, arg-type]
         buffer = self.buffer if self.use_replay else None
         out = Learned(drifted)
         chunks = train_chunks(len(y), self.params.train_chunk)

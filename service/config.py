@@ -135,11 +135,13 @@ class Settings(BaseSettings):
     heads: Literal["shared", "per-tag", "soft"] = "shared"
     # MNEMO_HEADS=soft: how hard every tag's copy of the trunk is pulled toward their mean.
     soft_sharing_strength: float = Field(10.0, ge=0.0, le=FLOAT32_MAX)
+    # MNEMO_HEADS=soft: the hidden layers (0-based) each tag keeps a copy of; empty: all of them.
+    soft_layers: Annotated[list[int], NoDecode] = Field(default_factory=list)
     # A new tag's head or column starts from a meta-learned initialisation (models/meta_start.py).
     meta_start: Literal["none", "reptile"] = "none"
 
     _csv_fields = field_validator("labels", "hidden", "column_hidden", "cors_origins", "freeze",
-                                  "sentinels", mode="before")(
+                                  "sentinels", "soft_layers", mode="before")(
         _split_csv
     )
 
@@ -260,6 +262,10 @@ class Settings(BaseSettings):
         if self.penalty == "progressive" and self.heads == "soft":
             raise ValueError("MNEMO_HEADS=soft: progressive columns (MNEMO_STRATEGY) already "
                              "give each tag its own network; use MNEMO_HEADS=shared with them")
+        bad = [i for i in self.soft_layers if not 0 <= i < len(self.hidden)]
+        if bad:
+            raise ValueError(f"MNEMO_SOFT_LAYERS: {bad} name no hidden layer; MNEMO_HIDDEN has "
+                             f"{len(self.hidden)} (0-based indices below {len(self.hidden)})")
         try:
             config = self.network(len(self.labels))
         except ValueError as exc:  # MLPConfig checks the column sizes against the strategy
@@ -295,12 +301,15 @@ class Settings(BaseSettings):
         """The network these settings describe, over num_classes classes (no tag heads yet)."""
         return MLPConfig(self.input_dim, tuple(self.hidden), num_classes,
                          () if self.routes_by_tag else None, self.penalty == "progressive",
-                         tuple(self.column_hidden) or None, self.soft_layers)
+                         tuple(self.column_hidden) or None, self.soft_copied_layers)
 
     @property
-    def soft_layers(self) -> tuple[int, ...] | None:
-        """MNEMO_HEADS=soft: the hidden layers every tag keeps a copy of (all of them)."""
-        return tuple(range(len(self.hidden))) if self.heads == "soft" else None
+    def soft_copied_layers(self) -> tuple[int, ...] | None:
+        """MNEMO_HEADS=soft: the hidden layers every tag keeps a copy of (MNEMO_SOFT_LAYERS,
+        sorted; empty: all of them); None without soft sharing."""
+        if self.heads != "soft":
+            return None
+        return tuple(sorted(set(self.soft_layers))) or tuple(range(len(self.hidden)))
 
     def typed_labels(self) -> list[str | int]:
         """The declared vocabulary as JSON values of the deployment's label type."""

@@ -3,7 +3,8 @@ labels, each task seen through its own one-pixel translation) streamed task afte
 the service's learning path (runner.process_batch) with MNEMO_HEADS=per-tag, each task's name
 its tag. Three starts for each new tag's head: the plain initialisation; the network from an
 MNEMO_INIT_CHECKPOINT trained offline on tasks 1-2 (as service/bench/transfer.py makes it);
-and MNEMO_META_START=reptile. Read: each new tag's first FIRST labels (tasks 3-5, where every
+MNEMO_META_START=reptile; and (meta+steps) the same with its meta-learned per-parameter step
+sizes. Read: each new tag's first FIRST labels (tasks 3-5, where every
 start has seen tasks 1-2), answered test-then-train by the learner's current model (a new tag's
 own head as soon as it has one) and by the served version; final accuracy by tag on every
 task's test set. Each task is cut to TASK_LENGTH samples to keep 10 seeds affordable.
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from models.meta_start import MetaStart, ReptileParams
 from models.transfer import model_from_checkpoint
 from service.bench import memory
 from service.bench.datasets import Scenario, shifted_digits
@@ -37,7 +39,10 @@ from service.worker.state import new_learner
 FIRST = 50  # labels of each new tag the early accuracy is read over
 TASK_LENGTH = 400  # samples streamed per task
 READ_FROM = 2  # tasks before this one are the checkpoint's: not read
-STARTS = ("plain", "checkpoint", "meta-start")
+STARTS = ("plain", "checkpoint", "meta-start", "meta+steps")
+# meta+steps: the meta-start with its meta-learned per-parameter step sizes (ReptileParams.
+# step_sizes, off by default), paired by seed against the meta-start alone.
+STEPS = "meta+steps"
 # Where a new tag's parameters live -> the strategy that makes them: a head over the shared
 # trunk (MNEMO_HEADS=per-tag, the default strategy), or a column of its own (progressive).
 MODES = {"per-tag": DEFAULTS.strategy, "columns": "progressive+replay"}
@@ -58,8 +63,11 @@ def run_start(scenario: Scenario, start: str, seed: int,
               checkpoint: tuple[bytes, dict[int, int]] | None = None,
               strategy: str = DEFAULTS.strategy) -> dict[str, Any]:
     spec = RunSpec(strategy, DEFAULTS.buffer, DEFAULTS.buffer_size, seed, heads="per-tag",
-                   overrides={"meta_start": "reptile" if start == "meta-start" else "none"})
+                   overrides={"meta_start": "reptile" if start in ("meta-start", STEPS) else "none"})
     s = new_stream_learner(spec, scenario.input_dim)
+    if start == STEPS:
+        assert s.step.meta_start is not None
+        s.step.meta_start = MetaStart(ReptileParams(step_sizes=True), seed=s.step.meta_start.seed)
     if start == "checkpoint":  # version 0 from the checkpoint, its 10 labels declared
         assert checkpoint is not None
         blob, vocab = checkpoint
@@ -115,24 +123,36 @@ def run(seeds: Sequence[int], log: Callable[[str], None] = print,
 
 def markdown(results: list[dict[str, Any]], command: str) -> str:
     seeds = sorted({r["seed"] for r in results})
+    steps = any(r["start"] == STEPS for r in results)  # the step-size arm ran: its columns
     columns = ["new tag gets", "start", f"learner, first {FIRST} labels of each new tag",
-               "meta-start − it (paired)", "seeds gaining", f"served, first {FIRST}",
-               "final acc (by tag)", "meta-start − it", "s per run", "state MiB"]
+               "meta-start − it (paired)", "seeds gaining",
+               *([f"{STEPS} − it (paired)", "seeds gaining"] if steps else []),
+               f"served, first {FIRST}", "final acc (by tag)", "meta-start − it",
+               *([f"{STEPS} − it"] if steps else []), "s per run", "state MiB"]
     rows = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for mode in dict.fromkeys(r.get("mode", "per-tag") for r in results):
         by = {(r["start"], r["seed"]): r for r in results if r.get("mode", "per-tag") == mode}
         meta = [by[("meta-start", s)] for s in seeds]
-        for start in STARTS:
+        boosted = [by[(STEPS, s)] for s in seeds] if steps else []
+        for start in STARTS if steps else STARTS[:-1]:
             runs = [by[(start, s)] for s in seeds]
-            same = start == "meta-start"
+            same = start in ("meta-start", STEPS)
             gains = [m["first_learner"] - r["first_learner"] for m, r in zip(meta, runs, strict=True)]
             final = [m["final_acc"] - r["final_acc"] for m, r in zip(meta, runs, strict=True)]
+            early_steps = [m["first_learner"] - r["first_learner"]
+                           for m, r in zip(boosted, runs, strict=True)]
+            final_steps = [m["final_acc"] - r["final_acc"] for m, r in zip(boosted, runs, strict=True)]
+            mine = start == STEPS
             rows.append("| " + " | ".join([
                 "a head" if mode == "per-tag" else "a column", start,
                 fmt([r["first_learner"] for r in runs]), "–" if same else fmt(gains),
                 "–" if same else f"{sum(g > 0 for g in gains)}/{len(gains)}",
+                *(["–" if mine else fmt(early_steps),
+                   "–" if mine else f"{sum(g > 0 for g in early_steps)}/{len(early_steps)}"]
+                  if steps else []),
                 fmt([r["first_served"] for r in runs]), fmt([r["final_acc"] for r in runs]),
-                "–" if same else fmt(final), fmt([r["seconds"] for r in runs], 1),
+                "–" if same else fmt(final), *(["–" if mine else fmt(final_steps)] if steps else []),
+                fmt([r["seconds"] for r in runs], 1),
                 fmt([r["state_mib"] for r in runs], 2)]) + " |")
     return (f"`{command}` — seeds {seeds}; mean ± sample std, differences paired by seed. "
             f"Shifted digits, the first {TASK_LENGTH} samples of each task, batches of {BATCH}; "

@@ -78,7 +78,10 @@ def _accuracy(s: StreamLearner, tests: dict[str, tuple[np.ndarray, np.ndarray]],
 
 def run_arm(arm: str, seed: int, strength: float | None = None,
             tags: Sequence[tuple[str, int, Transform]] = TAGS,
-            strategy: str = DEFAULTS.strategy) -> dict[str, Any]:
+            strategy: str = DEFAULTS.strategy,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One arm on one seed; strength and overrides (other settings, e.g. soft_layers) change
+    only the soft arm."""
     batches, tests = stream(seed, tags)
     base = RunSpec(strategy, DEFAULTS.buffer, DEFAULTS.buffer_size, seed,
                    strategy_kw=strategy_kw(load_hparams(), strategy))
@@ -94,8 +97,11 @@ def run_arm(arm: str, seed: int, strength: float | None = None,
         final = {name: _accuracy(learners[name], tests, name) for name, _, _ in tags}
         state = sum(memory.state_mib(s.learner, s.buffer) for s in learners.values())
     else:
-        overrides = {} if strength is None else {"soft_sharing_strength": strength}
-        spec = replace(base, heads="soft" if arm == "soft" else "per-tag", overrides=overrides)
+        soft = dict(overrides or {})
+        if strength is not None:
+            soft["soft_sharing_strength"] = strength
+        spec = replace(base, heads="soft" if arm == "soft" else "per-tag",
+                       overrides=soft if arm == "soft" else {})
         s = new_stream_learner(spec, 64)
         for name, x, y in batches:
             process_batch(s, x, y, name)

@@ -134,7 +134,7 @@ def restore(settings: Settings, weights: bytes,
         progressive = settings.penalty == "progressive"
         config = replace(config, tag_heads=(), progressive=progressive,
                          column_hidden=(tuple(settings.column_hidden) or None)
-                         if progressive else None, soft_layers=settings.soft_layers)
+                         if progressive else None, soft_layers=settings.soft_copied_layers)
     stream: dict[str, Tensor] = {}
     if state is not None:
         tensors, meta = tensors_from_bytes(state)

@@ -7,6 +7,7 @@ step's state — with per-tag heads and with progressive columns."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -144,3 +145,63 @@ def test_a_new_tag_learns_faster_from_the_meta_start() -> None:
             _feed(step, "t3", x[i : i + 16], y[i : i + 16])
         right[name] = hits
     assert right["meta"] > right["plain"], right
+
+
+def _trained_with_steps(mode: str) -> StreamStep:
+    gen = torch.Generator().manual_seed(0)
+    step = _step(mode, MetaStart(ReptileParams(step_sizes=True), seed=3))
+    for t in range(2):
+        _feed(step, f"t{t}", *_task(t, 96, gen))
+    return step
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_meta_learned_step_sizes_scale_a_new_tags_first_updates_bounded_and_round_trip(
+        mode: str) -> None:
+    """ReptileParams.step_sizes: per-parameter log step sizes learned by hypergradient descent
+    in the Reptile inner loop; bounded; a new tag's started tensors take their first
+    `inner_steps` updates scaled by them (and only those); they travel in `stream.meta.*`."""
+    step = _trained_with_steps(mode)
+    meta, params = step.meta_start, ReptileParams()
+    assert meta is not None and meta.step_w is not None and meta.step_b is not None
+    bound = math.log(params.max_step) + 1e-6
+    steps = [meta.step_w, meta.step_b, *meta.step_column]
+    assert all(bool((s.abs() <= bound).all()) for s in steps)  # bounded
+    assert any(bool(s.abs().gt(1e-3).any()) for s in steps)  # learned: not all 1
+    assert len(meta.step_column) == (4 if mode == "columns" else 0)
+    # The same new tag, once with the learned step sizes and once with them at 1.
+    gen = torch.Generator().manual_seed(5)
+    x, y = _task(2, 16, gen)
+    ones = copy.deepcopy(step)
+    assert ones.meta_start is not None and ones.meta_start.step_w is not None
+    ones.meta_start.step_w.zero_()
+    ones.meta_start.step_b.zero_()  # type: ignore[union-attr]
+    for s in ones.meta_start.step_column:
+        s.zero_()
+    probe = torch.randn(20, DIM)
+    out = {}
+    for name, s in (("learned", step), ("ones", ones)):
+        model = s.learner.model
+        with torch.no_grad():
+            old = {t: model.forward_tag(probe, t).clone() for t in model.tags}
+        s.learn(x, y, ["new"] * len(y), num_classes=CLASSES)
+        assert s.meta_start is not None and s.meta_start._boost == {"new": params.inner_steps - 2}
+        out[name] = model.tag_head("new").weight.detach().clone()
+        with torch.no_grad():  # an older tag's own tensors are not scaled (columns: frozen)
+            if mode == "columns":
+                assert torch.equal(model.forward_tag(probe, "t0"), old["t0"])
+    assert not torch.equal(out["learned"], out["ones"])  # the step sizes change the update
+    # After `inner_steps` learner steps the hooks are gone and the optimizer's fast path is back.
+    for _ in range(params.inner_steps // 2):
+        step.learn(x, y, ["new"] * len(y), num_classes=CLASSES)
+    assert step.meta_start is not None and not step.meta_start._boost
+    assert not step.learner.optimizer._optimizer_step_pre_hooks
+    # State: round-trips through the stream step's state.
+    state = step.state_dict()
+    assert "stream.meta.step_w" in state and "stream.meta.step_b" in state
+    restored = _step(mode, MetaStart(ReptileParams(step_sizes=True), seed=3))
+    restored.load_state_dict(state)
+    a, b = step.meta_start.state_dict(), restored.meta_start.state_dict()  # type: ignore[union-attr]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert make_meta_start("reptile", step_sizes=True).params.step_sizes  # type: ignore[union-attr]
+    assert not make_meta_start("reptile").params.step_sizes  # type: ignore[union-attr]

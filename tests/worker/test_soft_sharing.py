@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from models.checkpoint import model_from_bytes
 from models.gate import predict_classes
+from models.nets import build_model
 from models.soft_sharing import SoftSharedMLP
 from models.strategies.soft_sharing import SoftSharing
 from service.config import Settings, SettingsError, load_settings
@@ -89,3 +90,18 @@ def test_the_settings_describe_soft_sharing_and_refuse_what_does_not_fit() -> No
         load_settings({"MNEMO_HEADS": "soft", "MNEMO_STRATEGY": "progressive"})
     with pytest.raises(SettingsError, match="MNEMO_SOFT_SHARING_STRENGTH"):
         load_settings({"MNEMO_HEADS": "soft", "MNEMO_SOFT_SHARING_STRENGTH": "-1"})
+
+
+def test_soft_layers_chooses_which_hidden_layers_each_tag_copies() -> None:
+    # MNEMO_SOFT_LAYERS: 0-based hidden layers, any order; empty (the default): all of them.
+    last = load_settings({"MNEMO_HEADS": "soft", "MNEMO_HIDDEN": "8,8", "MNEMO_SOFT_LAYERS": "1"})
+    assert last.soft_layers == [1] and last.network(3).soft_layers == (1,)
+    both = load_settings({"MNEMO_HEADS": "soft", "MNEMO_HIDDEN": "8,8,8",
+                          "MNEMO_SOFT_LAYERS": "2, 0"})
+    assert both.network(3).soft_layers == (0, 2)
+    model = build_model(last.network(3))
+    assert isinstance(model, SoftSharedMLP)
+    model.add_tag_classes("a", [0, 1])
+    assert [tuple(w.shape) for w in model.tag_offset("a").weight] == [(8, 8)]  # the last only
+    with pytest.raises(SettingsError, match="MNEMO_SOFT_LAYERS"):
+        load_settings({"MNEMO_HEADS": "soft", "MNEMO_HIDDEN": "8,8", "MNEMO_SOFT_LAYERS": "2"})
