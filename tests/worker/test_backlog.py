@@ -33,10 +33,10 @@ async def test_backlog_reads_larger_pieces_and_trains_in_the_same_chunks(
     learn_many = service.learner.learn_many
 
     def recording(bx: torch.Tensor, by: torch.Tensor, buffer: object, tags: object = None, *,
-                  report: bool = True) -> object:
+                  report: bool = True, **options: object) -> object:
         chunks.append(len(by))
         reports.append(report)
-        return learn_many(bx, by, buffer, tags, report=report)
+        return learn_many(bx, by, buffer, tags, report=report, **options)  # type: ignore[arg-type]
 
     service.learner.learn_many = recording  # type: ignore[method-assign]
 
