@@ -1,10 +1,12 @@
 """`make bench-e2e`: continual learning as the running service serves it, River beside it.
 
-Each scenario (load_tests/learning_streams.py) gets a fresh `python -m service run` on the
-embedded server, a data directory of its own and free loopback ports, with the service's
-defaults plus what the scenario must declare. Its stream goes through predict and feedback at a
-fixed label rate (load_tests/served_stream.py); the River peers then run test-then-train on the
-same stream (load_tests/river_peers.py). Tables: load_tests/learning_table.py.
+Each scenario (load_tests/learning_streams.py; of records: load_tests/record_streams.py)
+gets a fresh `python -m service run` on the embedded server, a data directory of its own and
+free loopback ports, with the service's defaults plus what the scenario must declare. Its
+stream goes through predict and feedback at a fixed label rate (load_tests/served_stream.py);
+the River peers then run test-then-train on the same stream (load_tests/river_peers.py).
+Tables: load_tests/learning_table.py. `--scenarios agrawal stagger telco` (`make
+bench-records`) runs the streams of records alone.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from load_tests import learning_table
+from load_tests import learning_streams, learning_table, record_streams
 from load_tests.learning_scores import summarize
-from load_tests.learning_streams import SCENARIOS, Scenario
+from load_tests.learning_streams import Scenario
 from load_tests.processes import ROOT
 from load_tests.river_peers import PEERS, run_peer
 from load_tests.served_stream import (
@@ -33,6 +35,8 @@ from load_tests.served_stream import (
     scenario_settings,
     service_env,
 )
+
+SCENARIOS = {**learning_streams.SCENARIOS, **record_streams.SCENARIOS}
 
 # The defaults that decide what is learned and served, reported beside each table.
 LEARNING_SETTINGS = ("model", "hidden", "strategy", "buffer", "buffer_size", "drift_detector",
@@ -57,8 +61,9 @@ def _defaults_text(defaults: dict[str, Any]) -> str:
 
 
 def _names(scenario: Scenario) -> dict[str, Any]:
-    return {"phases": [p.name for p in scenario.phases], "tasks": [t.name for t in scenario.tests],
-            "first": scenario.first, "overall": scenario.overall.name if scenario.overall else None}
+    names = {"phases": [p.name for p in scenario.phases], "tasks": [t.name for t in scenario.tests],
+             "first": scenario.first, "overall": scenario.overall.name if scenario.overall else None}
+    return names if scenario.margin is None else {**names, "margin": scenario.margin}
 
 
 def _summary(run: Any, scenario: Scenario) -> dict[str, Any]:
@@ -127,8 +132,9 @@ def _setting(text: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", type=_scenarios, default=list(SCENARIOS),
-                        help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--scenarios", type=_scenarios, nargs="+", default=[list(SCENARIOS)],
+                        help=f"of {', '.join(SCENARIOS)}, comma- or space-separated "
+                             "(default: all)")
     parser.add_argument("--rate", type=float, default=RATE, help="labels per second")
     parser.add_argument("--rows", type=int, default=ROWS, help="rows per predict request")
     parser.add_argument("--seed", type=int, default=0)
@@ -142,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="splice the tables into this file (BENCHMARKS.md)")
     args = parser.parse_args(argv)
     args.set = dict(args.set)
+    args.scenarios = [key for keys in args.scenarios for key in keys]
     results = run(args)
     text = learning_table.markdown(results)
     for path, content in ((args.markdown, text), (args.json, json.dumps(results, indent=2))):

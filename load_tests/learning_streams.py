@@ -5,24 +5,41 @@ and the test sets measured at every phase end: test set i belongs to phase i (it
 forgetting reads it from the end of phase i onwards. Everything is deterministic from the
 seed; test sets never depend on it (a fixed generator or the fixed digits split), the seed
 only draws and orders the stream.
+
+A scenario's rows are vectors (MNEMO_INPUT_DIM), or records under the schema it declares
+(MNEMO_FEATURES; load_tests/record_streams.py): the service and the River peers get the same
+records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 TEST_SEED = 1000  # fixed test sets: independent of the run's seed
 
+Record = dict[str, float | str | bool | None]  # field -> value; None (or absent): missing
+Rows = np.ndarray | tuple[Record, ...]  # (n, d) float32 vectors, or records
+# MNEMO_FEATURES: field -> "numeric" | "categorical" | "boolean", or {"kind": ..., options}
+Schema = dict[str, str | dict[str, Any]]
+
+
+def kind(schema: Schema, field: str) -> str:
+    """A field's kind, whether the schema gives it as a name or as an object."""
+    spec = schema[field]
+    return spec if isinstance(spec, str) else str(spec["kind"])
+
 
 @dataclass(frozen=True)
 class Labelled:
-    """Rows and their int labels, with the tag a request sends for them (None: untagged)."""
+    """Rows and their int labels, with the tag a request sends for them (None: untagged).
+    The rows are vectors, or records when the scenario declares a schema (`features`)."""
 
     name: str
-    x: np.ndarray  # (n, d) float32
+    x: Rows  # (n, d) float32, or n records
     y: np.ndarray  # (n,) int64
     tag: str | None = None
 
@@ -38,10 +55,15 @@ class Scenario:
     tests: tuple[Labelled, ...] = ()  # tests[i]: the task phase i teaches
     first: int | None = None  # also report the first N labels (cold start)
     overall: Labelled | None = None  # a test set over every task, read at the end only
+    features: Schema | None = None  # the rows are records under this schema; None: vectors
+    margin: float | None = None  # the target: served prequential per phase >= best peer - margin
 
     @property
     def input_dim(self) -> int:
-        return int(self.phases[0].x.shape[1])
+        x = self.phases[0].x
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"{self.name} streams records (MNEMO_FEATURES), not vectors")
+        return int(x.shape[1])
 
     @property
     def labels(self) -> int:

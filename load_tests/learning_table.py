@@ -27,6 +27,13 @@ adaptive random forest (ARF, 10 trees); best peer = the best River model per fig
 forgetting). Versions: `GET /v1/versions` (published = active/archived, learned versions only);
 drift events: `GET /v1/stats`. Seed {seed}; commit {commit}; {machine}."""
 
+RECORDS_METHOD = """Scenarios of records declare their fields (`MNEMO_FEATURES`, no `MNEMO_INPUT_DIM`) and
+send each row as a JSON record (categorical values as strings, a missing value as null); River
+gets the same records as dicts (without the missing values): its trees split on the strings as
+nominal values, its LR one-hot-encodes the categorical fields beside the scaled numeric and
+boolean ones. Their target: served prequential accuracy of every phase ≥ the best River peer's
+on that phase − the margin (the last column: Mnemo − best peer)."""
+
 
 def _f(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
@@ -69,17 +76,57 @@ def _best_cell(peers: dict[str, dict[str, Any]], section: str, path: list[str], 
     return "—" if found is None else f"{found[1]:.3f} ({found[0].removeprefix('River ')})"
 
 
+def _targeted(section: str, path: list[str]) -> bool:
+    """Whether a row is one the margin target reads: a phase's prequential accuracy."""
+    return section == "phases" and path[1] == "preq"
+
+
+def versus_best(r: dict[str, Any], section: str, path: list[str]) -> float | None:
+    """Mnemo's figure minus the best peer's, to the 3 decimals the table shows (None where
+    either is unknown): the target is judged on what the table shows."""
+    mnemo = _get(r["mnemo"], section, path)
+    found = best({name: _get(s, section, path) for name, s in r["peers"].items()})
+    return None if mnemo is None or found is None else round(mnemo - found[1], 3)
+
+
+def meets(r: dict[str, Any], gap: float) -> bool:
+    return gap >= -r["margin"] - 1e-9
+
+
+def _versus_cell(r: dict[str, Any], section: str, path: list[str]) -> str:
+    gap = versus_best(r, section, path) if _targeted(section, path) else None
+    if gap is None:
+        return ""
+    return f"{gap:+.3f} ({'met' if meets(r, gap) else 'short'})"
+
+
 def scenario_table(r: dict[str, Any]) -> str:
-    """One scenario's table with its lines of context."""
-    peers = r["peers"]
+    """One scenario's table with its lines of context; a scenario with a margin target gets a
+    last column, Mnemo − best peer on each phase's prequential accuracy."""
+    peers, margin = r["peers"], r.get("margin")
     head = ["figure", "Mnemo (served)", *peers, "best peer"]
+    if margin is not None:
+        head.append(f"Mnemo − best (target ≥ −{margin:g})")
     lines = [_row(head), _row(["---"] * len(head))]
     for label, section, path, higher in _figure_rows(r):
         cells = [_f(_get(r["mnemo"], section, path)),
                  *(_f(_get(s, section, path)) for s in peers.values()),
                  _best_cell(peers, section, path, higher)]
+        if margin is not None:
+            cells.append(_versus_cell(r, section, path))
         lines.append(_row([label, *cells]))
-    return "\n".join([f"### {r['scenario']}", "", _context(r), "", *lines, "", _footer(r)])
+    footer = _footer(r) if margin is None else f"{_target(r)} {_footer(r)}"
+    return "\n".join([f"### {r['scenario']}", "", _context(r), "", *lines, "", footer])
+
+
+def _target(r: dict[str, Any]) -> str:
+    gaps = {phase: versus_best(r, "phases", [phase, "preq"]) for phase in r["phases"]}
+    known = {phase: gap for phase, gap in gaps.items() if gap is not None}
+    met = sum(meets(r, gap) for gap in known.values())
+    worst = min(known, key=lambda phase: known[phase]) if known else None
+    tail = f" (lowest: {worst}, {known[worst]:+.3f})" if worst is not None else ""
+    return (f"**Target (served prequential ≥ best River − {r['margin']:g} per phase): met in "
+            f"{met} of {len(gaps)} phases**{tail}.")
 
 
 def _context(r: dict[str, Any]) -> str:
@@ -104,6 +151,8 @@ def _footer(r: dict[str, Any]) -> str:
 def markdown(results: dict[str, Any]) -> str:
     """The whole section: method, then a table per scenario."""
     parts = [METHOD.format(**results["run"]), ""]
+    if any("MNEMO_FEATURES" in r["settings"] for r in results["scenarios"]):
+        parts += [RECORDS_METHOD, ""]
     if results["run"].get("note"):
         parts += [results["run"]["note"], ""]
     for r in results["scenarios"]:

@@ -7,12 +7,14 @@ Also the reads a benchmark needs around it: a test set's accuracy through /v1/pr
 version registry (paginated), and the settings a fresh `python -m service run` gets.
 
 Predict and feedback go through mnemo_client, as an application's would (its retries, its
-feedback ids); the registry reads stay plain GETs: their callers (tables, e2e tests) take
-the registry's JSON objects as they are."""
+feedback ids); records (a scenario with MNEMO_FEATURES), which the client does not send, go
+as the API's JSON (load_tests/record_requests.py). The registry reads stay plain GETs: their
+callers (tables, e2e tests) take the registry's JSON objects as they are."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -22,10 +24,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+from load_tests import record_requests
 from load_tests.learning_scores import Run
-from load_tests.learning_streams import Labelled, Scenario
+from load_tests.learning_streams import Labelled, Rows, Scenario
 from load_tests.processes import free_port, started
-from mnemo_client import ByPrediction, Client, ConflictError, WithInputs
+from mnemo_client import ByPrediction, Client, ConflictError, Predictions, WithInputs
 
 ROWS = 16  # rows per predict request (as the bug report sent them)
 RATE = 200.0  # labels per second
@@ -34,8 +37,19 @@ SETTLE_SECONDS = 60.0
 
 
 def scenario_settings(scenario: Scenario) -> dict[str, str]:
-    """What the scenario must declare; everything else stays at the service's defaults."""
+    """What the scenario must declare; everything else stays at the service's defaults. A
+    scenario of records declares its schema (the input dimension follows from it)."""
+    if scenario.features is not None:
+        return {"MNEMO_FEATURES": json.dumps(scenario.features, separators=(",", ":")),
+                "MNEMO_LABEL_TYPE": "int"}
     return {"MNEMO_INPUT_DIM": str(scenario.input_dim), "MNEMO_LABEL_TYPE": "int"}
+
+
+def predict(mnemo: Client, http: httpx.Client, x: Rows, tag: str | None) -> Predictions:
+    """Vectors through mnemo_client, records as JSON through the same connection."""
+    if isinstance(x, np.ndarray):
+        return mnemo.predict(x, tag=tag)
+    return record_requests.predict(http, x, tag)
 
 
 def service_env(settings: dict[str, str], data_dir: Path) -> dict[str, str]:
@@ -84,7 +98,7 @@ class ServedStream:
     after a pause (a test-set read) the schedule restarts instead of bursting to catch up."""
 
     def __init__(self, client: httpx.Client, rate: float = RATE, rows: int = ROWS) -> None:
-        self.mnemo, self.rate, self.rows = Client(http=client), rate, rows
+        self.http, self.mnemo, self.rate, self.rows = client, Client(http=client), rate, rows
         self.correct: list[bool] = []
         self.unpredicted = 0  # rows predict refused (409: no class yet), scored wrong
         self.streaming_seconds = 0.0
@@ -94,7 +108,7 @@ class ServedStream:
     def sent(self) -> int:
         return len(self.correct)
 
-    def send(self, x: np.ndarray, y: np.ndarray, tag: str | None = None) -> list[bool]:
+    def send(self, x: Rows, y: np.ndarray, tag: str | None = None) -> list[bool]:
         """Stream the rows in order; returns whether each served answer was right."""
         out: list[bool] = []
         began = time.monotonic()
@@ -113,20 +127,23 @@ class ServedStream:
         time.sleep(max(0.0, self._next - now))  # pacing, not waiting for a condition
         self._next += interval
 
-    def _one_request(self, x: np.ndarray, y: np.ndarray, tag: str | None) -> list[bool]:
+    def _one_request(self, x: Rows, y: np.ndarray, tag: str | None) -> list[bool]:
         labels = [int(v) for v in y]
-        items: list[ByPrediction | WithInputs]
         try:
-            answer = self.mnemo.predict(x, tag=tag)
+            answer = predict(self.mnemo, self.http, x, tag)
         except ConflictError:  # no class yet: the labels still teach the model
             self.unpredicted += len(labels)
-            items = [WithInputs(row, label, tag) for row, label in zip(x.tolist(), labels, strict=True)]
-            right = [False] * len(labels)
+            self._label_inputs(x, labels, tag)
+            return [False] * len(labels)
+        self.mnemo.feedback([ByPrediction(p.id, label) for p, label in zip(answer, labels, strict=True)])
+        return [p.label == label for p, label in zip(answer, labels, strict=True)]
+
+    def _label_inputs(self, x: Rows, labels: list[int], tag: str | None) -> None:
+        if isinstance(x, np.ndarray):
+            self.mnemo.feedback([WithInputs(row, label, tag)
+                                 for row, label in zip(x.tolist(), labels, strict=True)])
         else:
-            items = [ByPrediction(p.id, label) for p, label in zip(answer, labels, strict=True)]
-            right = [p.label == label for p, label in zip(answer, labels, strict=True)]
-        self.mnemo.feedback(items)
-        return right
+            record_requests.feedback(self.http, x, labels, tag)
 
 
 def _ok(response: httpx.Response, status: int) -> Any:
@@ -142,7 +159,7 @@ def served_accuracy(client: httpx.Client, test: Labelled) -> float:
     for start in range(0, len(test), MAX_ROWS):
         x, y = test.x[start:start + MAX_ROWS], test.y[start:start + MAX_ROWS]
         try:
-            answer = mnemo.predict(x, tag=test.tag)
+            answer = predict(mnemo, client, x, test.tag)
         except ConflictError:
             continue
         right += sum(p.label == int(b) for p, b in zip(answer, y, strict=True))

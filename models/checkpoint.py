@@ -11,6 +11,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from models.features import RecordEncoder
 from models.nets import MLP, MLPConfig, build_model
 from models.rebind import rebind
 
@@ -18,6 +19,9 @@ CONFIG_KEY = "config"
 # Weights blobs name their head's rows (a JSON list of label texts), so a checkpoint used to
 # start another deployment (MNEMO_INIT_CHECKPOINT) maps its rows to labels by name.
 LABELS_KEY = "labels"
+# A deployment with a feature schema: the encoder's state (schema, vocabularies, hashing seed)
+# as JSON, so a version carries the encoding its weights were trained under (models/features.py).
+FEATURES_KEY = "features"
 # safetensors has no checksum of its own: without one, flipped data bytes load silently.
 CHECKSUM_KEY = "blake2b"
 
@@ -63,6 +67,11 @@ def _read_metadata(blob: bytes) -> dict[str, str]:
     return dict(md) if isinstance(md, dict) else {}
 
 
+def blob_metadata(blob: bytes) -> dict[str, str]:
+    """A blob's metadata from its header alone (no tensor is read, nothing is verified)."""
+    return _read_metadata(blob)
+
+
 def has_checksum(blob: bytes) -> bool:
     """Whether the blob was written by tensors_to_bytes (it carries our checksum)."""
     return CHECKSUM_KEY in _read_metadata(blob)
@@ -93,6 +102,21 @@ def model_to_bytes(model: MLP, metadata: dict[str, str] | None = None) -> bytes:
 
 def labels_metadata(labels: list[str]) -> dict[str, str]:
     return {LABELS_KEY: json.dumps([str(label) for label in labels])}
+
+
+def features_metadata(encoder: RecordEncoder | None) -> dict[str, str]:
+    return {} if encoder is None else {FEATURES_KEY: encoder.state_json()}
+
+
+def encoder_from_metadata(metadata: dict[str, str]) -> RecordEncoder | None:
+    """The record encoder a weights blob carries; None for a vector model."""
+    text = metadata.get(FEATURES_KEY)
+    if text is None:
+        return None
+    try:
+        return RecordEncoder.from_json(text)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"invalid feature encoder in checkpoint: {e}") from e
 
 
 def model_from_bytes(blob: bytes, template: MLP | None = None) -> tuple[MLP, dict[str, str]]:

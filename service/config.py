@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from models.drift import make_detector
+from models.features import FeatureSchema, SchemaError
 from models.nets import MLP, MLPConfig, build_model
 from models.strategies import make_strategy, parse_strategy
 from models.transfer import model_from_checkpoint, resolve_freeze
@@ -68,6 +70,9 @@ class Settings(BaseSettings):
     model_name: str = Field("default", pattern=r"^[a-z0-9_-]{1,64}$")
 
     input_dim: int = Field(4, ge=1, le=65536)
+    # Records instead of vectors (models/features.py): a JSON object mapping each field to its
+    # kind, inline or in the file it names; MNEMO_INPUT_DIM is then derived from it.
+    features: Annotated[dict[str, dict[str, Any]] | None, NoDecode] = None
     labels: Annotated[list[str], NoDecode] = Field(default_factory=list)
     label_type: Literal["str", "int"] = "str"
     max_classes: int = Field(1000, ge=1, le=100_000)
@@ -152,6 +157,26 @@ class Settings(BaseSettings):
         # load_settings reads the environment itself (once, refusing unknown names), so the
         # class takes only explicit values: tests can build any configuration in-process.
         return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _features_decide_input_dim(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("features") in (None, ""):
+            return data
+        try:
+            schema = _feature_schema(data["features"])
+        except SchemaError as exc:
+            raise ValueError(f"MNEMO_FEATURES: {exc}") from None
+        given = data.get("input_dim")
+        if given not in (None, "") and str(given) != str(schema.width):
+            raise ValueError(f"MNEMO_INPUT_DIM: the schema (MNEMO_FEATURES) encodes records into "
+                             f"{schema.width} numbers; leave MNEMO_INPUT_DIM unset")
+        return {**data, "features": schema.to_mapping(), "input_dim": schema.width}
+
+    @cached_property
+    def feature_schema(self) -> FeatureSchema | None:
+        """MNEMO_FEATURES parsed; None: the deployment takes vectors of MNEMO_INPUT_DIM."""
+        return None if self.features is None else FeatureSchema.from_mapping(self.features)
 
     @field_validator("api_token", "admin_token", "redis_url", mode="before")
     @classmethod
@@ -339,6 +364,26 @@ def initial_model(settings: Settings) -> MLP:
         return model_from_checkpoint(blob, config, settings.labels)
     except ValueError as exc:  # CheckpointError included
         raise ValueError(f"MNEMO_INIT_CHECKPOINT: {path} does not fit: {exc}") from None
+
+
+def _feature_schema(value: object) -> FeatureSchema:
+    """MNEMO_FEATURES's value: a mapping, its JSON, or the path of a file holding that JSON."""
+    if isinstance(value, FeatureSchema):
+        return value
+    if isinstance(value, Path) or (isinstance(value, str) and not value.lstrip().startswith(("{", "["))):
+        path = Path(value)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise SchemaError(f"{value} is neither a JSON object nor a readable file "
+                              f"({exc.strerror})") from None
+        try:
+            return FeatureSchema.parse(text)
+        except SchemaError as exc:
+            raise SchemaError(f"{path}: {exc}") from None
+    if isinstance(value, str):
+        return FeatureSchema.parse(value)
+    return FeatureSchema.from_mapping(value)
 
 
 def _is_int_text(text: str) -> bool:

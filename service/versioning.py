@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from models.checkpoint import labels_metadata, model_to_bytes
+from models.checkpoint import features_metadata, labels_metadata, model_to_bytes
+from models.features import RecordEncoder
 from models.nets import MLPConfig
 from service.config import Settings, initial_model
 
@@ -35,7 +36,8 @@ def version_meta(
         "labels": labels,
         "eval": evaluation,
         "architecture": {"model": settings.model, "input_dim": settings.input_dim,
-                         "hidden": list(settings.hidden)},
+                         "hidden": list(settings.hidden),
+                         **({"features": settings.features} if settings.features else {})},
         **extra,
     }
 
@@ -53,4 +55,6 @@ def initial_version(settings: Settings) -> tuple[dict[str, Any], bytes]:
                 if settings.init_checkpoint is not None or settings.freeze else {})
     meta = version_meta(settings, version=0, parent=None, samples_seen=0,
                         last_stream_id="0-0", labels=labels, evaluation={}, **transfer)
-    return meta, model_to_bytes(model, labels_metadata(settings.labels))
+    schema = settings.feature_schema
+    encoder = None if schema is None else RecordEncoder(schema)  # empty vocabularies
+    return meta, model_to_bytes(model, labels_metadata(settings.labels) | features_metadata(encoder))

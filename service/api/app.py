@@ -50,7 +50,8 @@ async def build_context(settings: Settings, redis: Redis,
     holder = ModelHolder()
     metrics = ApiMetrics(metrics_registry, settings.model_name, process_metrics=True)
     predictions = PredictionLog(redis, keys, settings.input_dim, settings.prediction_ttl_seconds,
-                                settings.prediction_log_max_bytes)
+                                settings.prediction_log_max_bytes,
+                                records=settings.features is not None)
     metrics.watch_prediction_log(lambda: predictions.budget.used,
                                  settings.prediction_log_max_bytes)
     return AppContext(

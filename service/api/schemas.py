@@ -13,7 +13,9 @@ from pydantic import (
     PlainValidator,
     StringConstraints,
     Tag,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
 )
 
 TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
@@ -21,6 +23,26 @@ TagName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 # characters), since labels are deduplicated by id. Server-form ids are checked in the routes.
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[!-~]+$")]
 Row = list[float]
+
+
+def _row_or_record(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # A record passes as it is: service/api/validation.py checks it against MNEMO_FEATURES (or
+    # refuses it without one). A row is validated as list[float], so its errors keep their
+    # plain location (["body", "inputs", 0, 2]) rather than a union member's name.
+    return value if isinstance(value, dict) else handler(value)
+
+
+# A row of numbers or, under a feature schema (MNEMO_FEATURES), a record: field name -> number,
+# string, true/false or null (missing).
+Input = Annotated[
+    Row,
+    WrapValidator(_row_or_record),
+    WithJsonSchema({"oneOf": [
+        {"type": "array", "items": {"type": "number"}},
+        {"type": "object", "additionalProperties": {
+            "type": ["number", "string", "boolean", "null"]}},
+    ]}),
+]
 
 
 def _label(value: object) -> str | int:
@@ -50,8 +72,9 @@ class PredictRequest(BaseModel):
         extra="forbid",
         json_schema_extra={"examples": [{"inputs": [[5.1, 3.5, 1.4, 0.2]], "tag": "store-7"}]},
     )
-    inputs: list[Row] = Field(
-        min_length=1, description="1..MNEMO_MAX_BATCH rows of exactly MNEMO_INPUT_DIM numbers"
+    inputs: list[Input] = Field(
+        min_length=1, description="1..MNEMO_MAX_BATCH rows: each exactly MNEMO_INPUT_DIM "
+        "numbers, or, under a feature schema (MNEMO_FEATURES), a record of its fields"
     )
     tag: TagName | None = None
     ids: list[Identifier] | None = Field(
@@ -82,7 +105,7 @@ class FeedbackByPrediction(BaseModel):
 
 class FeedbackWithInputs(BaseModel):
     model_config = _strict
-    inputs: Row
+    inputs: Input
     label: Label
     tag: TagName | None = None
     feedback_id: Identifier | None = None

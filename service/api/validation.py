@@ -3,10 +3,14 @@ the schema has parsed the body and before anything is written."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from models.features import FeatureSchema, RecordError, record_to_bytes
 from service.api.errors import invalid
 from service.config import FLOAT32_MAX, Settings
+from service.records import RecordRows
 
 Loc = tuple[str | int, ...]
 
@@ -14,6 +18,35 @@ Loc = tuple[str | int, ...]
 def check_count(count: int, settings: Settings, loc: Loc) -> None:
     if count > settings.max_batch:
         raise invalid(loc, f"at most {settings.max_batch} per request (MNEMO_MAX_BATCH), got {count}")
+
+
+def to_inputs(rows: Sequence[object], settings: Settings, locs: list[Loc]) -> np.ndarray | RecordRows:
+    """A request's inputs as the deployment takes them: records under MNEMO_FEATURES, else
+    vectors of MNEMO_INPUT_DIM numbers; the first row that does not fit is a 422 naming it."""
+    schema = settings.feature_schema
+    if schema is not None:
+        return to_records(rows, schema, locs)
+    for loc, row in zip(locs, rows, strict=True):
+        if not isinstance(row, list):
+            raise invalid(loc, f"expected a list of {settings.input_dim} numbers "
+                               "(MNEMO_INPUT_DIM); records need a schema (MNEMO_FEATURES)")
+    return to_matrix(rows, settings.input_dim, locs)  # type: ignore[arg-type]
+
+
+def to_records(rows: Sequence[object], schema: FeatureSchema, locs: list[Loc]) -> RecordRows:
+    """Each row checked against the schema (models/features.py), with its stored form."""
+    records, stored = [], []
+    for loc, row in zip(locs, rows, strict=True):
+        if not isinstance(row, dict):
+            raise invalid(loc, "expected a record: an object of the fields of MNEMO_FEATURES ("
+                               f"{', '.join(f.name for f in schema.fields)})")
+        try:
+            record = schema.check(row)
+        except RecordError as exc:
+            raise invalid(loc if exc.field is None else (*loc, exc.field), str(exc)) from None
+        records.append(record)
+        stored.append(record_to_bytes(record))
+    return RecordRows(records, stored)
 
 
 def to_matrix(rows: list[list[float]], dim: int, locs: list[Loc]) -> np.ndarray:

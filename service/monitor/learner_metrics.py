@@ -3,9 +3,10 @@ registry.
 
 Every series carries `model`, bound once here (the process-wide collectors that
 `process_metrics=True` adds carry none). Drift: `mnemo_drift_psi{feature}` for the
-top-k features by PSI (feature = its column index) and feature="other" for the largest PSI
-among the rest, so the series count stays at k + 1 whatever the input dimension. Each drift
-statistic also has its calibrated level, `mnemo_drift_threshold{statistic}`, and
+top-k features by PSI (feature = its column index, or under MNEMO_FEATURES the field's name)
+and feature="other" for the largest PSI among the rest, so the series count stays at k + 1
+whatever the input dimension. Each drift statistic also has its calibrated level,
+`mnemo_drift_threshold{statistic}`, and
 `mnemo_drift_alarm{statistic}` (1 above the level, 0 under it, NaN until both are measured),
 so dashboards draw the level and alert rules need not repeat the comparison.
 """
@@ -114,8 +115,10 @@ class LearnerMetrics:
             self.tag_accuracy.labels(model=self.model, tag=tag).set(acc)
             self.tag_forgetting.labels(model=self.model, tag=tag).set(forgetting)
 
-    def observe_drift(self, drift: Mapping[str, Any], feature_psi: np.ndarray | None) -> None:
-        """The drift gauges from the stats "drift" dict (null → NaN) and the per-feature PSI."""
+    def observe_drift(self, drift: Mapping[str, Any],
+                      feature_psi: np.ndarray | Mapping[str, float] | None) -> None:
+        """The drift gauges from the stats "drift" dict (null → NaN) and the per-feature PSI:
+        an array by column index, or a mapping by field name (records)."""
         for gauge, name in ((self.psi_max, "psi_max"), (self.prediction_js, "prediction_js"),
                             (self.label_js, "label_js")):
             value = drift.get(name)
@@ -128,10 +131,17 @@ class LearnerMetrics:
             self.drift_alarm[statistic].set(float(statistic in alarms) if measured else math.nan)
         values: dict[str, float] = {}
         if feature_psi is not None and len(feature_psi):
-            order = np.argsort(-feature_psi, kind="stable")
-            values = {str(int(j)): float(feature_psi[j]) for j in order[:TOP_FEATURES]}
+            if isinstance(feature_psi, Mapping):
+                names, psi = list(feature_psi), np.array(list(feature_psi.values()), dtype=float)
+            else:
+                psi = feature_psi
+                names = [str(j) for j in range(len(psi))]
+            order = np.argsort(-psi, kind="stable")
+            values = {names[j]: float(psi[j]) for j in order[:TOP_FEATURES]}
             if len(order) > TOP_FEATURES:
-                values["other"] = float(feature_psi[order[TOP_FEATURES:]].max())
+                # max(): a field named "other" shares the folded series rather than vanish
+                values["other"] = max(values.get("other", -math.inf),
+                                      float(psi[order[TOP_FEATURES:]].max()))
         for feature in self._psi_features - values.keys():  # left the top-k: drop the series
             self.drift_psi.remove(self.model, feature)
         for feature, value in values.items():

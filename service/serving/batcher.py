@@ -31,6 +31,7 @@ import numpy as np
 from fastapi import HTTPException
 
 from service.monitor.api_metrics import ApiMetrics
+from service.records import RecordRows
 from service.serving.holder import ModelHolder, ServedModel
 from service.serving.tag_heads import predict_for_tag
 from service.store.connection import UNAVAILABLE
@@ -68,7 +69,7 @@ class _Output:
 
 @dataclass
 class _Pending:
-    x: np.ndarray
+    x: np.ndarray | RecordRows  # records are encoded in the pass, by the version answering
     tag: str
     client_ids: list[str] | None
     queued_at: float
@@ -120,9 +121,10 @@ class MicroBatcher:
         self._logger: asyncio.Task[None] | None = None
         self.counters = BatcherCounters()
 
-    async def predict(self, x: np.ndarray, tag: str, client_ids: list[str] | None) -> BatchAnswer:
-        """Answer `x` (float32 rows) within the next pass; raises what the pass raised, or
-        429 while the prediction log is over its budget."""
+    async def predict(self, x: np.ndarray | RecordRows, tag: str,
+                      client_ids: list[str] | None) -> BatchAnswer:
+        """Answer `x` (float32 rows, or checked records) within the next pass; raises what
+        the pass raised, or 429 while the prediction log is over its budget."""
         budget = self._predictions.budget
         if budget.exceeded:
             raise HTTPException(
@@ -212,7 +214,7 @@ class MicroBatcher:
             by_head.setdefault(pending.tag if self._routes_by_tag else "", []).append(i)
         outputs: list[_Output | None] = [None] * len(batch)
         for tag, members in by_head.items():
-            parts = [batch[i].x for i in members]
+            parts = [served.matrix(batch[i].x) for i in members]
             x = parts[0] if len(parts) == 1 else np.concatenate(parts)
             if len(x) * served.parameter_count >= self._thread_min_work:
                 self.counters.threaded += 1

@@ -1,4 +1,8 @@
-"""Binary encodings of what Mnemo stores: float32 vectors and replay entries (never pickle)."""
+"""Binary encodings of what Mnemo stores: inputs, replay entries and golden items (never pickle).
+
+An input's stored form is a float32 vector's bytes, or, when the deployment has a feature schema
+(MNEMO_FEATURES), the raw record's canonical JSON (models/features.py `record_to_bytes`): what
+the encoding of a version turns into a vector is decided when it is read, not when stored."""
 
 from __future__ import annotations
 
@@ -44,11 +48,25 @@ def encode_entries(x: np.ndarray, y: Sequence[int], tags: Sequence[str]) -> list
     return [blob[i : i + size] for i in range(0, n * size, size)]
 
 
-def decode_entry(blob: bytes) -> tuple[np.ndarray, int, str]:
+def split_entry(blob: bytes) -> tuple[bytes, int, str]:
+    """An entry's stored input (vector or record bytes), class index and tag."""
     y, tag_len = _ENTRY_HEADER.unpack_from(blob)
     start = _ENTRY_HEADER.size
     tag = blob[start : start + tag_len].decode()
-    return vector_from_bytes(blob[start + tag_len :]), y, tag
+    return blob[start + tag_len :], y, tag
+
+
+def decode_entry(blob: bytes) -> tuple[np.ndarray, int, str]:
+    """A vector deployment's entry: its float32 input, class index and tag."""
+    x, y, tag = split_entry(blob)
+    return vector_from_bytes(x), y, tag
+
+
+def encode_stored_entries(stored: Sequence[bytes], y: Sequence[int],
+                          tags: Sequence[str]) -> list[bytes]:
+    """Entries whose inputs are already in their stored form (records: their JSON)."""
+    return [_ENTRY_HEADER.pack(int(c), len(t := tag.encode())) + t + x
+            for x, c, tag in zip(stored, y, tags, strict=True)]
 
 
 def label_to_text(label: str | int) -> str:
@@ -68,9 +86,10 @@ def encode_labelled(x: bytes, label: str, tag: str) -> bytes:
     return _LABELLED_HEADER.pack(len(label_bytes), len(tag_bytes)) + label_bytes + tag_bytes + x
 
 
-def decode_labelled(blob: bytes) -> tuple[np.ndarray, str, str]:
+def decode_labelled(blob: bytes) -> tuple[bytes, str, str]:
+    """A golden item's stored input (vector or record bytes), label text and tag."""
     label_len, tag_len = _LABELLED_HEADER.unpack_from(blob)
     start = _LABELLED_HEADER.size
     label = blob[start : start + label_len].decode()
     tag = blob[start + label_len : start + label_len + tag_len].decode()
-    return vector_from_bytes(blob[start + label_len + tag_len :]), label, tag
+    return blob[start + label_len + tag_len :], label, tag

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from redis.asyncio import Redis
 
 from service.store.codec import decode_labelled, encode_labelled
@@ -17,14 +16,15 @@ class GoldenSet:
         self._scripts = scripts
 
     async def add(self, entries: list[tuple[bytes, str, str]]) -> tuple[int, int]:
-        """Add (float32 input, label text, tag) entries the set does not hold yet, so a
+        """Add (stored input, label text, tag) entries the set does not hold yet, so a
         retried request adds nothing twice: (how many were new, the set's new size)."""
         added, size = await self._scripts.golden_add(
             keys=[self._keys.golden],
             args=[encode_labelled(x, label, tag) for x, label, tag in entries])
         return int(added), int(size)
 
-    async def items(self) -> list[tuple[np.ndarray, str, str]]:
+    async def items(self) -> list[tuple[bytes, str, str]]:
+        """(stored input, label text, tag) of every item, in insertion order."""
         return [decode_labelled(b) for b in await self._redis.lrange(self._keys.golden, 0, -1)]
 
     async def clear(self) -> None:

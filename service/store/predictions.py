@@ -25,22 +25,25 @@ time is its stream id.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from redis.asyncio import Redis
 
+from service.records import RecordRows
 from service.store.connection import is_cluster, scan_model_keys
 from service.store.dedicated import DedicatedConnection
 from service.store.keys import Keys
 from service.store.log_budget import LogBudget, stored_key_bytes
 
 _HEADER = struct.Struct("<qIB64s")  # version, input dim, tag length, tag (padded)
+_COUNT = struct.Struct("<I")  # rows of a logged batch of records
 _SERVER_ID = re.compile(r"([0-9a-f]{16})-(0|[1-9][0-9]{0,8})", re.ASCII)  # fullmatch only
 _SERVER_FORM = re.compile(r"[0-9a-fA-F]{16}-[0-9]+", re.ASCII)
 DRIFT_SAMPLE_ROWS = 8  # rows of a batch sampled into the drift stream (one XADD per batch)
@@ -51,7 +54,7 @@ DRIFT_STREAM_MAXLEN = 10_000
 class LogGroup:
     """One predict request's rows within a logged batch."""
 
-    x: np.ndarray  # float32 (rows, input_dim)
+    x: np.ndarray | RecordRows  # float32 (rows, input_dim), or records (MNEMO_FEATURES)
     tag: str
     client_ids: list[str] | None = None
     version: int = 0  # the served version that answered it
@@ -73,15 +76,32 @@ class LogPlan:
 
 @dataclass(frozen=True)
 class LoggedPrediction:
-    x: np.ndarray  # float32 (input_dim,)
+    stored: bytes  # the input's stored form (store/codec.py): float32 bytes or record JSON
     version: int
     tag: str
 
 
-def _record(version: int, tag: str, rows: np.ndarray) -> bytes:
+def _record(version: int, tag: str, rows: np.ndarray | RecordRows) -> bytes:
+    """A logged batch: the header, then float32 rows (fixed size: a row is read by offset),
+    or, for records (the header's dimension 0), their count, offsets and JSON."""
     tag_bytes = tag.encode()
+    if isinstance(rows, RecordRows):
+        header = _HEADER.pack(version, 0, len(tag_bytes), tag_bytes)
+        ends = np.cumsum([0] + [len(blob) for blob in rows.stored], dtype="<u4")
+        return (header + _COUNT.pack(len(rows)) + ends.tobytes() + b"".join(rows.stored))
     header = _HEADER.pack(version, rows.shape[1], len(tag_bytes), tag_bytes)
     return header + np.ascontiguousarray(rows, dtype="<f4").tobytes()
+
+
+def _stored_record(value: bytes, row: int) -> bytes | None:
+    """Row `row` of a logged batch of records (None: no such row)."""
+    (count,) = _COUNT.unpack_from(value, _HEADER.size)
+    if row >= count:
+        return None
+    table = _HEADER.size + _COUNT.size
+    ends = np.frombuffer(value, "<u4", count + 1, table)
+    data = table + 4 * (count + 1)
+    return value[data + int(ends[row]) : data + int(ends[row + 1])]
 
 
 def _parse_header(blob: bytes) -> tuple[int, int, str]:
@@ -101,9 +121,10 @@ def is_server_id(prediction_id: str) -> bool:
 
 class PredictionLog:
     def __init__(self, redis: Redis, keys: Keys, input_dim: int, ttl_seconds: int,
-                 max_bytes: int | None = None) -> None:
+                 max_bytes: int | None = None, *, records: bool = False) -> None:
         self._redis = redis
         self._input_dim = input_dim
+        self._records = records  # MNEMO_FEATURES: rows are records
         self._keys = keys
         self._ttl = ttl_seconds
         self._rng = np.random.default_rng()
@@ -148,7 +169,7 @@ class PredictionLog:
         sets: list[tuple[str, bytes]] = []
         for key in plan.keys:
             members = [groups[i] for i in key.members]
-            rows = members[0].x if len(members) == 1 else np.concatenate([g.x for g in members])
+            rows = members[0].x if len(members) == 1 else _concat([g.x for g in members])
             if predicted is not None:
                 commands.append(self._sample(key.tag, rows, np.concatenate(
                     [predicted[i] for i in key.members])))
@@ -174,13 +195,17 @@ class PredictionLog:
         await self.budget.stop()
         await self._writer.close()
 
-    def _sample(self, tag: str, rows: np.ndarray, best: np.ndarray) -> tuple[Any, ...]:
+    def _sample(self, tag: str, rows: np.ndarray | RecordRows,
+                best: np.ndarray) -> tuple[Any, ...]:
         take = min(len(rows), DRIFT_SAMPLE_ROWS)
         picked = (np.arange(take) if take == len(rows)
                   else np.sort(self._rng.choice(len(rows), take, replace=False)))
+        if isinstance(rows, RecordRows):  # raw records, as a JSON array ("r")
+            inputs = ("r", b"[" + b",".join(rows.stored[i] for i in picked.tolist()) + b"]")
+        else:
+            inputs = ("x", np.ascontiguousarray(rows[picked], dtype="<f4").tobytes())
         return ("XADD", self._keys.drift_samples, "MAXLEN", "~", DRIFT_STREAM_MAXLEN, "*",
-                "x", np.ascontiguousarray(rows[picked], dtype="<f4").tobytes(),
-                "p", np.asarray(best, dtype="<i4")[picked].tobytes(), "t", tag)
+                *inputs, "p", np.asarray(best, dtype="<i4")[picked].tobytes(), "t", tag)
 
     async def resolve(self, ids: list[str]) -> list[LoggedPrediction | None]:
         """Look every id up in one round trip; None where it is unknown or expired. A server
@@ -193,22 +218,30 @@ class PredictionLog:
                 pipe.get(self._keys.prediction_alias(prediction_id))
                 continue
             key = self._keys.prediction_batch(match.group(1))
+            if self._records:  # rows of varying length: the whole batch (<= MNEMO_MAX_BATCH)
+                pipe.get(key)
+                continue
             start = _HEADER.size + int(match.group(2)) * row_bytes
             pipe.getrange(key, 0, _HEADER.size - 1)
             pipe.getrange(key, start, start + row_bytes - 1)
         replies = iter(await pipe.execute())
         out: list[LoggedPrediction | None] = []
         for match in matches:
-            if match is None:
+            if self._records:
+                value = next(replies) or b""
+                row = (None if len(value) < _HEADER.size + _COUNT.size
+                       else _stored_record(value, 0 if match is None else int(match.group(2))))
+                header = value[: _HEADER.size]
+            elif match is None:
                 alias = next(replies) or b""
                 header, row = alias[: _HEADER.size], alias[_HEADER.size :]
             else:
                 header, row = next(replies), next(replies)
-            if not header or len(row or b"") != row_bytes:
+            if not header or row is None or (not self._records and len(row) != row_bytes):
                 out.append(None)
                 continue
             version, _, tag = _parse_header(header)
-            out.append(LoggedPrediction(np.frombuffer(row, "<f4"), version, tag))
+            out.append(LoggedPrediction(bytes(row), version, tag))
         return out
 
     async def purge(self, tag: str | None) -> int:
@@ -242,6 +275,12 @@ class PredictionLog:
         return removed
 
 
+def _concat(parts: list[np.ndarray | RecordRows]) -> np.ndarray | RecordRows:
+    if isinstance(parts[0], RecordRows):
+        return RecordRows.concat(parts)  # type: ignore[arg-type]
+    return np.concatenate(parts)  # type: ignore[arg-type]
+
+
 async def purge_drift_samples(redis: Redis, keys: Keys, tag: str | None) -> int:
     """Delete drift samples taken with this tag (None: all); how many entries."""
     if tag is None:
@@ -258,6 +297,10 @@ class DriftSamples:
     last_id: str
     x: np.ndarray  # float32 (rows, input_dim)
     predicted: np.ndarray  # int64 (rows,)
+    # Samples of records ("r" entries, MNEMO_FEATURES): the raw records, unchecked (the
+    # schema may have changed since; monitor/record_drift.py checks), and their predictions.
+    records: list[Any] = field(default_factory=list)
+    record_predicted: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 async def read_drift_samples(redis: Redis, keys: Keys, input_dim: int, after: str,
@@ -272,15 +315,40 @@ async def read_drift_samples(redis: Redis, keys: Keys, input_dim: int, after: st
     _, reply = await pipe.execute()
     xs: list[np.ndarray] = []
     ps: list[np.ndarray] = []
+    records: list[Any] = []
+    record_ps: list[np.ndarray] = []
     last = after
     for _, entries in reply or ():
         for sid, fields in entries:
             last = sid.decode() if isinstance(sid, bytes) else sid
+            if b"x" not in fields:
+                sample = _record_sample(fields)  # records: drift per field (monitor/record_drift.py)
+                if sample is not None:
+                    records += sample[0]
+                    record_ps.append(sample[1])
+                continue
             x = np.frombuffer(fields[b"x"], "<f4")
             if x.size % input_dim:
                 continue  # written under another input dimension: not comparable
             xs.append(x.reshape(-1, input_dim))
             ps.append(np.frombuffer(fields[b"p"], "<i4").astype(np.int64))
+    record_predicted = np.concatenate(record_ps) if record_ps else np.empty(0, np.int64)
     if not xs:
-        return DriftSamples(last, np.empty((0, input_dim), np.float32), np.empty(0, np.int64))
-    return DriftSamples(last, np.concatenate(xs), np.concatenate(ps))
+        return DriftSamples(last, np.empty((0, input_dim), np.float32), np.empty(0, np.int64),
+                            records, record_predicted)
+    return DriftSamples(last, np.concatenate(xs), np.concatenate(ps), records, record_predicted)
+
+
+def _record_sample(fields: dict[bytes, bytes]) -> tuple[list[Any], np.ndarray] | None:
+    """An "r" entry's records and predicted classes; None if it has none or is malformed (a
+    bad entry must not stop the learner's reads)."""
+    if b"r" not in fields:
+        return None
+    try:
+        records = json.loads(fields[b"r"])
+        predicted = np.frombuffer(fields.get(b"p", b""), "<i4").astype(np.int64)
+    except ValueError:
+        return None
+    if not isinstance(records, list) or len(records) != len(predicted):
+        return None
+    return records, predicted

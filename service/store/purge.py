@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from service.store.codec import decode_entry
+from service.store.codec import split_entry
 from service.store.control import PurgeRequest
 from service.store.golden import GoldenSet
 from service.store.keys import Keys
@@ -54,7 +54,7 @@ async def purge_stream(redis: Redis, keys: Keys, matches: Matches, read_up_to: s
 async def purge_holdout(redis: Redis, keys: Keys, matches: Matches) -> tuple[int, list[bytes]]:
     """Rewrite the holdout without the matching entries: (how many removed, the kept ones)."""
     held = await redis.lrange(keys.holdout, 0, -1)
-    kept = [blob for blob in held if not matches(decode_entry(blob)[2])]
+    kept = [blob for blob in held if not matches(split_entry(blob)[2])]
     if len(kept) != len(held):
         pipe = redis.pipeline(transaction=True)
         pipe.delete(keys.holdout)
@@ -65,4 +65,4 @@ async def purge_holdout(redis: Redis, keys: Keys, matches: Matches) -> tuple[int
 
 
 def matching_slots(stored: dict[int, bytes], matches: Matches) -> list[int]:
-    return sorted(slot for slot, blob in stored.items() if matches(decode_entry(blob)[2]))
+    return sorted(slot for slot, blob in stored.items() if matches(split_entry(blob)[2]))

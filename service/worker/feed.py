@@ -16,11 +16,12 @@ CONSUMER = "learner"  # one active learner (lease): a fixed name keeps its pendi
 @dataclass
 class FeedbackBatch:
     ids: list[str]
-    x: np.ndarray  # float32 (n, d)
+    x: np.ndarray | None  # float32 (n, d); None for records, which the learner encodes
     labels: list[str]
     tags: list[str]
     versions: list[int | None]
     accepted_ms: list[int]
+    stored: list[bytes]  # each input's stored form (store/codec.py)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -32,10 +33,11 @@ def stream_id_key(stream_id: str) -> tuple[int, int]:
 
 
 class FeedbackReader:
-    def __init__(self, redis: Redis, keys: Keys, input_dim: int) -> None:
+    def __init__(self, redis: Redis, keys: Keys, input_dim: int, *, records: bool = False) -> None:
         self._redis = redis
         self._keys = keys
         self._dim = input_dim
+        self._records = records  # MNEMO_FEATURES: inputs are records, of any length
         self._pending_from: str | None = "0"  # None once the pending entries are read
         # Read by this learner and not acknowledged yet. The consumer name is shared, so a
         # learner that lost the lease can still move entries into *our* pending list with its
@@ -107,7 +109,7 @@ class FeedbackReader:
         for sid, fields in entries:
             ids.append(sid.decode())
             row = fields[b"x"]
-            if len(row) != size:  # what assigning a wrong-sized row into x raised
+            if len(row) != size and not self._records:  # what a wrong-sized row into x raised
                 raise ValueError(f"entry {sid!r}: {len(row)} input bytes, expected {size}")
             rows.append(row)
             labels.append(fields[b"y"].decode())
@@ -116,6 +118,7 @@ class FeedbackReader:
             versions.append(int(version) if version else None)
             accepted.append(int(fields.get(b"t", b"0")))
         # One conversion for the read, not a numpy row assignment per entry.
-        x = np.frombuffer(b"".join(rows), dtype="<f4").astype(np.float32).reshape(n, self._dim)
+        x = None if self._records else (
+            np.frombuffer(b"".join(rows), dtype="<f4").astype(np.float32).reshape(n, self._dim))
         self._delivered.update(ids)
-        return FeedbackBatch(ids, x, labels, tags, versions, accepted)
+        return FeedbackBatch(ids, x, labels, tags, versions, accepted, rows)

@@ -20,13 +20,14 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from torch import nn
 
-from models.checkpoint import CheckpointError
+from models.checkpoint import CheckpointError, blob_metadata, encoder_from_metadata
 from models.gate import predict_classes
 from models.learner import IncrementalLearner
 from models.stream import StreamStep, is_holdout
 from service.config import Settings
 from service.monitor.drift_monitor import DriftMonitor
 from service.monitor.learner_metrics import LearnerMetrics
+from service.monitor.record_drift import RecordDriftMonitor
 from service.monitor.tag_accuracy import TagAccuracy
 from service.store.control import Control, PurgeRequest
 from service.store.golden import GoldenSet
@@ -39,6 +40,7 @@ from service.worker.cursor import StreamCursor
 from service.worker.feed import FeedbackBatch, FeedbackReader
 from service.worker.fencing import Fenced, fenced_hset
 from service.worker.golden_baseline import GoldenBaseline
+from service.worker.inputs import LearnerInputs
 from service.worker.lease import Lease
 from service.worker.publisher import Candidate, Publisher
 from service.worker.reporter import StatsReporter
@@ -67,22 +69,29 @@ class LearnerService:
         self.keys = Keys(settings.model_name)
         scripts = Scripts(redis)
         self.registry = Registry(redis, self.keys, scripts)
-        self.reader = FeedbackReader(redis, self.keys, settings.input_dim)
+        self.reader = FeedbackReader(redis, self.keys, settings.input_dim,
+                                     records=settings.features is not None)
+        # Stored inputs as the network reads them; the record encoder lives here.
+        self.inputs = LearnerInputs(settings)
         self.lease = Lease(redis, self.keys, scripts, settings.lease_ttl_seconds)
         self.control = Control(redis, self.keys)
-        self.samples = SampleStore(settings, redis, self.keys, scripts, self.lease)
+        self.samples = SampleStore(settings, redis, self.keys, scripts, self.lease, self.inputs)
         self.golden = GoldenSet(redis, self.keys, scripts)
         # Only for purges the API could not finish (its own connection is never opened).
         self.prediction_log = PredictionLog(redis, self.keys, settings.input_dim,
-                                            settings.prediction_ttl_seconds)
+                                            settings.prediction_ttl_seconds,
+                                            records=settings.features is not None)
         self.publisher = Publisher(settings, redis, self.registry, self.golden,
-                                   self.reader, self.lease, self.metrics)
+                                   self.reader, self.lease, self.metrics, self.inputs)
         self.reporter = StatsReporter(settings, redis, self.keys, self.lease, self.metrics)
         self.cursor = StreamCursor()
         self.tag_accuracy = TagAccuracy(settings.max_tags)
         self.window = PrequentialWindow()
         # Drift statistics of served inputs; read from the oldest retained sample (module note).
-        self.drift = DriftMonitor(settings.input_dim)
+        # Records are compared per field, not per encoded column (monitor/record_drift.py).
+        schema = settings.feature_schema
+        self.drift: DriftMonitor | RecordDriftMonitor = (
+            DriftMonitor(settings.input_dim) if schema is None else RecordDriftMonitor(schema))
         self.vocab: dict[str, int] = {}
         self.vocab_order: list[str] = []
         # Set by prepare(): the stream step (learner, replay mirror, detector, holdout) and
@@ -219,6 +228,7 @@ class LearnerService:
         state = await self.registry.state(version)
         learner, self.served, stream_state = await asyncio.to_thread(
             restore, self.settings, weights, state)
+        reencode = self.inputs.adopt(encoder_from_metadata(blob_metadata(weights)))
         self.golden_baseline = GoldenBaseline.from_meta(await self.registry.meta(version))
         if resume:
             self.stream = new_step(self.settings, learner, None)
@@ -227,6 +237,8 @@ class LearnerService:
             self.stream.learner = learner
             if learner.generator is not None:  # an activated version brings its generator
                 self.stream.buffer = learner.generator
+            if reencode:  # another lineage's vocabularies: the mirror again, encoded by them
+                await self.samples.load(self.stream, reload=True)
         self.served_version = version
 
     async def _follow_pointer(self) -> None:
@@ -260,7 +272,9 @@ class LearnerService:
             return
         ids = [batch.ids[i] for i in fresh]
         tags = [batch.tags[i] for i in fresh]
-        x = batch.x[fresh]
+        stored = [batch.stored[i] for i in fresh]
+        x = (batch.x[fresh] if batch.x is not None
+             else self.inputs.matrix(stored, learn=True))
         if any(batch.labels[i] not in self.vocab for i in fresh):
             await self._refresh_vocab()
         y = np.array([self.vocab[batch.labels[i]] for i in fresh], dtype=np.int64)
@@ -271,7 +285,7 @@ class LearnerService:
         self.window.add(y.tolist(), scored.predicted.tolist())
         holdout = np.array([is_holdout(sid, self.settings.holdout_fraction) for sid in ids],
                            dtype=bool)
-        await self.samples.add(self.stream, ids, x, y, holdout, tags)
+        await self.samples.add(self.stream, ids, x, y, holdout, tags, stored)
         train = ~holdout
         learned = await asyncio.to_thread(
             self.stream.learn, torch.from_numpy(x[train]), torch.from_numpy(y[train]),
@@ -306,7 +320,8 @@ class LearnerService:
         model = learner.snapshot()
         candidate = Candidate(
             model, {**learner.state_dict(), **self.stream.state_dict()}, learner.meta(),
-            self.stream.holdout.check_set(self.settings.routes_by_tag), self._growth(model))
+            self.stream.holdout.check_set(self.settings.routes_by_tag), self._growth(model),
+            self.inputs.metadata())
         publication = await self.publisher.publish(
             candidate, served=self.served, served_version=self.served_version,
             baseline=self.golden_baseline, cursor=self.cursor, vocab=self.vocab,

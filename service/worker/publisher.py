@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from service.worker.cursor import StreamCursor
 from service.worker.feed import FeedbackReader
 from service.worker.fencing import fenced
 from service.worker.golden_baseline import GoldenBaseline, advance, fingerprint
+from service.worker.inputs import LearnerInputs
 from service.worker.lease import Lease
 
 log = logging.getLogger("service.worker.loop")  # one logger for the learner's lines
@@ -40,6 +41,9 @@ class Candidate:
     state_meta: dict[str, str]
     holdout: CheckSet  # the recent holdout since the last change point
     extra_meta: dict[str, Any]
+    # What the weights carry beside labels and config: the record encoder's state, as it was
+    # when the model was taken (models/checkpoint.py features_metadata).
+    weights_meta: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,10 @@ class Publication:
 
 class Publisher:
     def __init__(self, settings: Settings, redis: Redis, registry: Registry, golden: GoldenSet,
-                 reader: FeedbackReader, lease: Lease, metrics: LearnerMetrics) -> None:
+                 reader: FeedbackReader, lease: Lease, metrics: LearnerMetrics,
+                 inputs: LearnerInputs | None = None) -> None:
         self._settings = settings
+        self._inputs = inputs or LearnerInputs(settings)
         self._redis = redis
         self._registry = registry
         self._golden = golden
@@ -99,7 +105,8 @@ class Publisher:
             evaluation=result.evaluation, oldest_new_accepted_ms=cursor.oldest_unpublished_ms,
             hyperparameters=self._settings.hyperparameters(), **candidate.extra_meta,
         )
-        weights = model_to_bytes(candidate.model, labels_metadata(vocab_order[:num_classes]))
+        weights = model_to_bytes(candidate.model, labels_metadata(vocab_order[:num_classes])
+                                 | candidate.weights_meta)
         state = tensors_to_bytes(candidate.state, candidate.state_meta)
         epoch = await fenced(self._registry.publish(
             token=token, version=version, meta=meta, weights=weights, state=state,
@@ -131,5 +138,5 @@ class Publisher:
         items = await self._golden.items()
         if not items:
             return np.empty((0, self._settings.input_dim), np.float32), np.empty(0, np.int64)
-        return (np.stack([x for x, _, _ in items]),
+        return (self._inputs.matrix([x for x, _, _ in items], learn=False),
                 np.array([vocab.get(label, -1) for _, label, _ in items], dtype=np.int64))

@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from service.config import Settings
 from service.monitor.drift_monitor import DriftMonitor
 from service.monitor.learner_metrics import LearnerMetrics
+from service.monitor.record_drift import RecordDriftMonitor
 from service.store.history import queue_append
 from service.store.keys import Keys
 from service.store.predictions import read_drift_samples
@@ -54,7 +57,8 @@ class StatsReporter:
         self.last_history: float | None = None
         self._drift_read_id = "0-0"
 
-    async def write(self, stats: dict[str, Any], samples_seen: int, feature_psi: dict[str, float],
+    async def write(self, stats: dict[str, Any], samples_seen: int,
+                    feature_psi: np.ndarray | Mapping[str, float] | None,
                     *, published: bool = False) -> None:
         """The stats hash (every call), a history entry (after a publish, and once a minute),
         then the gauges."""
@@ -80,11 +84,17 @@ class StatsReporter:
         self._metrics.observe_stats(stats, lag, int(reservoir))
         self._metrics.observe_drift(stats["drift"], feature_psi)
 
-    async def read_drift_samples(self, monitor: DriftMonitor) -> None:
-        """New drift samples (one round trip, which also trims the stream to the TTL)."""
+    async def read_drift_samples(self, monitor: DriftMonitor | RecordDriftMonitor) -> None:
+        """New drift samples (one round trip, which also trims the stream to the TTL). Each
+        monitor takes its own kind (vectors or records); samples of the other kind, written
+        before the deployment changed mode, are not comparable and are passed over."""
         new = await read_drift_samples(self._redis, self._keys, self._settings.input_dim,
                                        self._drift_read_id, self._settings.prediction_ttl_seconds)
-        if len(new.x):  # may calibrate (a bootstrap): off the event loop
+        # Either may calibrate (a bootstrap): off the event loop.
+        if isinstance(monitor, RecordDriftMonitor):
+            if new.records:
+                await asyncio.to_thread(monitor.add_samples, new.records, new.record_predicted)
+        elif len(new.x):
             await asyncio.to_thread(monitor.add_samples, new.x, new.predicted)
         self._drift_read_id = new.last_id
 

@@ -14,13 +14,14 @@ from models.replay import GENERATIVE, make_buffer
 from models.stream import StreamStep
 from service.config import Settings
 from service.store import buffers
-from service.store.codec import decode_entry, encode_entries
+from service.store.codec import encode_entries, encode_stored_entries, split_entry
 from service.store.control import PurgeRequest
 from service.store.ingest import HOLDOUT, IngestItem, ingest
 from service.store.keys import Keys
 from service.store.purge import matching_slots, purge_holdout, purge_stream
 from service.store.scripts import Scripts
 from service.worker.fencing import fenced
+from service.worker.inputs import LearnerInputs
 from service.worker.lease import Lease
 
 log = logging.getLogger("service.worker.loop")  # one logger for the learner's lines
@@ -28,20 +29,32 @@ log = logging.getLogger("service.worker.loop")  # one logger for the learner's l
 
 class SampleStore:
     def __init__(self, settings: Settings, redis: Redis, keys: Keys, scripts: Scripts,
-                 lease: Lease) -> None:
+                 lease: Lease, inputs: LearnerInputs | None = None) -> None:
         self._settings = settings
+        self._inputs = inputs or LearnerInputs(settings)
         self._redis = redis
         self._keys = keys
         self._scripts = scripts
         self._lease = lease
         self._rng = np.random.default_rng()
 
-    async def load(self, step: StreamStep) -> None:
+    def _decoded(self, blobs: list[bytes]) -> list[tuple[np.ndarray, int, str]]:
+        """Entries as the step keeps them: inputs encoded (records grow the vocabularies:
+        they are learned from), class index, tag."""
+        parts = [split_entry(blob) for blob in blobs]
+        x = self._inputs.matrix([stored for stored, _, _ in parts], learn=True)
+        return [(row, y, tag) for row, (_, y, tag) in zip(x, parts, strict=True)]
+
+    async def load(self, step: StreamStep, *, reload: bool = False) -> None:
         """Mirror the Redis replay buffer and holdout into the step (a reservoir written by an
         older learner gets its class index rebuilt first, which the buffer scripts need).
-        Generative replay keeps nothing in Redis: its generator is part of the learner state."""
-        holdout = map(decode_entry, await self._redis.lrange(self._keys.holdout, 0, -1))
-        step.holdout.extend_oldest(holdout)
+        Generative replay keeps nothing in Redis: its generator is part of the learner state.
+        `reload`: replace what the step holds (its rows were encoded otherwise)."""
+        holdout = self._decoded(await self._redis.lrange(self._keys.holdout, 0, -1))
+        if reload:
+            step.holdout.replace(holdout)
+        else:
+            step.holdout.extend_oldest(holdout)
         if self._settings.buffer == GENERATIVE:
             step.buffer = step.learner.generator
             return
@@ -52,14 +65,16 @@ class SampleStore:
         step.buffer = make_buffer(self._settings.buffer, self._settings.buffer_size,
                                   self._settings.input_dim)
         step.buffer_tags = []
-        for slot, blob in sorted((await buffers.load(self._redis, self._keys)).items()):
-            x, y, tag = decode_entry(blob)
+        stored = sorted((await buffers.load(self._redis, self._keys)).items())
+        for (slot, _), (x, y, tag) in zip(stored, self._decoded([b for _, b in stored]),
+                                          strict=True):
             step.keep(slot, x, y, tag, new=False)
 
     async def add(self, step: StreamStep, ids: list[str], x: np.ndarray, y: np.ndarray,
-                  holdout: np.ndarray, tags: list[str]) -> None:
+                  holdout: np.ndarray, tags: list[str], stored: list[bytes] | None = None) -> None:
         """A read's items: the holdout ones to the holdout, the rest offered to the replay
-        buffer by its policy (the Redis script decides, the mirror follows)."""
+        buffer by its policy (the Redis script decides, the mirror follows). Redis keeps
+        `stored` (each input's stored form) where given, else the float32 rows of `x`."""
         u = self._rng.random(len(ids))
         generative = self._settings.buffer == GENERATIVE
         # Generative replay: raw inputs never enter the reservoir; the generator learns from
@@ -67,7 +82,9 @@ class SampleStore:
         kept = np.flatnonzero(holdout) if generative else np.arange(len(ids))
         # Python scalars once per read (tolist), not numpy ones per row: same values.
         held, draws, classes, rows = holdout.tolist(), u.tolist(), y.tolist(), kept.tolist()
-        entries = encode_entries(x[kept], [classes[i] for i in rows], [tags[i] for i in rows])
+        kept_classes, kept_tags = [classes[i] for i in rows], [tags[i] for i in rows]
+        entries = (encode_entries(x[kept], kept_classes, kept_tags) if stored is None
+                   else encode_stored_entries([stored[i] for i in rows], kept_classes, kept_tags))
         items = [IngestItem(ids[i], held[i], draws[i], classes[i], entry)
                  for i, entry in zip(rows, entries, strict=True)]
         if generative:
@@ -105,7 +122,7 @@ class SampleStore:
                 step.retire(mask)
         holdout, kept = await purge_holdout(self._redis, self._keys, request.matches)
         if holdout:
-            step.holdout.replace(map(decode_entry, kept))
+            step.holdout.replace(self._decoded(kept))
         removed = {"stream": stream, "replay": len(slots), "holdout": holdout}
         log.info("purged", extra={"purge_id": request.purge_id, "tag": request.tag, **removed})
         return removed

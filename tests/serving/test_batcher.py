@@ -23,6 +23,7 @@ from service.monitor.api_metrics import ApiMetrics
 from service.serving.batcher import MicroBatcher
 from service.serving.holder import ModelHolder, ServedModel
 from service.serving.tag_heads import predict_for_tag
+from service.store.codec import vector_from_bytes
 from service.store.keys import Keys
 from service.store.predictions import PredictionLog, read_drift_samples
 from tests.conftest import REDIS_URL, free_port, running_app
@@ -115,7 +116,7 @@ async def test_concurrent_callers_get_their_own_rows_from_one_pass(parts, model_
         logged = await predictions.resolve(answer.ids)
         for row, entry in enumerate(logged):
             assert entry is not None
-            np.testing.assert_array_equal(entry.x, x[row])
+            np.testing.assert_array_equal(vector_from_bytes(entry.stored), x[row])
             assert (entry.version, entry.tag) == (1, tag)
     all_ids = [i for a in answers for i in a.ids]
     assert len(set(all_ids)) == total
@@ -132,7 +133,7 @@ async def test_client_ids_are_kept_and_resolvable(parts) -> None:
     answer = await batcher.predict(x, "t", ["mine-1", "mine-2"])
     assert answer.ids == ["mine-1", "mine-2"]
     logged = await predictions.resolve(["mine-1", "mine-2"])
-    assert [e.x.tolist() for e in logged if e] == x.tolist()
+    assert [vector_from_bytes(e.stored).tolist() for e in logged if e] == x.tolist()
 
 
 async def test_forward_failure_reaches_every_caller_and_the_next_pass_recovers(parts) -> None:
@@ -319,6 +320,6 @@ async def test_passes_finished_during_a_write_share_the_next_one(parts, model_na
     for (x, _), answer in zip(later, answers[1:], strict=True):
         (found,) = await log.resolve(answer.ids[:1])
         assert found is not None and found.version == 2
-        np.testing.assert_array_equal(found.x, x[0])
+        np.testing.assert_array_equal(vector_from_bytes(found.stored), x[0])
     (found,) = await log.resolve(answers[0].ids)
     assert found is not None and found.version == 1

@@ -15,8 +15,8 @@ from service.api.errors import invalid
 from service.api.lean_route import StrictJsonRoute
 from service.api.schemas import GoldenRequest, PurgeRequestBody
 from service.api.unavailable import RETRY_AFTER_SECONDS, what_to_assume
-from service.api.validation import check_count, check_label, to_matrix
-from service.store.codec import vector_to_bytes
+from service.api.validation import check_count, check_label, to_inputs
+from service.records import stored_form
 from service.store.connection import UNAVAILABLE
 from service.store.control import PurgeRequest, new_purge_id
 from service.store.purge import purge_served_inputs
@@ -53,11 +53,11 @@ async def add_golden(body: GoldenRequest, ctx: Ctx) -> dict[str, int]:
     check_count(len(body.items), settings, ("items",))
     labels = [check_label(it.label, settings, ("items", i, "label"))
               for i, it in enumerate(body.items)]
-    x = to_matrix([it.inputs for it in body.items], settings.input_dim,
-                  [("items", i, "inputs") for i in range(len(body.items))])
+    inputs = to_inputs([it.inputs for it in body.items], settings,
+                       [("items", i, "inputs") for i in range(len(body.items))])
     added, size = await ctx.golden.add(
-        [(vector_to_bytes(row), label, it.tag or "")
-         for row, label, it in zip(x, labels, body.items, strict=True)]
+        [(stored, label, it.tag or "")
+         for stored, label, it in zip(stored_form(inputs), labels, body.items, strict=True)]
     )
     return {"added": added, "size": size}
 

@@ -16,8 +16,8 @@ from service.api.schemas import (
     FeedbackWithInputs,
 )
 from service.api.unavailable import what_to_assume
-from service.api.validation import check_count, check_label, to_matrix
-from service.store.codec import vector_to_bytes
+from service.api.validation import check_count, check_label, to_inputs
+from service.records import stored_form
 from service.store.connection import UNAVAILABLE
 from service.store.feedback import FeedbackRecord, LabelOverflow, NotDurable, Shed
 from service.store.predictions import has_server_form, is_server_id
@@ -70,10 +70,10 @@ async def _validated_records(body: FeedbackRequest, ctx: Ctx) -> list[FeedbackRe
     labels = [check_label(it.label, settings, ("items", i, "label")) for i, it in enumerate(items)]
 
     direct = [(i, it) for i, it in enumerate(items) if isinstance(it, FeedbackWithInputs)]
-    matrix = (
-        to_matrix([it.inputs for _, it in direct], settings.input_dim,
-                  [("items", i, "inputs") for i, _ in direct])
-        if direct else None
+    stored = (
+        stored_form(to_inputs([it.inputs for _, it in direct], settings,
+                              [("items", i, "inputs") for i, _ in direct]))
+        if direct else []
     )
     by_id = [(i, it) for i, it in enumerate(items) if isinstance(it, FeedbackByPrediction)]
     for i, it in by_id:  # one spelling per prediction: its label is deduplicated by id
@@ -85,10 +85,8 @@ async def _validated_records(body: FeedbackRequest, ctx: Ctx) -> list[FeedbackRe
 
     records: list[FeedbackRecord | None] = [None] * len(items)
     for row, (i, it) in enumerate(direct):
-        assert matrix is not None
         dedupe = f"f:{it.feedback_id}" if it.feedback_id else ""
-        records[i] = FeedbackRecord(dedupe, labels[i], vector_to_bytes(matrix[row]),
-                                    it.tag or "", None)
+        records[i] = FeedbackRecord(dedupe, labels[i], stored[row], it.tag or "", None)
     missing = [(i, it) for (i, it), entry in zip(by_id, logged, strict=True) if entry is None]
     seen = await ctx.feedback.already_accepted([f"p:{it.prediction_id}" for _, it in missing]) \
         if missing else []
@@ -103,5 +101,5 @@ async def _validated_records(body: FeedbackRequest, ctx: Ctx) -> list[FeedbackRe
             continue
         # A tag given with the label wins over the one given at predict time.
         records[i] = FeedbackRecord(f"p:{it.prediction_id}", labels[i],
-                                    vector_to_bytes(entry.x), it.tag or entry.tag, entry.version)
+                                    entry.stored, it.tag or entry.tag, entry.version)
     return [r for r in records if r is not None]

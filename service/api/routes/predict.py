@@ -15,7 +15,7 @@ from service.api.deps import Ctx
 from service.api.errors import invalid
 from service.api.lean_route import LeanJSONResponse, LeanJsonRoute
 from service.api.schemas import PredictRequest, PredictResponse
-from service.api.validation import check_count, to_matrix
+from service.api.validation import check_count, to_inputs
 from service.store.predictions import has_server_form
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ async def _predict(body: PredictRequest, ctx: Ctx) -> LeanJSONResponse:
         if len(set(body.ids)) != rows:
             raise invalid(("ids",), "ids must be unique within a request")
         _check_client_ids(body.ids)
-    x = to_matrix(body.inputs, settings.input_dim, [("inputs", i) for i in range(rows)])
+    x = to_inputs(body.inputs, settings, [("inputs", i) for i in range(rows)])
 
     answer = await ctx.batcher.predict(x, body.tag or "", body.ids)
     labels = answer.labels  # the tag's head's classes when the deployment routes by tag

@@ -31,7 +31,9 @@ async def stats(ctx: Ctx) -> dict[str, Any]:
         "feedback_lag": snapshot.lag,
         "reservoir_size": snapshot.reservoir,
         **{name: learner.get(name) for name in _LEARNER_FIELDS},
-        "drift": {name: drift.get(name) for name in _DRIFT_FIELDS},
+        "drift": {name: drift.get(name) for name in _DRIFT_FIELDS}
+        # Records (MNEMO_FEATURES): PSI per field; vector deployments' drift is unchanged.
+        | ({"fields": drift.get("fields")} if "fields" in drift else {}),
         # The operator's switch is the truth even before the learner has noticed it.
         "learning": "paused" if snapshot.paused else learner.get("learning"),
         "prediction_log": _prediction_log(ctx),

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
+from models.features import BOOLEAN, CATEGORICAL, NUMERIC, FeatureSchema
 from service.api.auth import require_api_token
 from service.api.context import AppContext
 from service.api.deps import context_of
@@ -18,6 +19,7 @@ from service.api.lean_route import StrictJsonRoute
 from service.api.routes.predict import counted
 from service.api.schemas_v2 import (
     OUTPUT_NAMES,
+    AnyInput,
     InferInput,
     InferOutput,
     InferRequest,
@@ -27,13 +29,17 @@ from service.api.schemas_v2 import (
     TensorMetadata,
     V2Error,
 )
-from service.api.validation import check_count, to_matrix
+from service.api.validation import check_count, to_matrix, to_records
+from service.config import Settings
+from service.records import RecordRows
 from service.serving.batcher import BatchAnswer
 from service.version import package_version
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": V2Error} for code in (400, 401, 404, 409, 413, 429, 503)
 }
+# Under a feature schema each field is an input named after it, of its kind's datatype.
+FIELD_DATATYPES = {NUMERIC: "FP32", CATEGORICAL: "BYTES", BOOLEAN: "BOOL"}
 
 
 class V2Route(StrictJsonRoute):
@@ -107,12 +113,15 @@ async def model_metadata(name: str, ctx: NamedCtx) -> ModelMetadata:
     _model(ctx, name)
     served = ctx.holder.served
     classes = len(served.labels) if served else -1
+    schema = ctx.settings.feature_schema
+    inputs = [TensorMetadata(name="input", datatype="FP32", shape=[-1, ctx.settings.input_dim])] \
+        if schema is None else [TensorMetadata(name=f.name, datatype=FIELD_DATATYPES[f.kind],
+                                               shape=[-1]) for f in schema.fields]
     return ModelMetadata(
         name=name,
         versions=[str(served.version)] if served else [],
         platform="pytorch",
-        inputs=[TensorMetadata(name="input", datatype="FP32",
-                               shape=[-1, ctx.settings.input_dim])],
+        inputs=inputs,
         outputs=[TensorMetadata(name="label", datatype="INT64", shape=[-1]),
                  TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, classes]),
                  TensorMetadata(name="prediction_id", datatype="BYTES", shape=[-1])],
@@ -138,7 +147,9 @@ async def _infer(name: str, body: InferRequest, ctx: AppContext, request: Reques
     if "inference-header-content-length" in request.headers:
         raise HTTPException(400, "binary tensor data is not supported: send the JSON encoding")
     wanted = _requested_outputs(body)
-    x = _input_matrix(body.inputs[0], ctx)
+    schema = ctx.settings.feature_schema
+    x = _input_matrix(body.inputs, ctx) if schema is None \
+        else _input_records(body.inputs, schema, ctx.settings)
     answer = await ctx.batcher.predict(x, "", None)
     outputs = _outputs(answer)
     return InferResponse(
@@ -167,13 +178,16 @@ def _requested_outputs(body: InferRequest) -> list[str]:
     return names
 
 
-def _input_matrix(tensor: InferInput, ctx: AppContext) -> np.ndarray:
+def _input_matrix(tensors: list[AnyInput], ctx: AppContext) -> np.ndarray:
     dim = ctx.settings.input_dim
-    if tensor.datatype != "FP32":
+    if len(tensors) != 1:
+        raise HTTPException(400, f"expected one input (FP32 [N, {dim}]), got {len(tensors)}; "
+                                 "named inputs per field need a schema (MNEMO_FEATURES)")
+    tensor = tensors[0]
+    if not isinstance(tensor, InferInput):
         raise HTTPException(400, f"input {tensor.name!r}: datatype must be FP32, "
                                  f"got {tensor.datatype}")
-    if "binary_data_size" in (tensor.parameters or {}):
-        raise HTTPException(400, f"input {tensor.name!r}: binary tensor data is not supported")
+    _refuse_binary(tensor)
     if len(tensor.shape) != 2 or tensor.shape[1] != dim or tensor.shape[0] < 1:
         raise HTTPException(400, f"input {tensor.name!r}: shape must be [N, {dim}] with N >= 1, "
                                  f"got {tensor.shape}")
@@ -192,6 +206,60 @@ def _input_matrix(tensor: InferInput, ctx: AppContext) -> np.ndarray:
         raise HTTPException(400, f"input {tensor.name!r}: shape {tensor.shape} needs "
                                  f"{rows_count} rows, got {len(rows)}")
     return to_matrix(rows, dim, [("inputs", 0, "data", i) for i in range(rows_count)])
+
+
+def _refuse_binary(tensor: AnyInput) -> None:
+    if "binary_data_size" in (tensor.parameters or {}):
+        raise HTTPException(400, f"input {tensor.name!r}: binary tensor data is not supported")
+
+
+def _input_records(tensors: list[AnyInput], schema: FeatureSchema,
+                   settings: Settings) -> RecordRows:
+    """One input per field, each [N] or [N, 1] of its kind's datatype, all of one batch size N:
+    transposed into N records and checked as /v1's are (validation.to_records). A field whose
+    input is absent is missing in every row; a per-row missing value has no encoding here."""
+    columns: dict[str, list[Any]] = {}
+    rows_count, first = 0, ""
+    for k, tensor in enumerate(tensors):
+        name = tensor.name
+        if name not in schema:
+            raise HTTPException(400, f"unknown input {name!r}: the inputs are the fields of "
+                                     f"MNEMO_FEATURES ({', '.join(f.name for f in schema.fields)})")
+        if name in columns:
+            raise HTTPException(400, f"input {name!r} is given twice")
+        spec = schema[name]
+        datatype = FIELD_DATATYPES[spec.kind]
+        if tensor.datatype != datatype:
+            raise HTTPException(400, f"input {name!r}: field {name!r} is {spec.kind}, its "
+                                     f"datatype must be {datatype}, got {tensor.datatype}")
+        _refuse_binary(tensor)
+        shape = tensor.shape
+        if len(shape) not in (1, 2) or shape[0] < 1 or shape[1:] not in ([], [1]):
+            raise HTTPException(400, f"input {name!r}: shape must be [N] or [N, 1] with N >= 1, "
+                                     f"got {shape}")
+        if not columns:
+            check_count(shape[0], settings, ("inputs", k, "shape"))
+            rows_count, first = shape[0], name
+        elif shape[0] != rows_count:
+            raise HTTPException(400, f"input {name!r}: batch size {shape[0]}, but input "
+                                     f"{first!r} has {rows_count}: every input has one value "
+                                     "per row")
+        values: list[Any] = tensor.data
+        if values and isinstance(values[0], list):
+            if any(len(row) != 1 for row in values):
+                raise HTTPException(400, f"input {name!r}: nested data needs one value per "
+                                         "row ([N][1])")
+            values = [row[0] for row in values]
+        if len(values) != rows_count:
+            raise HTTPException(400, f"input {name!r}: shape {shape} needs {rows_count} "
+                                     f"values, got {len(values)}")
+        columns[name] = values
+    for spec in schema.fields:
+        if spec.required and spec.name not in columns:
+            raise HTTPException(400, f"input {spec.name!r} is missing: field {spec.name!r} is "
+                                     "required (MNEMO_FEATURES)")
+    records = [{name: values[i] for name, values in columns.items()} for i in range(rows_count)]
+    return to_records(records, schema, [(f"row {i}",) for i in range(rows_count)])
 
 
 def _outputs(answer: BatchAnswer) -> dict[str, InferOutput]:
