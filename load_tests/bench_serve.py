@@ -22,8 +22,18 @@ on the same machine, so ratios measured in the same run are what matter, not abs
    reload that version's learner state, CPU a publish by the learner itself does not cost,
    and on 2 cores it would be charged to the API's latency. A few seconds at the same rate
    warm up first and are not counted (the first seconds of a rate ran 2-3x the steady p99).
+6. records against vectors (issue 21): two more API processes of the same model, one taking a
+   10-field record (RECORD_SCHEMA: 6 numeric, 3 categorical, 1 boolean; MNEMO_FEATURES), the
+   other the equivalent vector (MNEMO_INPUT_DIM = the schema's encoded width, each body the
+   encoding of the record body it stands for): capacity at 1 and 16 rows per request as in 1
+   (the two alternating, best of the rounds; server CPU per request), then latency at one
+   open-loop rate (half of the vector's median 1-row capacity) in alternating windows, pooled
+   per side. Neither has a learner: both serve version 0, so the record server's vocabularies
+   are empty and every categorical value takes the hashed-bucket path (a keyed hash per value,
+   the encoder's costlier path).
 
-`--phases 2,3` runs the learner's throughput alone (3 needs 2's backlog; 5 needs 1 and 4).
+`--phases 2,3` runs the learner's throughput alone (3 needs 2's backlog; 5 needs 1 and 4);
+`--phases 6` the records-against-vectors comparison alone.
 
 The learner (`python -m service learn`) runs throughout (idle while there is no feedback).
 MLP 64→128→128→10, the default strategy. Redis: the machine's (a DB of its own, a unique model
@@ -51,6 +61,8 @@ from load_tests import bench_table, open_loop, publisher
 from load_tests.bench_table import markdown
 from load_tests.processes import cpu_seconds, free_port, started, wait_ready
 from mnemo_client import Client
+from models.features import FeatureSchema, RecordEncoder
+from service.config import load_settings
 from service.store.keys import Keys
 
 DIM, CLASSES = 64, 10
@@ -90,6 +102,63 @@ def _feedback_body(rng: np.random.Generator) -> dict[str, Any]:
     y = np.argmax(x @ CONCEPT, axis=1)
     return {"items": [{"inputs": row, "label": LABELS[k]}
                       for row, k in zip(x.tolist(), y.tolist(), strict=True)]}
+
+
+# Phase 6: a 10-field record (6 numeric, 3 categorical with modest vocabularies, 1 boolean); the
+# categorical fields sized to their vocabularies, so that the equivalent vector stays narrow
+# (89 numbers: the vector side is not slowed by a long body to parse).
+RECORD_SCHEMA: dict[str, Any] = {
+    "amount": "numeric", "age": "numeric", "balance": "numeric", "duration": "numeric",
+    "score": "numeric", "items": "numeric",
+    "country": {"kind": "categorical", "max_categories": 16, "buckets": 4},
+    "channel": {"kind": "categorical", "max_categories": 8, "buckets": 4},
+    "category": {"kind": "categorical", "max_categories": 32, "buckets": 8},
+    "mobile": "boolean",
+}
+RECORD_VALUES = {"country": [f"C{i}" for i in range(12)], "channel": ["web", "app", "store",
+                                                                      "phone", "partner"],
+                 "category": [f"cat{i}" for i in range(30)]}
+MISSING = 0.05  # each field of a record is absent with this probability
+
+
+def _record_env(redis_url: str, port: int, *, records: bool) -> dict[str, str]:
+    """A deployment of the benchmark's model for phase 6: records under RECORD_SCHEMA, or
+    vectors of its encoded width."""
+    env = _mnemo_env(redis_url, f"bench-{'rec' if records else 'vec'}-{uuid.uuid4().hex[:8]}",
+                     port)
+    features = json.dumps(RECORD_SCHEMA)
+    if records:
+        del env["MNEMO_INPUT_DIM"]
+        env["MNEMO_FEATURES"] = features
+    else:
+        env["MNEMO_INPUT_DIM"] = str(load_settings({"MNEMO_FEATURES": features}).input_dim)
+    return env
+
+
+def _record_bodies(rows: int, count: int = 64) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(record bodies, the same bodies encoded as the record server encodes them): version 0's
+    encoder, empty vocabularies, numbers rounded as the other phases' bodies are."""
+    rng = np.random.default_rng(0)
+    encoder = RecordEncoder(FeatureSchema.from_mapping(RECORD_SCHEMA))
+    record_bodies, vector_bodies = [], []
+    for _ in range(count):
+        records = []
+        for _ in range(rows):
+            record: dict[str, Any] = {}
+            for name, spec in RECORD_SCHEMA.items():
+                if rng.random() < MISSING:
+                    continue
+                if name in RECORD_VALUES:
+                    record[name] = str(rng.choice(RECORD_VALUES[name]))
+                elif spec == "boolean":
+                    record[name] = bool(rng.random() < 0.5)
+                else:
+                    record[name] = round(float(rng.normal(50, 20)), 4)
+            records.append(record)
+        record_bodies.append({"inputs": records})
+        encoded = np.round(encoder.encode(records).astype(np.float64), 4)
+        vector_bodies.append({"inputs": encoded.tolist()})
+    return record_bodies, vector_bodies
 
 
 def _load(url: str, bodies: list[bytes], rate: float, seconds: float) -> open_loop.Report:
@@ -148,13 +217,14 @@ def _freshness_p95(before: dict[str, float], after: dict[str, float]) -> tuple[f
 # Phases whose results a later one uses: 3 trains on 2's backlog; 5 takes half of 1's
 # capacity and swaps between two versions 4 trained.
 NEEDS = {3: {2}, 5: {1, 4}}
+PHASES = 6
 
 
 def parse_phases(text: str) -> set[int]:
     """'2,3' → {2, 3}; a phase without those it needs is refused."""
     phases = {int(p) for p in text.split(",") if p.strip()}
-    if not phases or not phases <= set(range(1, 6)):
-        raise argparse.ArgumentTypeError(f"phases are numbers 1-5, got {text!r}")
+    if not phases or not phases <= set(range(1, PHASES + 1)):
+        raise argparse.ArgumentTypeError(f"phases are numbers 1-{PHASES}, got {text!r}")
     for phase, needed in NEEDS.items():
         if phase in phases and not needed <= phases:
             raise argparse.ArgumentTypeError(f"phase {phase} needs phases {sorted(needed)}")
@@ -166,10 +236,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model = f"bench-{uuid.uuid4().hex[:8]}"
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in ("floor", "floor_tuned", "mnemo")}
+    ports = {name: free_port() for name in ("floor", "floor_tuned", "mnemo", "records",
+                                            "vectors")}
     base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = _mnemo_env(args.redis_url, model, ports["mnemo"])
     results: dict[str, Any] = {"model": model}
+    extra_models: list[str] = []
     with contextlib.ExitStack() as stack:
         pids: dict[str, int] = {}
         if 1 not in phases:  # the floor servers are phase 1's only
@@ -179,6 +251,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 pids[name] = stack.enter_context(started(
                     ["-m", "load_tests.floor_app", *extra, "--port", str(ports[name])], env,
                     logs / f"{name}.log")).pid
+        if 6 not in phases:  # the record and vector servers are phase 6's only
+            del base["records"], base["vectors"]
+        else:
+            for name in ("records", "vectors"):
+                side_env = _record_env(args.redis_url, ports[name], records=name == "records")
+                extra_models.append(side_env["MNEMO_MODEL_NAME"])
+                pids[name] = stack.enter_context(started(["-m", "service", "serve"], side_env,
+                                                         logs / f"serve_{name}.log")).pid
         pids["mnemo"] = stack.enter_context(started(["-m", "service", "serve"], env,
                                                      logs / "serve.log")).pid
         learner = stack.enter_context(started(["-m", "service", "learn"], env,
@@ -192,10 +272,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _phases(args, phases, base, results, learner.pid, pids, mnemo)
 
     client = redis.Redis.from_url(args.redis_url)
-    for pattern in Keys(model).all_patterns():
-        keys = list(client.scan_iter(match=pattern, count=1000))
-        if keys:
-            client.delete(*keys)
+    for name in (model, *extra_models):
+        for pattern in Keys(name).all_patterns():
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            if keys:
+                client.delete(*keys)
     client.close()
     return results
 
@@ -343,6 +424,60 @@ def _phases(args: argparse.Namespace, phases: set[int], base: dict[str, str],
         results["quarter_load"] = {"quiet": quarter_quiet.summary(),
                                    "swapping": quarter_swapping.summary()}
 
+    if 6 in phases:
+        results["records"] = _records_against_vectors(args, base, pids)
+
+
+def _records_against_vectors(args: argparse.Namespace, base: dict[str, str],
+                             pids: dict[str, int]) -> dict[str, Any]:
+    """Phase 6 (module docstring): the same model on a 10-field record and on its vector."""
+    seconds = args.seconds
+    print("6. a 10-field record against the equivalent vector (capacity: 16 clients back to "
+          f"back, best of {args.rounds} alternating rounds)", flush=True)
+    sides = ("records", "vectors")
+    bodies: dict[tuple[str, int], list[bytes]] = {}
+    for rows in (1, 16):
+        record_bodies, vector_bodies = _record_bodies(rows)
+        for side, made in zip(sides, (record_bodies, vector_bodies), strict=True):
+            url = f"{base[side]}/v1/predict"
+            bodies[side, rows] = [open_loop.http_request(url, json.dumps(b).encode())
+                                  for b in made]
+    out: dict[str, Any] = {
+        "fields": len(RECORD_SCHEMA),
+        "width": load_settings({"MNEMO_FEATURES": json.dumps(RECORD_SCHEMA)}).input_dim,
+        "body_bytes": {f"{side}_{rows}": float(np.mean([len(b) for b in bodies[side, rows]]))
+                       for side in sides for rows in (1, 16)},
+    }
+    rounds: dict[str, list[float]] = {f"{side}_{rows}": [] for rows in (1, 16) for side in sides}
+    cpu: dict[str, list[float]] = {key: [] for key in rounds}
+    for _ in range(args.rounds):
+        for rows in (1, 16):
+            for side in sides:
+                key = f"{side}_{rows}"
+                used = cpu_seconds(pids[side])
+                report = _capacity(f"{base[side]}/v1/predict", bodies[side, rows], seconds)
+                after = cpu_seconds(pids[side])
+                spent = after - used if after is not None and used is not None else float("nan")
+                cpu[key].append(spent / max(report.ok, 1) * 1e6)
+                rounds[key].append(report.achieved_rate)
+                if report.errors:
+                    print(f"  {key}: {report.errors} errors", flush=True)
+    out["capacity_rps"] = {key: max(v) for key, v in rounds.items()}
+    out["capacity_rounds"] = rounds
+    out["server_cpu_us"] = {key: float(np.median(v)) for key, v in cpu.items()}
+    rate = float(np.median(rounds["vectors_1"])) / 2
+    print(f"  latency at {rate:.0f}/s (half the vector's median 1-row capacity), alternating "
+          "windows; warm-up:", flush=True)
+    for side in sides:
+        _load(f"{base[side]}/v1/predict", bodies[side, 1], rate, WARM_UP_SECONDS)
+    windows: dict[str, list[open_loop.Report]] = {side: [] for side in sides}
+    for i in range(INTERLEAVED):
+        for side in (sides if i % 2 == 0 else sides[::-1]):
+            windows[side].append(_load(f"{base[side]}/v1/predict", bodies[side, 1], rate,
+                                       2 * seconds / INTERLEAVED))
+    out["latency"] = {side: open_loop.Report.merged(w).summary() for side, w in windows.items()}
+    return out
+
 
 # Quiet and publishing windows alternate, each measure pooled over its windows: the shared
 # machine's own slow moments (p99 of one 16 s window at one rate ranged 3.5-7.4 ms on this
@@ -372,9 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learner-timeout", type=float, default=120)
     parser.add_argument("--freshness-seconds", type=float, default=20)
     parser.add_argument("--logs", default="bench_results/serve_logs")
-    parser.add_argument("--phases", type=parse_phases, default=parse_phases("1,2,3,4,5"),
+    parser.add_argument("--phases", type=parse_phases, default=parse_phases("1,2,3,4,5,6"),
                         help="comma-separated phases to run (module docstring), e.g. 2,3 for "
-                        "the learner's throughput alone; 3 needs 2, 5 needs 1 and 4")
+                        "the learner's throughput alone, 6 for records against vectors; 3 "
+                        "needs 2, 5 needs 1 and 4")
     parser.add_argument("--markdown", default=None, help="write the table here too")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)

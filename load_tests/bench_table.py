@@ -67,8 +67,33 @@ def markdown(r: dict[str, Any]) -> str:
                     f"items/s** ({lr['processed']} in {lr['seconds']} s"
                     f"{'' if lr['caught_up'] else ', not caught up'}; "
                     f"{lr['items_per_cpu_s'] or float('nan'):.0f} per learner CPU-second) | ≥ 10,000 |")
+    if "records" in r:
+        rows += _record_rows(r["records"])
     if "freshness" in r:
         rows.append(f"| freshness p95 (accepted → served) at 1,000 items/s | "
                     f"**≤ {r['freshness']['p95_bound_s']} s** (histogram bucket; "
                     f"{r['freshness']['swaps']} swaps) | ≤ 5 s |")
     return "\n".join(rows)
+
+
+def _record_rows(rec: dict[str, Any]) -> list[str]:
+    """Phase 6: the record server against the vector server, each ratio records' cost over
+    vectors' (above 1: records cost more)."""
+    c, us, lat = rec["capacity_rps"], rec["server_cpu_us"], rec["latency"]
+    rows = []
+    for n in (1, 16):
+        rv, vv = c[f"records_{n}"], c[f"vectors_{n}"]
+        ru, vu = us[f"records_{n}"], us[f"vectors_{n}"]
+        rows.append(
+            f"| predict, a {rec['fields']}-field record against the same model on its "
+            f"{rec['width']}-number vector, {n} row{'s' if n > 1 else ''} per request | "
+            f"{rv:.0f} / {vv:.0f} req/s: vectors **{vv / rv:.2f}×** the records' throughput; "
+            f"server CPU {ru:.0f} / {vu:.0f} µs/request = {ru / vu:.2f}× | ≤ 1.3× |")
+    q, v = lat["records"], lat["vectors"]
+    rows.append(
+        f"| same, latency at {v['offered_rate']:.0f}/s (open loop, half the vector's capacity), "
+        f"records / vectors | p50 {q['p50_ms']:.2f} / {v['p50_ms']:.2f} ms = "
+        f"**{q['p50_ms'] / v['p50_ms']:.2f}×**; p99 {q['p99_ms']:.1f} / {v['p99_ms']:.1f} ms "
+        f"= **{q['p99_ms'] / v['p99_ms']:.2f}×**; errors {q['errors']:.0f} / {v['errors']:.0f} "
+        "| ≤ 1.3× |")
+    return rows

@@ -47,7 +47,11 @@ def _encode(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _row(values: Any) -> list[float]:
+def _row(values: Any) -> list[float] | dict[str, Any]:
+    """A vector as a list of floats; a record (a mapping, for a deployment with a feature
+    schema, MNEMO_FEATURES) as a plain dict, its values as given."""
+    if isinstance(values, Mapping):
+        return dict(values)
     return values.tolist() if hasattr(values, "tolist") else [float(v) for v in values]
 
 

@@ -93,7 +93,8 @@ class Client(ClientBase):
 
     def predict(self, inputs: Sequence[Sequence[float]] | Any, *, tag: str | None = None,
                 ids: Sequence[str] | None = None) -> Predictions:
-        """Predict rows (a list of lists or a 2-D numpy array). `tag` routes per-tag heads and
+        """Predict rows (a list of lists or a 2-D numpy array; records, i.e. dicts, where the
+        deployment has a feature schema, MNEMO_FEATURES). `tag` routes per-tag heads and
         tags the logged rows; `ids` are your own prediction ids, one per row."""
         return self._run(calls.predict(inputs, tag, ids))
 

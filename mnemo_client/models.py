@@ -24,7 +24,7 @@ class WithInputs:
     Without a `feedback_id` the client gives it a fresh uuid4 one, so that a retry of the
     same request is deduplicated instead of stored twice."""
 
-    inputs: Sequence[float]
+    inputs: Sequence[float] | Mapping[str, Any]  # a record under a feature schema
     label: Label
     tag: str | None = None
     feedback_id: str | None = None

@@ -29,6 +29,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,26 @@ class FeatureSchema:
         except json.JSONDecodeError as exc:
             raise SchemaError(f"not JSON ({exc.msg})") from None
 
+    @classmethod
+    def load(cls, value: object) -> FeatureSchema:
+        """MNEMO_FEATURES's value: a mapping, its JSON, or the path of a file holding that JSON."""
+        if isinstance(value, FeatureSchema):
+            return value
+        if isinstance(value, Path) or (isinstance(value, str)
+                                       and not value.lstrip().startswith(("{", "["))):
+            try:
+                text = Path(value).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise SchemaError(f"{value} is neither a JSON object nor a readable file "
+                                  f"({exc.strerror})") from None
+            try:
+                return cls.parse(text)
+            except SchemaError as exc:
+                raise SchemaError(f"{value}: {exc}") from None
+        if isinstance(value, str):
+            return cls.parse(value)
+        return cls.from_mapping(value)
+
     def to_mapping(self) -> dict[str, dict[str, Any]]:
         """Every field in its full form: what a version records and exports."""
         return {f.name: f.to_mapping() for f in self.fields}
@@ -145,6 +166,16 @@ class FeatureSchema:
     @property
     def width(self) -> int:
         return sum(f.width for f in self.fields)
+
+    def value_columns(self) -> tuple[int, ...]:
+        """The encoded columns that hold numeric values (the first of each numeric field's
+        block); every other column is a 0/1 indicator (boolean, one-hot, missing)."""
+        out, offset = [], 0
+        for spec in self.fields:
+            if spec.kind == NUMERIC:
+                out.append(offset)
+            offset += spec.width
+        return tuple(out)
 
     def __getitem__(self, name: str) -> FieldSpec:
         return self._by_name[name]
@@ -212,10 +243,14 @@ def _checked_value(spec: FieldSpec, value: object) -> float | str | bool:
     return value
 
 
+# One encoder for every record: json.dumps with non-default arguments builds a new one per call
+# (measured 6.4 -> 4.0 µs a record, the same bytes).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def record_to_bytes(record: Record) -> bytes:
     """A checked record's stored form: canonical JSON (sorted keys, no spaces)."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+    return _CANONICAL.encode(record).encode()
 
 
 def record_from_bytes(blob: bytes) -> Record:
@@ -247,6 +282,7 @@ class RecordEncoder:
             offset += spec.width
             if spec.kind == CATEGORICAL:
                 self._slots[spec.name] = {}
+        self._width = offset  # schema.width, which the schema (frozen) computes on each call
         for name, values in (vocabularies or {}).items():
             if name not in self._slots:
                 raise ValueError(f"vocabulary for {name!r}, which is not a categorical field")
@@ -304,35 +340,32 @@ class RecordEncoder:
 
     def encode(self, records: Sequence[Record]) -> np.ndarray:
         """float32 (len(records), width); pure: the vocabularies are read, never grown."""
-        out = np.zeros((len(records), self.width), dtype=np.float32)
-        # Every cell's position and value gathered first, then set in two assignments (each
-        # cell belongs to one field, so none is set twice): numpy per cell costs more.
-        ones_rows: list[int] = []  # one-hot and missing-indicator cells
-        ones_cols: list[int] = []
-        value_rows: list[int] = []  # numeric and boolean values
-        value_cols: list[int] = []
+        width = self._width
+        out = np.zeros((len(records), width), dtype=np.float32)
+        # Every set cell's flat position and value gathered, then set by one `put` (each cell
+        # belongs to one field, so none is set twice; float64 values round to float32 as a
+        # per-cell assignment does): numpy per cell costs more than the whole encoding.
+        cells: list[int] = []
         values: list[float] = []
         column = self.column
         for spec in self.schema.fields:
             name, offset = spec.name, self._offsets[spec.name]
             if spec.kind == CATEGORICAL:
                 for i, record in enumerate(records):
-                    ones_rows.append(i)
-                    ones_cols.append(offset + column(spec, record.get(name)))  # type: ignore[arg-type]
+                    cells.append(i * width + offset
+                                 + column(spec, record.get(name)))  # type: ignore[arg-type]
+                    values.append(1.0)
                 continue
             for i, record in enumerate(records):
                 value = record.get(name)
                 if value is None:
-                    ones_rows.append(i)
-                    ones_cols.append(offset + 1)
+                    cells.append(i * width + offset + 1)
+                    values.append(1.0)
                 else:
-                    value_rows.append(i)
-                    value_cols.append(offset)
+                    cells.append(i * width + offset)
                     values.append(float(value))
-        if ones_rows:
-            out[ones_rows, ones_cols] = 1.0
-        if values:  # float64 -> float32 as a per-cell assignment rounds
-            out[value_rows, value_cols] = np.array(values, dtype=np.float64)
+        if cells:
+            out.reshape(-1).put(cells, np.array(values, dtype=np.float64))
         return out
 
     def state(self) -> dict[str, Any]:

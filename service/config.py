@@ -164,7 +164,7 @@ class Settings(BaseSettings):
         if not isinstance(data, dict) or data.get("features") in (None, ""):
             return data
         try:
-            schema = _feature_schema(data["features"])
+            schema = FeatureSchema.load(data["features"])
         except SchemaError as exc:
             raise ValueError(f"MNEMO_FEATURES: {exc}") from None
         given = data.get("input_dim")
@@ -364,26 +364,6 @@ def initial_model(settings: Settings) -> MLP:
         return model_from_checkpoint(blob, config, settings.labels)
     except ValueError as exc:  # CheckpointError included
         raise ValueError(f"MNEMO_INIT_CHECKPOINT: {path} does not fit: {exc}") from None
-
-
-def _feature_schema(value: object) -> FeatureSchema:
-    """MNEMO_FEATURES's value: a mapping, its JSON, or the path of a file holding that JSON."""
-    if isinstance(value, FeatureSchema):
-        return value
-    if isinstance(value, Path) or (isinstance(value, str) and not value.lstrip().startswith(("{", "["))):
-        path = Path(value)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SchemaError(f"{value} is neither a JSON object nor a readable file "
-                              f"({exc.strerror})") from None
-        try:
-            return FeatureSchema.parse(text)
-        except SchemaError as exc:
-            raise SchemaError(f"{path}: {exc}") from None
-    if isinstance(value, str):
-        return FeatureSchema.parse(value)
-    return FeatureSchema.from_mapping(value)
 
 
 def _is_int_text(text: str) -> bool:

@@ -2,6 +2,11 @@
 
 Each chunk is predicted first and labelled after (prequential), so the running accuracy is
 what a live application would have seen.
+
+A deployment with a feature schema (MNEMO_FEATURES) takes records: columns are then read by name
+as the schema's fields (numbers, strings, true/false; an empty cell is a missing value). The
+schema is the one the server reports for the model (its current version's
+`architecture.features`) unless `--features` gives one.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from mnemo_client import ByPrediction, Client, ConflictError, MnemoError, ResponseError, WithInputs
+from models.features import BOOLEAN, NUMERIC, FeatureSchema, FieldSpec, RecordError, SchemaError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_RETRIES = 5  # per request, for 429/503 and unreachable server
@@ -32,6 +38,9 @@ TRANSPORT_ERROR = 0  # the `errors` key for requests that got no HTTP answer
 FATAL_STATUSES = frozenset({401, 403, 404})
 
 Label = str | int
+Inputs = list[float] | dict[str, float | str | bool]  # a vector, or a record under a schema
+TRUE_CELLS = frozenset({"true", "1", "yes"})  # boolean cells, case-insensitive
+FALSE_CELLS = frozenset({"false", "0", "no"})
 
 
 class ReplayError(Exception):
@@ -54,7 +63,7 @@ class ReplayReport:
 @dataclass(frozen=True)
 class _Row:
     number: int  # 1-based data row, for feedback ids
-    features: list[float]
+    features: Inputs
     label: Label
     tag: str | None
 
@@ -62,7 +71,9 @@ class _Row:
 # -- CSV -----------------------------------------------------------------------------------
 
 
-def _read_rows(path: Path, label_column: str, tag_column: str | None, label_type: str) -> Iterator[_Row]:
+def _read_rows(path: Path, label_column: str, tag_column: str | None, label_type: str,
+               schema: FeatureSchema | None = None, ignore_columns: Sequence[str] = (),
+               ignore_extra_columns: bool = False) -> Iterator[_Row]:
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [name.strip() for name in next(reader, [])]
@@ -70,7 +81,12 @@ def _read_rows(path: Path, label_column: str, tag_column: str | None, label_type
             raise ReplayError(f"{path}: empty file")
         label_at = _column(header, label_column, path)
         tag_at = _column(header, tag_column, path) if tag_column is not None else None
-        feature_at = [i for i in range(len(header)) if i not in (label_at, tag_at)]
+        skipped = {label_at, tag_at, *(_column(header, name, path) for name in ignore_columns)}
+        feature_at = [i for i in range(len(header)) if i not in skipped]
+        if schema is not None:
+            yield from _read_records(reader, path, header, feature_at, label_at, tag_at,
+                                     label_type, schema, ignore_extra_columns)
+            return
         if not feature_at:
             raise ReplayError(f"{path}: no feature columns besides the label/tag")
         number = 0
@@ -88,6 +104,66 @@ def _read_rows(path: Path, label_column: str, tag_column: str | None, label_type
                 label=_label(record[label_at], label_type, where),
                 tag=tag,
             )
+
+
+def _read_records(reader: Any, path: Path, header: list[str], feature_at: list[int], label_at: int,
+                  tag_at: int | None, label_type: str, schema: FeatureSchema,
+                  ignore_extra_columns: bool) -> Iterator[_Row]:
+    """Rows as records: each schema field's column by name, the other columns refused (or
+    skipped with `ignore_extra_columns`); a field without a column is missing in every row."""
+    extra = [header[i] for i in feature_at if header[i] not in schema]
+    if extra and not ignore_extra_columns:
+        raise ReplayError(
+            f"{path}: column(s) {', '.join(map(repr, extra))} are not fields of the schema "
+            f"({', '.join(f.name for f in schema.fields)}); skip them with --ignore-column "
+            "NAME, or every such column with --ignore-extra-columns")
+    fields = [(i, schema[header[i]]) for i in feature_at if header[i] in schema]
+    names = [spec.name for _, spec in fields]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ReplayError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once")
+    absent = [f.name for f in schema.fields if f.required and f.name not in names]
+    if absent:
+        raise ReplayError(f"{path}: no column for the required field(s) "
+                          f"{', '.join(map(repr, absent))}")
+    number = 0
+    for cells in reader:
+        if not cells:
+            continue  # blank line
+        number += 1
+        where = f"{path}:{reader.line_num}"
+        if len(cells) != len(header):
+            raise ReplayError(f"{where}: {len(cells)} fields, header has {len(header)}")
+        record: dict[str, float | str | bool] = {}
+        for i, spec in fields:
+            cell = cells[i].strip()
+            if cell:  # an empty cell is a missing value: the field is left out
+                record[spec.name] = _cell(spec, cell, where)
+        try:
+            checked = schema.check(record)  # the server's own rules (range, length, required)
+        except RecordError as exc:
+            raise ReplayError(f"{where}: column {exc.field!r}: {exc}") from None
+        tag = (cells[tag_at].strip() or None) if tag_at is not None else None
+        yield _Row(number=number, features=checked,
+                   label=_label(cells[label_at], label_type, where), tag=tag)
+
+
+def _cell(spec: FieldSpec, cell: str, where: str) -> float | str | bool:
+    """A non-empty cell as its field's kind of value."""
+    if spec.kind == NUMERIC:
+        try:
+            return float(cell)
+        except ValueError:
+            raise ReplayError(f"{where}: column {spec.name!r}: {cell!r} is not a number") from None
+    if spec.kind == BOOLEAN:
+        lowered = cell.lower()
+        if lowered in TRUE_CELLS:
+            return True
+        if lowered in FALSE_CELLS:
+            return False
+        raise ReplayError(f"{where}: column {spec.name!r}: {cell!r} is not a boolean (true/false, "
+                          "1/0 or yes/no, any case)")
+    return cell
 
 
 def _column(header: list[str], name: str, path: Path) -> int:
@@ -221,17 +297,28 @@ def replay_csv(
     limit: int | None = None,
     progress: bool = True,
     model: str | None = None,
+    features: FeatureSchema | str | None = None,
+    ignore_columns: Sequence[str] = (),
+    ignore_extra_columns: bool = False,
 ) -> ReplayReport:
     """Replay `path` through the API at `url` (to `model`, where it serves several): predict
-    each chunk, then send its labels."""
+    each chunk, then send its labels.
+
+    `features` (a schema, or MNEMO_FEATURES's JSON or file path) makes rows records; None: the
+    schema the server reports for the model (its current version's `architecture.features`),
+    vectors where it has none. `ignore_columns` are never sent; `ignore_extra_columns` skips
+    the columns a schema lacks instead of refusing the file."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if label_type not in ("str", "int"):
         raise ValueError("label_type must be 'str' or 'int'")
     path = Path(path)
-    rows: Iterable[_Row] = _read_rows(path, label_column, tag_column, label_type)
-    if limit is not None:
-        rows = itertools.islice(rows, limit)
+    schema: FeatureSchema | None = None
+    if features is not None:
+        try:
+            schema = FeatureSchema.load(features)
+        except SchemaError as exc:
+            raise ReplayError(f"--features: {exc}") from None
     bar: _ProgressBar | None = None
     if progress:
         total = _count_rows(path)
@@ -241,6 +328,16 @@ def replay_csv(
     try:
         with Client(url, token=token, timeout=30.0, retries=MAX_RETRIES,
                     deadline=DEADLINE_SECONDS, model=model) as client:
+            if features is None:
+                try:
+                    schema = _server_schema(client)
+                except MnemoError as exc:
+                    _refused(tally, exc)
+                    return tally.report  # the finally block completes it
+            rows: Iterable[_Row] = _read_rows(path, label_column, tag_column, label_type, schema,
+                                              ignore_columns, ignore_extra_columns)
+            if limit is not None:
+                rows = itertools.islice(rows, limit)
             for chunk in _chunks(rows, batch_size):
                 go_on = all(_replay_group(client, g, t, tally, run) for t, g in _by_tag(chunk))
                 if bar is not None:
@@ -252,6 +349,20 @@ def replay_csv(
         if bar is not None:
             bar.draw(tally, final=True)
     return report
+
+
+def _server_schema(client: Client) -> FeatureSchema | None:
+    """The schema of the model's current version (None: it takes vectors)."""
+    version = client.version()
+    architecture = version.raw.get("architecture")
+    features = architecture.get("features") if isinstance(architecture, dict) else None
+    if features is None:
+        return None
+    try:
+        return FeatureSchema.from_mapping(features)
+    except SchemaError as exc:
+        raise ReplayError(f"the server's feature schema (version {version.version}): {exc}; "
+                          "give one with --features") from None
 
 
 # -- progress and CLI ----------------------------------------------------------------------
@@ -303,11 +414,38 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _features(text: str) -> FeatureSchema:
+    try:
+        return FeatureSchema.load(text)
+    except SchemaError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `replay` subcommand's arguments."""
+    parser.description = (
+        "Stream a labelled CSV through a running Mnemo API: predict each chunk of rows, then "
+        "send their labels. Every column but the label (and tag) column is an input. For a "
+        "vector deployment a row is the numbers of those columns in file order; for one with "
+        "a feature schema (MNEMO_FEATURES) a row is a record: each column is read by name as "
+        "the schema's field (numeric: a number; categorical: the text; boolean: true/false, "
+        "1/0 or yes/no, any case), an empty cell is a missing value, a field with no column is "
+        "missing in every row, and a column the schema lacks is an error unless ignored. The "
+        "schema is the one the server reports for the model unless --features gives it. A bad "
+        "cell stops the replay at its line (the rows before it were sent).")
     parser.add_argument("file", type=Path, metavar="FILE.csv", help="CSV with a header row")
     parser.add_argument("--label-column", required=True, help="column holding the true label")
     parser.add_argument("--tag-column", help="column holding the tag (not a feature)")
+    parser.add_argument("--ignore-column", action="append", default=[], metavar="NAME",
+                        help="a column to leave out of the inputs (repeatable)")
+    parser.add_argument("--features", type=_features, metavar="JSON|PATH",
+                        help="the deployment's feature schema, as MNEMO_FEATURES takes it (a JSON "
+                        "object or a file holding one; e.g. --features \"$MNEMO_FEATURES\"); "
+                        "default: the schema the server reports for the model (its current "
+                        "version's architecture.features), none meaning vectors")
+    parser.add_argument("--ignore-extra-columns", action="store_true",
+                        help="with a schema: skip the columns that are not its fields instead "
+                        "of refusing the file")
     parser.add_argument("--url", help=f"Mnemo API (default: $MNEMO_URL or {DEFAULT_URL})")
     parser.add_argument("--token", help="API token (default: $MNEMO_API_TOKEN)")
     parser.add_argument("--model", help="the model to replay to, where the deployment serves "
@@ -333,6 +471,9 @@ def main(args: argparse.Namespace) -> int:
             limit=args.limit,
             progress=not args.quiet,
             model=args.model,
+            features=args.features,
+            ignore_columns=args.ignore_column,
+            ignore_extra_columns=args.ignore_extra_columns,
         )
     except (ReplayError, OSError) as exc:
         print(f"replay: {exc}", file=sys.stderr)

@@ -181,18 +181,23 @@ class DriftMonitor:
         return None if self.feature_psi is None else float(self.feature_psi.max())
 
     def snapshot(self) -> dict[str, Any]:
-        """The stats "drift" fields: values, their calibrated levels (None until measured) and
-        the names of the statistics above their level."""
-        levels = {"psi": (self.psi_max, self.psi_threshold),
-                  "prediction_js": (self.predictions.value, self.predictions.threshold),
-                  "label_js": (self.labels.value, self.labels.threshold)}
-        return {
-            "psi_max": self.psi_max,
-            "prediction_js": self.predictions.value,
-            "label_js": self.labels.value,
-            "psi_threshold": self.psi_threshold,
-            "prediction_js_threshold": self.predictions.threshold,
-            "label_js_threshold": self.labels.threshold,
-            "alarms": sorted(name for name, (value, level) in levels.items()
-                             if value is not None and level is not None and value > level),
-        }
+        return drift_snapshot(self.psi_max, self.psi_threshold, self.predictions, self.labels)
+
+
+def drift_snapshot(psi_max: float | None, psi_threshold: float | None,
+                   predictions: _ClassWindows, labels: _ClassWindows) -> dict[str, Any]:
+    """The stats "drift" fields: values, their calibrated levels (None until measured) and
+    the names of the statistics above their level."""
+    levels = {"psi": (psi_max, psi_threshold),
+              "prediction_js": (predictions.value, predictions.threshold),
+              "label_js": (labels.value, labels.threshold)}
+    return {
+        "psi_max": psi_max,
+        "prediction_js": predictions.value,
+        "label_js": labels.value,
+        "psi_threshold": psi_threshold,
+        "prediction_js_threshold": predictions.threshold,
+        "label_js_threshold": labels.threshold,
+        "alarms": sorted(name for name, (value, level) in levels.items()
+                         if value is not None and level is not None and value > level),
+    }

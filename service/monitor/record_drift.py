@@ -46,7 +46,7 @@ from models.drift_stats import (
     psi_from_proportions,
 )
 from models.features import CATEGORICAL, NUMERIC, FeatureSchema, RecordError
-from service.monitor.drift_monitor import _ClassWindows
+from service.monitor.drift_monitor import _ClassWindows, drift_snapshot
 
 DEFAULT_TOP_CATEGORIES = 10
 MISSING = -1  # a missing value's code in a reference column
@@ -266,20 +266,8 @@ class RecordDriftMonitor:
         measured)."""
         fields = self.feature_psi  # read once: psi_max and fields from the same window
         psi_max = None if fields is None else max(fields.values())
-        levels = {"psi": (psi_max, self.psi_threshold),
-                  "prediction_js": (self.predictions.value, self.predictions.threshold),
-                  "label_js": (self.labels.value, self.labels.threshold)}
-        return {
-            "psi_max": psi_max,
-            "prediction_js": self.predictions.value,
-            "label_js": self.labels.value,
-            "psi_threshold": self.psi_threshold,
-            "prediction_js_threshold": self.predictions.threshold,
-            "label_js_threshold": self.labels.threshold,
-            "alarms": sorted(name for name, (value, level) in levels.items()
-                             if value is not None and level is not None and value > level),
-            "fields": None if fields is None else dict(fields),
-        }
+        return {**drift_snapshot(psi_max, self.psi_threshold, self.predictions, self.labels),
+                "fields": None if fields is None else dict(fields)}
 
     def retained_values(self) -> int:
         """How many raw values and category names the monitor holds: bounded by

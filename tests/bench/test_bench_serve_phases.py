@@ -16,9 +16,10 @@ def test_phases_parse_and_refuse_a_phase_without_what_it_needs() -> None:
     assert parse_phases("2,3") == {2, 3}
     assert parse_phases("1,2,3,4,5") == set(range(1, 6))
     assert parse_phases("4") == {4}
+    assert parse_phases("6") == {6}  # records against vectors needs no other phase
     for text, message in (("3", "phase 3 needs phases [2]"), ("1,4,5,2", None),
-                          ("5,4", "phase 5 needs phases [1, 4]"), ("0", "numbers 1-5"),
-                          ("", "numbers 1-5")):
+                          ("5,4", "phase 5 needs phases [1, 4]"), ("0", "numbers 1-6"),
+                          ("7", "numbers 1-6"), ("", "numbers 1-6")):
         if message is None:
             assert parse_phases(text) == {1, 2, 4, 5}
             continue
@@ -65,3 +66,24 @@ def test_the_half_load_rows_compare_pooled_windows() -> None:
     assert "(16 swaps) | p99 **5.0 ms** = 1.25× quiet; errors **0**" in table
     assert "admin route instead | p99 6.0 ms = 1.50× quiet" in table
     assert "2.0 ms / 2.0 ms = **1.00×**; errors **1**" in table
+
+
+def test_the_record_rows_give_each_ratio_as_records_over_vectors() -> None:
+    def summary(p50: float, p99: float) -> dict[str, float]:
+        return {"offered_rate": 1500.0, "achieved_rate": 1500.0, "ok": 1, "errors": 0,
+                "p50_ms": p50, "p95_ms": p99, "p99_ms": p99, "p99.9_ms": p99, "max_ms": p99}
+
+    table = markdown({"records": {
+        "fields": 10, "width": 89,
+        "capacity_rps": {"records_1": 2000.0, "vectors_1": 2400.0, "records_16": 1000.0,
+                         "vectors_16": 1100.0},
+        "server_cpu_us": {"records_1": 300.0, "vectors_1": 250.0, "records_16": 600.0,
+                          "vectors_16": 500.0},
+        "latency": {"records": summary(1.2, 6.0), "vectors": summary(1.0, 5.0)},
+    }}).splitlines()
+    assert len(table) == 5
+    assert "10-field record against the same model on its 89-number vector, 1 row per" in table[2]
+    assert "2000 / 2400 req/s: vectors **1.20×** the records' throughput" in table[2]
+    assert "server CPU 300 / 250 µs/request = 1.20×" in table[2]
+    assert "16 rows per request | 1000 / 1100 req/s: vectors **1.10×**" in table[3]
+    assert "p50 1.20 / 1.00 ms = **1.20×**; p99 6.0 / 5.0 ms = **1.20×**" in table[4]

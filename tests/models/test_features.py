@@ -171,3 +171,16 @@ def test_weights_carry_the_encoder() -> None:
     assert encoder_from_metadata({}) is None  # a vector model
     with pytest.raises(CheckpointError, match="feature encoder"):
         encoder_from_metadata({"features": '{"format": 99}'})
+
+
+def test_a_schema_loads_from_a_mapping_its_json_or_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    expected = FeatureSchema.from_mapping(SCHEMA)
+    path = tmp_path / "features.json"
+    path.write_text(json.dumps(SCHEMA))
+    assert FeatureSchema.load(SCHEMA) == FeatureSchema.load(json.dumps(SCHEMA)) == expected
+    assert FeatureSchema.load(str(path)) == FeatureSchema.load(path) == expected
+    path.write_text('{"a": "text"}')
+    with pytest.raises(SchemaError, match=f"{path}: field 'a': kind 'text'"):
+        FeatureSchema.load(str(path))
+    with pytest.raises(SchemaError, match="neither a JSON object nor a readable file"):
+        FeatureSchema.load(str(tmp_path / "absent.json"))
