@@ -52,7 +52,7 @@ async def open_model(settings: Settings, redis: Redis) -> Deployment:
     scripts = Scripts(redis)
     registry = Registry(redis, keys, scripts)
     meta, weights = initial_version(settings)
-    identity = DeploymentIdentity(settings.input_dim, settings.label_type, settings.model_name)
+    identity = DeploymentIdentity.of(settings)
     await registry.init_deployment(identity, settings.labels, meta, weights)
     return Deployment(redis, keys, scripts, registry)
 

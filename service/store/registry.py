@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -12,6 +12,9 @@ from redis.exceptions import ResponseError
 from service.store.connection import StoreError
 from service.store.keys import Keys
 from service.store.scripts import Scripts
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 class VersionNotFound(LookupError):
@@ -43,6 +46,15 @@ class DeploymentIdentity:
     input_dim: int
     label_type: str
     model_name: str
+    # The feature schema's canonical JSON ("" for vectors): the same width under another
+    # schema would be encoded and read differently.
+    features: str = ""
+
+    @classmethod
+    def of(cls, settings: Settings) -> DeploymentIdentity:
+        features = "" if settings.features is None else json.dumps(
+            settings.features, sort_keys=True, separators=(",", ":"))
+        return cls(settings.input_dim, settings.label_type, settings.model_name, features)
 
 
 class Registry:
@@ -69,10 +81,10 @@ class Registry:
             keys=[k.meta, k.vocab, k.vocab_order, k.current, k.versions, k.statuses,
                   k.version(0), k.next_version],
             args=[identity.input_dim, identity.label_type, identity.model_name,
-                  json.dumps(v0_meta), v0_weights, *labels],
+                  identity.features, json.dumps(v0_meta), v0_weights, *labels],
         )
         if result[0] == b"mismatch":
-            field, stored, given = (part.decode() for part in result[1:])
+            field, stored, given = (part.decode() or "(unset)" for part in result[1:])
             raise StoreError(
                 f"MNEMO_{field.upper()}={given} does not match this deployment's stored "
                 f"{field}={stored}; refusing to start"

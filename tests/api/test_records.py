@@ -21,7 +21,7 @@ from models.checkpoint import blob_metadata
 from models.features import record_to_bytes
 from service.config import Settings
 from service.store.codec import split_entry
-from service.store.connection import connect
+from service.store.connection import StoreError, connect
 from service.store.keys import Keys
 from service.worker.loop import LearnerService
 from tests.conftest import REDIS_URL, running_app, snapshot
@@ -255,3 +255,18 @@ async def predict_tagged(api: httpx.AsyncClient, rows: list[dict[str, Any]],
 async def caught_up(api: httpx.AsyncClient, n: int) -> bool:
     stats = (await api.get("/v1/stats")).json()
     return stats["samples_seen"] == n and stats["feedback_lag"] == 0
+
+
+async def test_a_deployment_refuses_to_start_under_another_schema_of_the_same_width(
+    record_settings: Callable[..., Settings],
+) -> None:
+    settings = record_settings()
+    async with running_app(settings):
+        pass
+    renamed = {("value" if name == "amount" else name): kind for name, kind in FEATURES.items()}
+    other = record_settings(features=json.dumps(renamed))
+    assert other.input_dim == settings.input_dim  # the width alone would not tell
+    with pytest.raises(StoreError, match="MNEMO_FEATURES=.*value.* does not match this "
+                                         "deployment's stored features=.*amount"):
+        async with running_app(other):
+            pass

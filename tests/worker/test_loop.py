@@ -48,7 +48,7 @@ async def init_deployment(settings: Settings, aredis: Redis) -> Registry:
     """What `python -m service learn` does before its loop: version 0 over the labels."""
     registry = Registry(aredis, Keys(settings.model_name), Scripts(aredis))
     meta, weights = initial_version(settings)
-    identity = DeploymentIdentity(settings.input_dim, settings.label_type, settings.model_name)
+    identity = DeploymentIdentity.of(settings)
     await registry.init_deployment(identity, settings.labels, meta, weights)
     return registry
 
