@@ -60,10 +60,20 @@ def load_models(settings: Settings) -> list[Settings]:
                   for key, value in entry.items() if key != "name"}
         _check_names(values, f"{where}: model {name!r}")
         try:
-            models.append(Settings(**{**base, **values, "model_name": name}))
+            models.append(Settings(**{**_inherited(base, values), **values, "model_name": name}))
         except ValidationError as exc:
             raise SettingsError(f"{where}: model {name!r}: {describe_error(exc)}") from None
     return models
+
+
+def _inherited(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """What an entry takes from the environment. A schema and an input dimension describe the
+    same thing: an entry naming one does not inherit the other."""
+    if "features" in values and "input_dim" not in values:
+        return {k: v for k, v in base.items() if k != "input_dim"}  # derived from its schema
+    if "input_dim" in values and "features" not in values:
+        return {**base, "features": None}  # vectors, whatever the environment's schema
+    return base
 
 
 def _entries(path: Path, where: str) -> list[Any]:

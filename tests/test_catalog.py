@@ -46,6 +46,24 @@ def test_each_model_takes_its_own_then_the_environment_then_the_default(tmp_path
     assert fraud.port == churn.port == 9000  # the process's
 
 
+def test_a_model_of_records_beside_models_of_vectors(tmp_path: Path) -> None:
+    text = """
+models:
+  - name: orders
+    features: {amount: numeric, country: {kind: categorical, max_categories: 5, buckets: 2}}
+  - name: sensors
+    input_dim: 3
+  - name: plain
+"""
+    orders, sensors, plain = _models(tmp_path, text, input_dim="7")
+    assert orders.input_dim == 2 + 8 and orders.feature_schema is not None  # derived
+    assert (sensors.input_dim, sensors.features) == (3, None)
+    assert (plain.input_dim, plain.features) == (7, None)  # the environment's
+    orders, sensors, plain = _models(tmp_path, text, features='{"a": "boolean"}')
+    assert (sensors.input_dim, sensors.features) == (3, None)  # its own dimension: vectors
+    assert plain.input_dim == 2 and plain.features == {"a": {"kind": "boolean", "required": False}}
+
+
 def test_json_is_yaml_too(tmp_path: Path) -> None:
     text = json.dumps({"models": [{"name": "a", "input_dim": 3}, {"name": "b"}]})
     assert [(m.model_name, m.input_dim) for m in _models(tmp_path, text)] == [("a", 3), ("b", 4)]
