@@ -19,10 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from threadpoolctl import threadpool_limits
 
 from service.api import create_app
 from service.config import Settings
 from service.embedded import EmbeddedRedis
+from service.launch import limit_compute_threads
 from service.store.connection import connect
 from service.store.keys import Keys
 from service.store.registry import Registry
@@ -30,6 +32,14 @@ from service.store.scripts import Scripts
 from tests.e2e.procs import Procs
 
 _session_server: EmbeddedRedis | None = None
+
+# BLAS on one thread in the test process, as in every Mnemo process (service/launch.py:
+# OpenBLAS's idle threads spin). numpy is loaded by now, too late for the environment variables
+# (they still reach a BLAS loaded later, e.g. scipy's); threadpoolctl sets the live limit.
+# Measured on a busy 2-core box: one drift calibration (models/drift_stats.py) 2.2-3.1 s on
+# one thread, 5.2-8.4 s on two.
+limit_compute_threads()
+threadpool_limits(1, user_api="blas")
 
 
 def _answers(url: str) -> bool:
@@ -172,13 +182,13 @@ def snapshot(client: redis.Redis, model: str) -> dict[bytes, Any]:
 
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
-    """Real `python -m service` processes, stopped (process groups) at teardown, also when
-    the test failed."""
+    """Real `python -m service` processes, killed (process groups) at teardown, also when
+    the test failed. Tests that check a graceful stop call `procs.stop_all()` themselves."""
     started = Procs(tmp_path)
     try:
         yield started
     finally:
-        started.stop_all()
+        started.stop_all(graceful=False)
 
 
 @pytest.fixture

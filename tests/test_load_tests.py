@@ -10,16 +10,18 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from load_tests import open_loop, publisher
 from service.config import Settings
 from service.worker.state import restore
-from tests.conftest import REDIS_URL, free_port
+from tests.conftest import REDIS_URL, delete_model_keys, free_port
 from tests.e2e.procs import ROOT, Proc, Procs, base_env, wait_for
 from tests.publishing import open_store, publish_learned
 
@@ -47,9 +49,35 @@ def server(serve_proc: tuple[str, Proc]) -> str:
     return serve_proc[0]
 
 
-def test_serve_runs_on_uvloop_and_httptools(serve_proc: tuple[str, Proc]) -> None:
+@pytest.fixture(scope="module")
+def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Proc]]:
+    """One `serve` process (of its own model) for the tests that only send it predictions and
+    feedback and read nothing back but the answers: what one sends, no other reads. The
+    publisher's tests, which activate versions and count swaps, each get their own."""
+    procs = Procs(tmp_path_factory.mktemp("shared-serve"))
+    model = f"t-{uuid.uuid4().hex[:12]}"
+    port = free_port()
+    try:
+        proc = procs.start("serve", ["serve"], base_env(
+            port=port, redis_url=REDIS_URL, model_name=model, input_dim=4,
+            labels="setosa,versicolor,virginica", admin_token=ADMIN))
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", procs.logs)
+        yield url, proc
+    finally:
+        procs.stop_all()
+        with redis.Redis.from_url(REDIS_URL) as client:
+            delete_model_keys(client, model)
+
+
+@pytest.fixture
+def shared_server(shared_serve: tuple[str, Proc]) -> str:
+    return shared_serve[0]
+
+
+def test_serve_runs_on_uvloop_and_httptools(shared_serve: tuple[str, Proc]) -> None:
     """What uvicorn picks by itself once they are installed (pyproject.toml says why)."""
-    _url, proc = serve_proc
+    _url, proc = shared_serve
     maps = Path(f"/proc/{proc.pid}/maps").read_text()
     assert "/uvloop/loop." in maps and "/httptools/parser/parser." in maps
 
@@ -63,8 +91,8 @@ def test_drive_runs_the_load_on_uvloop() -> None:
     assert open_loop.drive(running_loop()) is uvloop.Loop
 
 
-def test_open_loop_generator_sends_at_the_rate_and_times_from_the_schedule(server: str) -> None:
-    url = f"{server}/v1/predict"
+def test_open_loop_generator_sends_at_the_rate_and_times_from_the_schedule(shared_server: str) -> None:
+    url = f"{shared_server}/v1/predict"
     bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(2, 4, count=8)]
     report = open_loop.drive(open_loop.run(url, rate=100, seconds=2,
                                            requests=lambda i: bodies[i % len(bodies)]))
@@ -79,11 +107,11 @@ def test_open_loop_generator_sends_at_the_rate_and_times_from_the_schedule(serve
 
 
 def test_a_request_sent_early_is_timed_from_when_it_went_out(
-        server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        shared_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """uvloop's timers fire up to ~0.8 ms early; here every wait ends at once, so the whole
     second's schedule goes out immediately: timed from the schedule, the late-scheduled ones
     would show up to a second of negative latency."""
-    url = f"{server}/v1/predict"
+    url = f"{shared_server}/v1/predict"
     bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(1, 4, count=4)]
 
     async def wakes_at_once(_delay: float) -> None:
@@ -96,8 +124,8 @@ def test_a_request_sent_early_is_timed_from_when_it_went_out(
     assert min(report.latencies) > 0
 
 
-def test_saturate_keeps_its_clients_busy_until_the_deadline(server: str) -> None:
-    url = f"{server}/v1/predict"
+def test_saturate_keeps_its_clients_busy_until_the_deadline(shared_server: str) -> None:
+    url = f"{shared_server}/v1/predict"
     bodies = [open_loop.http_request(url, b) for b in open_loop.predict_bodies(1, 4, count=4)]
     report = asyncio.run(open_loop.saturate(url, 1.0, lambda i: bodies[i % len(bodies)],
                                             connections=4))
@@ -105,18 +133,18 @@ def test_saturate_keeps_its_clients_busy_until_the_deadline(server: str) -> None
     assert report.elapsed >= 1.0 and report.achieved_rate == report.ok / report.elapsed
 
 
-def test_open_loop_counts_refusals_as_errors(server: str) -> None:
-    url = f"{server}/v1/predict"
+def test_open_loop_counts_refusals_as_errors(shared_server: str) -> None:
+    url = f"{shared_server}/v1/predict"
     bad = open_loop.http_request(url, b'{"inputs": [[1, 2]]}')  # wrong dimension: 422
     report = asyncio.run(open_loop.run(url, rate=50, seconds=0.4, requests=lambda i: bad))
     assert report.ok == 0 and report.errors == 20 and report.statuses == {422: 20}
 
 
-def test_locust_mix_runs_without_failures(server: str, tmp_path: Path) -> None:
+def test_locust_mix_runs_without_failures(shared_server: str, tmp_path: Path) -> None:
     prefix = tmp_path / "locust"
     done = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(ROOT / "load_tests" / "locustfile.py"),
-         "--host", server, "--headless", "-u", "4", "-r", "4", "-t", "4s",
+         "--host", shared_server, "--headless", "-u", "4", "-r", "4", "-t", "4s",
          "--csv", str(prefix), "--only-summary"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**base_env(), "LOAD_FEEDBACK_FRACTION": "0.5"},

@@ -266,7 +266,7 @@ async def test_a_deployment_refuses_to_start_under_another_schema_of_the_same_wi
     renamed = {("value" if name == "amount" else name): kind for name, kind in FEATURES.items()}
     other = record_settings(features=json.dumps(renamed))
     assert other.input_dim == settings.input_dim  # the width alone would not tell
-    with pytest.raises(StoreError, match="MNEMO_FEATURES=.*value.* does not match this "
-                                         "deployment's stored features=.*amount"):
+    with pytest.raises(StoreError, match=r"MNEMO_FEATURES=.*value.* does not match this "
+                                         r"deployment's stored features=.*amount"):
         async with running_app(other):
             pass

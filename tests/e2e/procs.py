@@ -101,15 +101,19 @@ class Procs:
     def logs(self) -> str:
         return "\n".join(p.tail() for p in self._procs)
 
-    def stop_all(self) -> None:
+    def stop_all(self, graceful: bool = True) -> None:
+        """SIGTERM (graceful: drain, stop the learner; up to 20 s), then SIGKILL to each process
+        group and every descendant seen. graceful=False goes straight to SIGKILL: a test's
+        teardown, where nothing checks how the processes end (a graceful stop takes 0.5-2 s)."""
         for proc in self._procs:
             proc.remember_descendants()
         for proc in reversed(self._procs):
-            if proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)  # graceful: drain, stop the learner
+            if graceful and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
         for proc in reversed(self._procs):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.popen.wait(20)
+            if graceful:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(20)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.popen.wait()
