@@ -7,9 +7,9 @@ Also the reads a benchmark needs around it: a test set's accuracy through /v1/pr
 version registry (paginated), and the settings a fresh `python -m service run` gets.
 
 Predict and feedback go through mnemo_client, as an application's would (its retries, its
-feedback ids); records (a scenario with MNEMO_FEATURES), which the client does not send, go
-as the API's JSON (load_tests/record_requests.py). The registry reads stay plain GETs: their
-callers (tables, e2e tests) take the registry's JSON objects as they are."""
+feedback ids), vectors and records (a scenario with MNEMO_FEATURES) alike. The registry reads
+stay plain GETs: their callers (tables, e2e tests) take the registry's JSON objects as they
+are."""
 
 from __future__ import annotations
 
@@ -24,11 +24,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-from load_tests import record_requests
 from load_tests.learning_scores import Run
 from load_tests.learning_streams import Labelled, Rows, Scenario
 from load_tests.processes import free_port, started
-from mnemo_client import ByPrediction, Client, ConflictError, Predictions, WithInputs
+from mnemo_client import ByPrediction, Client, ConflictError, WithInputs
 
 ROWS = 16  # rows per predict request (as the bug report sent them)
 RATE = 200.0  # labels per second
@@ -43,13 +42,6 @@ def scenario_settings(scenario: Scenario) -> dict[str, str]:
         return {"MNEMO_FEATURES": json.dumps(scenario.features, separators=(",", ":")),
                 "MNEMO_LABEL_TYPE": "int"}
     return {"MNEMO_INPUT_DIM": str(scenario.input_dim), "MNEMO_LABEL_TYPE": "int"}
-
-
-def predict(mnemo: Client, http: httpx.Client, x: Rows, tag: str | None) -> Predictions:
-    """Vectors through mnemo_client, records as JSON through the same connection."""
-    if isinstance(x, np.ndarray):
-        return mnemo.predict(x, tag=tag)
-    return record_requests.predict(http, x, tag)
 
 
 def service_env(settings: dict[str, str], data_dir: Path) -> dict[str, str]:
@@ -130,7 +122,7 @@ class ServedStream:
     def _one_request(self, x: Rows, y: np.ndarray, tag: str | None) -> list[bool]:
         labels = [int(v) for v in y]
         try:
-            answer = predict(self.mnemo, self.http, x, tag)
+            answer = self.mnemo.predict(x, tag=tag)
         except ConflictError:  # no class yet: the labels still teach the model
             self.unpredicted += len(labels)
             self._label_inputs(x, labels, tag)
@@ -139,11 +131,9 @@ class ServedStream:
         return [p.label == label for p, label in zip(answer, labels, strict=True)]
 
     def _label_inputs(self, x: Rows, labels: list[int], tag: str | None) -> None:
-        if isinstance(x, np.ndarray):
-            self.mnemo.feedback([WithInputs(row, label, tag)
-                                 for row, label in zip(x.tolist(), labels, strict=True)])
-        else:
-            record_requests.feedback(self.http, x, labels, tag)
+        rows = x.tolist() if isinstance(x, np.ndarray) else x
+        self.mnemo.feedback([WithInputs(row, label, tag)
+                             for row, label in zip(rows, labels, strict=True)])
 
 
 def _ok(response: httpx.Response, status: int) -> Any:
@@ -159,7 +149,7 @@ def served_accuracy(client: httpx.Client, test: Labelled) -> float:
     for start in range(0, len(test), MAX_ROWS):
         x, y = test.x[start:start + MAX_ROWS], test.y[start:start + MAX_ROWS]
         try:
-            answer = predict(mnemo, client, x, test.tag)
+            answer = mnemo.predict(x, tag=test.tag)
         except ConflictError:
             continue
         right += sum(p.label == int(b) for p, b in zip(answer, y, strict=True))

@@ -214,6 +214,21 @@ def test_stream_scores_served_answers_and_labels_by_prediction_id() -> None:
     assert stream.sent == 12 and [v["version"] for v in versions(client)] == [3, 1]  # paged
 
 
+def test_stream_sends_records_as_the_api_takes_them() -> None:
+    fake = FakeService()
+    client = httpx.Client(transport=httpx.MockTransport(fake.handle), base_url="http://127.0.0.1")
+    stream = ServedStream(client, rate=10_000, rows=2)
+    records = ({"colour": "red", "size": 2.0}, {"colour": None}, {"size": -1.5})
+    y = np.array([1, 0, 1])
+    assert stream.send(records, y) == [False] * 3  # 409: labelled with their records
+    assert [{k: v for k, v in item.items() if k != "feedback_id"}
+            for body in fake.feedback for item in body["items"]] == [
+        {"inputs": {"colour": "red", "size": 2.0}, "label": 1},
+        {"inputs": {"colour": None}, "label": 0}, {"inputs": {"size": -1.5}, "label": 1}]
+    fake.classes = [0, 1]
+    assert stream.send(records, y) == [True, False, True]  # answered, labelled by id
+
+
 def test_stream_is_paced_to_its_label_rate() -> None:
     fake = FakeService()
     fake.classes = [0, 1]
