@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,9 @@ class MLPConfig:
     column_hidden: tuple[int, ...] | None = None
     # MNEMO_HEADS=soft (models/soft_sharing.py): hidden layers (0-based) copied per tag.
     soft_layers: tuple[int, ...] | None = None
+    # The input columns the standardiser scales (records: the numeric values); the others
+    # (one-hot and indicator columns) pass as they are. None: every column (vectors).
+    scaled_columns: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalise lists (e.g. from JSON) so equal configs compare and hash equal.
@@ -57,6 +61,16 @@ class MLPConfig:
                                  f"and increasing hidden layer indices below {len(self.hidden)}")
         if self.input_dim < 1:
             raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
+        if self.scaled_columns is not None:
+            scaled = tuple(int(c) for c in self.scaled_columns)
+            object.__setattr__(self, "scaled_columns", scaled)
+            if sorted(set(scaled)) != list(scaled) or not all(0 <= c < self.input_dim
+                                                              for c in scaled):
+                raise ValueError(f"scaled_columns must be increasing column indices below "
+                                 f"{self.input_dim}")
+            # Progressive columns and soft copies keep standardisers of their own (every column).
+            if self.progressive or self.soft_layers is not None:
+                raise ValueError("scaled_columns apply to shared and per-tag heads only")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"hidden sizes must be >= 1, got {self.hidden}")
         if self.num_classes < 0:
@@ -73,12 +87,14 @@ class MLPConfig:
             out["column_hidden"] = list(self.column_hidden)
         if self.soft_layers is not None:
             out["soft_layers"] = list(self.soft_layers)
+        if self.scaled_columns is not None:  # absent for vectors: their blobs stay as they were
+            out["scaled_columns"] = list(self.scaled_columns)
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MLPConfig:
         unknown = set(d) - {"input_dim", "hidden", "num_classes", "tag_heads", "progressive",
-                            "column_hidden", "soft_layers"}
+                            "column_hidden", "soft_layers", "scaled_columns"}
         if unknown:
             raise ValueError(f"unknown MLPConfig keys: {sorted(unknown)}")
         heads = d.get("tag_heads")
@@ -89,7 +105,9 @@ class MLPConfig:
                    column_hidden=None if d.get("column_hidden") is None
                    else tuple(d["column_hidden"]),
                    soft_layers=None if d.get("soft_layers") is None
-                   else tuple(d["soft_layers"]))
+                   else tuple(d["soft_layers"]),
+                   scaled_columns=None if d.get("scaled_columns") is None
+                   else tuple(d["scaled_columns"]))
 
 
 class Standardizer(nn.Module):
@@ -100,10 +118,15 @@ class Standardizer(nn.Module):
     buffers refreshed after every update and every load, keeping the serving path to three ops.
     """
 
-    def __init__(self, dim: int, eps: float = 1e-5, clip: float | None = 10.0) -> None:
+    def __init__(self, dim: int, eps: float = 1e-5, clip: float | None = 10.0,
+                 scaled: Sequence[int] | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.eps = eps
+        # `scaled`: the columns transformed; the others pass as they are (their statistics are
+        # still kept). One-hot columns do not want a z-score: a rare category's 1 became ~+10
+        # and a slot first hit at serve time (variance 0 so far) jumped from 0 to the clip.
+        self.scaled = None if scaled is None else tuple(scaled)
         # A feature that was (nearly) constant so far has a tiny variance, and its first
         # different value would become a z-score in the thousands; clipping bounds that shock.
         self.clip = math.inf if clip is None else clip
@@ -115,6 +138,10 @@ class Standardizer(nn.Module):
         # ±inf until the first update, so the untrained transform is exactly the identity.
         self.register_buffer("lo", torch.full((dim,), -math.inf), persistent=False)
         self.register_buffer("hi", torch.full((dim,), math.inf), persistent=False)
+        if self.scaled is not None:  # only then: a vector model's buffers stay as they were
+            passed = torch.ones(dim, dtype=torch.bool)
+            passed[list(self.scaled)] = False
+            self.register_buffer("passed", passed, persistent=False)
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     @property
@@ -157,6 +184,12 @@ class Standardizer(nn.Module):
         bound = self.clip if fitted else math.inf
         self.lo.fill_(-bound)
         self.hi.fill_(bound)
+        if self.scaled is not None:  # the identity on the passed columns, exactly
+            passed = self.passed
+            self.shift.masked_fill_(passed, 0.0)
+            self.scale.masked_fill_(passed, 1.0)
+            self.lo.masked_fill_(passed, -math.inf)
+            self.hi.masked_fill_(passed, math.inf)
 
     def forward(self, x: Tensor) -> Tensor:
         return standardize(x, self.shift, self.scale, self.lo, self.hi)
@@ -267,7 +300,8 @@ class MLP(nn.Module):
         super().__init__()
         self.input_dim = config.input_dim
         self.hidden = config.hidden
-        self.standardizer = Standardizer(config.input_dim)
+        self.scaled_columns = config.scaled_columns
+        self.standardizer = Standardizer(config.input_dim, scaled=config.scaled_columns)
         layers: list[nn.Module] = []
         width = config.input_dim
         for h in config.hidden:
@@ -282,7 +316,8 @@ class MLP(nn.Module):
 
     @property
     def config(self) -> MLPConfig:
-        return MLPConfig(self.input_dim, self.hidden, self.num_classes)
+        return MLPConfig(self.input_dim, self.hidden, self.num_classes,
+                         scaled_columns=self.scaled_columns)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.body(self.standardizer(x)))
@@ -322,7 +357,7 @@ class MultiHeadMLP(MLP):
     def config(self) -> MLPConfig:
         heads = tuple((t, tuple(cs)) for t, cs in self._classes.items())
         return MLPConfig(self.input_dim, self.hidden, self.num_classes, heads, self.PROGRESSIVE,
-                         self.column_hidden)
+                         self.column_hidden, scaled_columns=self.scaled_columns)
 
     @property
     def tags(self) -> list[str]:

@@ -19,6 +19,13 @@ from models.strategies import make_strategy, parse_strategy
 from models.transfer import model_from_checkpoint, resolve_freeze
 
 ENV_PREFIX = "MNEMO_"
+VECTORS_LEARNING_RATE = 2e-3
+# Records' default: their one-hot columns reach the network unscaled and each field's active
+# column gets its own Adam step; at 2e-3 the replayed buffer was overfit (Telco churn,
+# in-process replay of load_tests/record_streams.py, 2 seeds, served prequential per chunk:
+# 0.751/0.765/0.748/0.752 at 2e-3, 0.754/0.778/0.764/0.777 at 1e-3, 0.749/0.788/0.774/0.791 at
+# 5e-4, where STAGGER's concept 1 fell to 0.959; STAGGER and Agrawal the same at 1e-3).
+RECORDS_LEARNING_RATE = 1e-3
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -93,7 +100,8 @@ class Settings(BaseSettings):
     # Hyperparameters (docs/CONFIGURATION.md "Learning"); each version's meta records them.
     strategy_params: Annotated[dict[str, int | float], NoDecode] = Field(default_factory=dict)
     drift_params: Annotated[dict[str, int | float], NoDecode] = Field(default_factory=dict)
-    learning_rate: float = Field(2e-3, gt=0, le=1.0)
+    # None: the input kind's default (effective_learning_rate): 2e-3 for vectors, 1e-3 records.
+    learning_rate: float | None = Field(None, gt=0, le=1.0)
     replay_batch: int = Field(64, ge=0, le=65_536)
     steps_per_batch: int = Field(2, ge=1, le=64)
     drift_relax: float = Field(0.1, gt=0, le=1.0)
@@ -255,7 +263,7 @@ class Settings(BaseSettings):
         """What a version's meta records of how it was learned."""
         return {"strategy": self.strategy, "strategy_params": dict(self.strategy_params),
                 "drift_detector": self.drift_detector, "drift_params": dict(self.drift_params),
-                "learning_rate": self.learning_rate, "replay_batch": self.replay_batch,
+                "learning_rate": self.effective_learning_rate, "replay_batch": self.replay_batch,
                 "steps_per_batch": self.steps_per_batch, "buffer": self.buffer,
                 "buffer_size": self.buffer_size, "holdout_fraction": self.holdout_fraction,
                 "gate_tolerance": self.gate_tolerance, "drift_relax": self.drift_relax,
@@ -322,11 +330,25 @@ class Settings(BaseSettings):
         (MNEMO_STRATEGY=progressive)."""
         return self.heads in ("per-tag", "soft") or self.penalty == "progressive"
 
+    @property
+    def effective_learning_rate(self) -> float:
+        """MNEMO_LEARNING_RATE, or its default for the deployment's inputs."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return VECTORS_LEARNING_RATE if self.features is None else RECORDS_LEARNING_RATE
+
     def network(self, num_classes: int) -> MLPConfig:
-        """The network these settings describe, over num_classes classes (no tag heads yet)."""
+        """The network these settings describe, over num_classes classes (no tag heads yet).
+        Records: the standardiser scales the numeric values only (one-hot and indicator
+        columns pass as they are), but in progressive columns and soft copies, which keep
+        standardisers of their own over every column."""
+        progressive, soft = self.penalty == "progressive", self.soft_copied_layers
+        schema = self.feature_schema
+        scaled = (schema.value_columns() if schema is not None and not progressive
+                  and soft is None else None)
         return MLPConfig(self.input_dim, tuple(self.hidden), num_classes,
-                         () if self.routes_by_tag else None, self.penalty == "progressive",
-                         tuple(self.column_hidden) or None, self.soft_copied_layers)
+                         () if self.routes_by_tag else None, progressive,
+                         tuple(self.column_hidden) or None, soft, scaled)
 
     @property
     def soft_copied_layers(self) -> tuple[int, ...] | None:

@@ -74,7 +74,7 @@ def _generator(settings: Settings) -> GenerativeReplay | None:
 
 def _learning(settings: Settings) -> dict[str, float | int]:
     """The learner's hyperparameters: the settings of this start win over a saved state's."""
-    return {"lr": settings.learning_rate, "replay_size": settings.replay_batch,
+    return {"lr": settings.effective_learning_rate, "replay_size": settings.replay_batch,
             "steps_per_batch": settings.steps_per_batch}
 
 
@@ -132,9 +132,13 @@ def restore(settings: Settings, weights: bytes,
         # tensors, no tag heads or columns yet. (Switched back, they stay in the versions but
         # neither learn nor serve; per-tag heads and columns do not convert into each other.)
         progressive = settings.penalty == "progressive"
+        soft = settings.soft_copied_layers
+        # Columns and soft copies standardise every input column (MLPConfig refuses the mask).
         config = replace(config, tag_heads=(), progressive=progressive,
                          column_hidden=(tuple(settings.column_hidden) or None)
-                         if progressive else None, soft_layers=settings.soft_copied_layers)
+                         if progressive else None, soft_layers=soft,
+                         scaled_columns=None if progressive or soft is not None
+                         else config.scaled_columns)
     stream: dict[str, Tensor] = {}
     if state is not None:
         tensors, meta = tensors_from_bytes(state)
