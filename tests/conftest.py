@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+import redis.asyncio
 from threadpoolctl import threadpool_limits
 
 from service.api import create_app
@@ -103,6 +104,13 @@ def redis_client() -> Iterator[redis.Redis]:
     client.ping()
     yield client
     client.close()  # sync client
+
+
+@pytest.fixture
+async def aredis() -> AsyncIterator[redis.asyncio.Redis]:
+    client = connect(REDIS_URL, 5)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -28,18 +28,23 @@ from tests.publishing import open_store, publish_learned
 ADMIN = "load-tests-admin"
 
 
+def _start_serve(procs: Procs, model: str) -> tuple[str, Proc]:
+    """A `serve` process of `model` on a free port, once it is ready: its base URL and it."""
+    port = free_port()
+    proc = procs.start("serve", ["serve"], base_env(
+        port=port, redis_url=REDIS_URL, model_name=model, input_dim=4,
+        labels="setosa,versicolor,virginica", admin_token=ADMIN))
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", procs.logs)
+    return url, proc
+
+
 @pytest.fixture
 def serve_proc(tmp_path: Path, model_name: str) -> Iterator[tuple[str, Proc]]:
     """A real `serve` process: its base URL and the process."""
     procs = Procs(tmp_path)
-    port = free_port()
     try:
-        proc = procs.start("serve", ["serve"], base_env(
-            port=port, redis_url=REDIS_URL, model_name=model_name, input_dim=4,
-            labels="setosa,versicolor,virginica", admin_token=ADMIN))
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", procs.logs)
-        yield url, proc
+        yield _start_serve(procs, model_name)
     finally:
         procs.stop_all()
 
@@ -56,14 +61,8 @@ def shared_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     publisher's tests, which activate versions and count swaps, each get their own."""
     procs = Procs(tmp_path_factory.mktemp("shared-serve"))
     model = f"t-{uuid.uuid4().hex[:12]}"
-    port = free_port()
     try:
-        proc = procs.start("serve", ["serve"], base_env(
-            port=port, redis_url=REDIS_URL, model_name=model, input_dim=4,
-            labels="setosa,versicolor,virginica", admin_token=ADMIN))
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, 60, "serve", procs.logs)
-        yield url, proc
+        yield _start_serve(procs, model)
     finally:
         procs.stop_all()
         with redis.Redis.from_url(REDIS_URL) as client:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -21,10 +22,10 @@ from models.checkpoint import blob_metadata
 from models.features import record_to_bytes
 from service.config import Settings
 from service.store.codec import split_entry
-from service.store.connection import StoreError, connect
+from service.store.connection import StoreError
 from service.store.keys import Keys
 from service.worker.loop import LearnerService
-from tests.conftest import REDIS_URL, running_app, snapshot
+from tests.conftest import running_app, snapshot
 from tests.worker.test_loop import init_deployment, started
 from tests.worker.test_operations import learner_running, stored_bytes, wait_for
 
@@ -33,13 +34,6 @@ FEATURES = {"amount": "numeric", "country": {"kind": "categorical", "max_categor
 ADMIN = {"Authorization": "Bearer admin-secret"}
 # The label is the country's: what a record says is what the model must learn.
 ANSWER = {"FR": "a", "DE": "b", "IT": "c"}
-
-
-@pytest.fixture
-async def aredis() -> AsyncIterator[Redis]:
-    client = connect(REDIS_URL, 5)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture
@@ -54,6 +48,15 @@ def record_settings(make_settings: Callable[..., Settings]) -> Callable[..., Set
         return make_settings(**values)
 
     return make
+
+
+@asynccontextmanager
+async def serving_and_learning(settings: Settings,
+                               aredis: Redis) -> AsyncIterator[tuple[httpx.AsyncClient, LearnerService]]:
+    """The deployment initialised, the app serving it, a learner the test steps itself."""
+    await init_deployment(settings, aredis)
+    async with running_app(settings) as client:
+        yield client, await started(settings, aredis)
 
 
 def records(countries: list[str], seed: int) -> list[dict[str, Any]]:
@@ -91,10 +94,8 @@ async def test_records_are_predicted_learned_and_stored_raw(
     record_settings: Callable[..., Settings], aredis: Redis, redis_client: redis.Redis,
 ) -> None:
     settings = record_settings()
-    await init_deployment(settings, aredis)
     keys = Keys(settings.model_name)
-    async with running_app(settings) as client:
-        learner = await started(settings, aredis)
+    async with serving_and_learning(settings, aredis) as (client, learner):
         answer = await predict(client, [{"amount": 1.5, "country": "FR", "mobile": True},
                                         {"country": "DE"}])  # amount and mobile missing
         assert answer["model_version"] == 0 and len(answer["predictions"]) == 2
@@ -122,9 +123,7 @@ async def test_a_new_category_is_learned_without_a_restart_and_a_rollback_restor
     record_settings: Callable[..., Settings], aredis: Redis,
 ) -> None:
     settings = record_settings()
-    await init_deployment(settings, aredis)
-    async with running_app(settings) as client:
-        learner = await started(settings, aredis)
+    async with serving_and_learning(settings, aredis) as (client, learner):
         before = await teach(client, learner, records(["FR", "DE"] * 20, seed=1))
         await served_version(client, before)
         italy = records(["IT"] * 4, seed=3)
@@ -152,9 +151,7 @@ async def test_the_api_and_the_learner_encode_a_record_bit_identically(
     record_settings: Callable[..., Settings], aredis: Redis,
 ) -> None:
     settings = record_settings()
-    await init_deployment(settings, aredis)
-    async with running_app(settings) as client:
-        learner = await started(settings, aredis)
+    async with serving_and_learning(settings, aredis) as (client, learner):
         version = await teach(client, learner, records(["FR", "DE", "IT"] * 10, seed=1))
         await served_version(client, version)
         probe = [*records(["FR", "DE", "IT", "ES"], seed=5), {}, {"country": "FR"},

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
-from redis.asyncio import Redis
 
 from service.config import Settings
-from service.store.connection import connect
-from tests.conftest import REDIS_URL
 from tests.worker.test_loop import LABELS, NEVER
-
-
-@pytest.fixture
-async def aredis() -> AsyncIterator[Redis]:
-    client = connect(REDIS_URL, 5)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -52,18 +52,21 @@ async def stream(client: httpx.AsyncClient, x: np.ndarray) -> None:
         assert response.json()["logged"] is True
 
 
-async def settled(client: httpx.AsyncClient, learner: LearnerService,
-                  aredis: Redis) -> dict[str, Any]:
-    """/v1/stats once the learner has read every drift sample and written stats after it."""
+async def settled(client: httpx.AsyncClient, learner: LearnerService, aredis: Redis,
+                  reported: Callable[[dict[str, Any]], bool] | None = None,
+                  timeout: float = 15) -> dict[str, Any]:
+    """/v1/stats's drift once the learner has read every drift sample and written stats after
+    it (`reported`: the stats show what the learner holds; default: its psi_max)."""
     last = (await aredis.xrevrange(learner.keys.drift_samples, count=1))[0][0].decode()
+    shows = reported or (lambda drift: drift["psi_max"] == learner.drift.psi_max)
 
     async def check() -> dict[str, Any] | None:
         if learner.reporter.drift_read_id != last:
             return None
         drift = (await client.get("/v1/stats")).json()["drift"]
-        return drift if drift["psi_max"] == learner.drift.psi_max else None
+        return drift if shows(drift) else None
 
-    return await wait_for(check, 15, "drift statistics of every streamed sample")
+    return await wait_for(check, timeout, "drift statistics of every streamed sample")
 
 
 async def test_psi_max_crosses_its_calibrated_level_under_shift_and_not_without(

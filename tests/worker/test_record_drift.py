@@ -25,7 +25,8 @@ from service.store.keys import Keys
 from service.store.predictions import DRIFT_SAMPLE_ROWS, PredictionLog, read_drift_samples
 from service.worker.loop import LearnerService
 from tests.conftest import running_app
-from tests.worker.test_operations import learner_running, wait_for
+from tests.worker.test_drift_stats import settled
+from tests.worker.test_operations import learner_running
 
 SCHEMA = {"amount": "numeric", "country": "categorical", "mobile": "boolean",
           "age": "numeric"}
@@ -198,18 +199,11 @@ async def stream(client: httpx.AsyncClient, records: list[dict[str, Any]]) -> No
         assert response.json()["logged"] is True
 
 
-async def settled(client: httpx.AsyncClient, learner: LearnerService,
-                  aredis: Redis) -> dict[str, Any]:
-    """/v1/stats's drift once the learner has read every drift sample and reported after it."""
-    last = (await aredis.xrevrange(learner.keys.drift_samples, count=1))[0][0].decode()
-
-    async def check() -> dict[str, Any] | None:
-        if learner.reporter.drift_read_id != last:
-            return None
-        drift = (await client.get("/v1/stats")).json()["drift"]
-        return drift if drift.get("fields") == learner.drift.snapshot()["fields"] else None
-
-    return await wait_for(check, 30, "drift statistics of every streamed record")
+async def settled_fields(client: httpx.AsyncClient, learner: LearnerService,
+                         aredis: Redis) -> dict[str, Any]:
+    """/v1/stats's drift once it shows the learner's per-field statistics of every record."""
+    return await settled(client, learner, aredis, timeout=30, reported=lambda drift: drift.get(
+        "fields") == learner.drift.snapshot()["fields"])
 
 
 async def test_records_predicted_through_the_api_give_per_field_drift(
@@ -223,18 +217,18 @@ async def test_records_predicted_through_the_api_give_per_field_drift(
         model = {"model": settings.model_name}
 
         await stream(client, draw(rng, REFERENCE))
-        drift = await settled(client, learner, aredis)
+        drift = await settled_fields(client, learner, aredis)
         assert drift["fields"] is None and drift["psi_max"] is None  # null, never invented
         level = learner.drift.psi_threshold
         assert level is not None
 
         await stream(client, draw(rng, WINDOW))
-        drift = await settled(client, learner, aredis)
+        drift = await settled_fields(client, learner, aredis)
         assert set(drift["fields"]) == set(SCHEMA) and drift["psi_max"] < level
         assert drift["psi_threshold"] == level and "psi" not in drift["alarms"]
 
         await stream(client, draw(rng, WINDOW, amount_shift=1.5, new_country=0.5))
-        drift = await settled(client, learner, aredis)
+        drift = await settled_fields(client, learner, aredis)
         assert drift["fields"]["amount"] > level and drift["fields"]["country"] > level
         assert drift["fields"]["mobile"] < level and "psi" in drift["alarms"]
         assert gauge("mnemo_drift_psi_max", model) == pytest.approx(drift["psi_max"])
