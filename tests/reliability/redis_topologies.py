@@ -262,6 +262,22 @@ class SentinelTopology(_Topology):
         port = self.primary_port()
         return next(n for n in (self.primary, *self.replicas) if n.port == port)
 
+    def wait_replicated(self) -> None:
+        """Until every replica holds what the primary has now (its link up, its offset at the
+        primary's): asynchronous replication, so a primary killed sooner takes its latest
+        writes with it (MNEMO_DURABILITY=strict is what waits for replicas, docs/RELIABILITY.md)."""
+        primary = self.current_primary()
+        offset = int(primary.info("replication")["master_repl_offset"])
+
+        def caught_up(replica: Server) -> bool:
+            state = replica.info("replication")
+            return (state.get("master_link_status") == "up"
+                    and int(state.get("slave_repl_offset", -1)) >= offset)
+
+        wait_for(lambda: all(caught_up(r) for r in (self.primary, *self.replicas)
+                             if r is not primary and r.alive), 30,
+                 "every replica to hold the primary's writes", self.logs)
+
 
 def start_model(procs: Procs, model: str, **settings: object) -> tuple[Node, Node]:
     """`serve` and `learn` for `model` with the reliability tests' FAST settings and these,

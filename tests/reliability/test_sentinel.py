@@ -43,6 +43,8 @@ def test_a_sentinel_failover_is_followed_without_restarting_anything(
                 assert not db0.exists(Keys(model).meta)
             published = max(versions(api))
 
+            # Replication is asynchronous: the kill must not take the deployment with it.
+            topology.wait_replicated()
             old_port = topology.primary.port
             killed_at = time.monotonic()
             topology.primary.kill()
