@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.features import Record, record_from_bytes
+from models.features import Record
 from service.store.codec import vector_to_bytes
 
 
@@ -29,10 +29,6 @@ class RecordRows:
     @classmethod
     def concat(cls, parts: list[RecordRows]) -> RecordRows:
         return cls([r for p in parts for r in p.records], [b for p in parts for b in p.stored])
-
-    @classmethod
-    def from_stored(cls, stored: list[bytes]) -> RecordRows:
-        return cls([record_from_bytes(blob) for blob in stored], list(stored))
 
 
 def stored_form(inputs: np.ndarray | RecordRows) -> list[bytes]:

@@ -210,37 +210,55 @@ class PredictionLog:
     async def resolve(self, ids: list[str]) -> list[LoggedPrediction | None]:
         """Look every id up in one round trip; None where it is unknown or expired. A server
         id is read only from the batch it names, any other id only as a client id."""
+        matches = [_SERVER_ID.fullmatch(prediction_id) for prediction_id in ids]
+        if self._records:
+            return await self._resolve_records(ids, matches)
         row_bytes = self._input_dim * 4
         pipe = self._redis.pipeline(transaction=False)
-        matches = [_SERVER_ID.fullmatch(prediction_id) for prediction_id in ids]
         for prediction_id, match in zip(ids, matches, strict=True):
             if match is None:
                 pipe.get(self._keys.prediction_alias(prediction_id))
                 continue
             key = self._keys.prediction_batch(match.group(1))
-            if self._records:  # rows of varying length: the whole batch (<= MNEMO_MAX_BATCH)
-                pipe.get(key)
-                continue
             start = _HEADER.size + int(match.group(2)) * row_bytes
             pipe.getrange(key, 0, _HEADER.size - 1)
             pipe.getrange(key, start, start + row_bytes - 1)
         replies = iter(await pipe.execute())
         out: list[LoggedPrediction | None] = []
         for match in matches:
-            if self._records:
-                value = next(replies) or b""
-                row = (None if len(value) < _HEADER.size + _COUNT.size
-                       else _stored_record(value, 0 if match is None else int(match.group(2))))
-                header = value[: _HEADER.size]
-            elif match is None:
+            if match is None:
                 alias = next(replies) or b""
                 header, row = alias[: _HEADER.size], alias[_HEADER.size :]
             else:
                 header, row = next(replies), next(replies)
-            if not header or row is None or (not self._records and len(row) != row_bytes):
+            if not header or len(row) != row_bytes:
                 out.append(None)
                 continue
             version, _, tag = _parse_header(header)
+            out.append(LoggedPrediction(bytes(row), version, tag))
+        return out
+
+    async def _resolve_records(self, ids: list[str],
+                               matches: list[re.Match[str] | None]) -> list[LoggedPrediction | None]:
+        """resolve() for records: rows of varying length, so whole values are read (a batch
+        is at most MNEMO_MAX_BATCH rows), each key once however many of its rows are asked."""
+        names = [self._keys.prediction_alias(prediction_id) if match is None
+                 else self._keys.prediction_batch(match.group(1))
+                 for prediction_id, match in zip(ids, matches, strict=True)]
+        distinct = list(dict.fromkeys(names))
+        pipe = self._redis.pipeline(transaction=False)
+        for name in distinct:
+            pipe.get(name)
+        values = dict(zip(distinct, await pipe.execute(), strict=True))
+        out: list[LoggedPrediction | None] = []
+        for name, match in zip(names, matches, strict=True):
+            value = values[name] or b""
+            row = (None if len(value) < _HEADER.size + _COUNT.size
+                   else _stored_record(value, 0 if match is None else int(match.group(2))))
+            if row is None:
+                out.append(None)
+                continue
+            version, _, tag = _parse_header(value[: _HEADER.size])
             out.append(LoggedPrediction(bytes(row), version, tag))
         return out
 

@@ -19,10 +19,6 @@ class LearnerInputs:
         schema = settings.feature_schema
         self.encoder: RecordEncoder | None = None if schema is None else RecordEncoder(schema)
 
-    @property
-    def records(self) -> bool:
-        return self.encoder is not None
-
     def matrix(self, stored: Sequence[bytes], *, learn: bool) -> np.ndarray:
         """float32 (len(stored), input_dim). `learn`: the rows are learned from, so their new
         categorical values get slots first (a value keeps its slot for good, so every row
