@@ -21,8 +21,9 @@ from models.transfer import model_from_checkpoint, resolve_freeze
 ENV_PREFIX = "MNEMO_"
 VECTORS_LEARNING_RATE = 2e-3
 # Records' default: their one-hot columns reach the network unscaled and each field's active
-# column gets its own Adam step; at 2e-3 the replayed buffer was overfit (Telco churn,
-# in-process replay of load_tests/record_streams.py, 2 seeds, served prequential per chunk:
+# column gets its own Adam step; at 2e-3 the replayed buffer was overfit (Telco churn, an
+# in-process replay of load_tests/record_streams.py not kept in the repository, 2 seeds, served
+# prequential per chunk, to compare with each other only:
 # 0.751/0.765/0.748/0.752 at 2e-3, 0.754/0.778/0.764/0.777 at 1e-3, 0.749/0.788/0.774/0.791 at
 # 5e-4, where STAGGER's concept 1 fell to 0.959; STAGGER and Agrawal the same at 1e-3).
 RECORDS_LEARNING_RATE = 1e-3
