@@ -58,6 +58,14 @@ def test_drift_panels_show_per_field_psi_of_records(tmp_path: Path) -> None:
         def diagnose() -> str:
             return (tmp_path / "prometheus.log").read_text(errors="replace")[-3000:]
 
+        def ready() -> bool:  # it answers 503 while its storage opens
+            assert prom_proc.poll() is None, "prometheus exited"
+            with contextlib.suppress(httpx.TransportError):
+                return prom.client.get("/-/ready").status_code == 200
+            return False
+
+        wait_for(ready, 30, "prometheus ready", diagnose, 0.2)
+
         def scraped() -> bool:
             assert prom_proc.poll() is None, "prometheus exited"
             return len(prom.query(top_panel)) == len(drift["fields"])
