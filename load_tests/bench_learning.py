@@ -39,10 +39,14 @@ from load_tests.served_stream import (
 SCENARIOS = {**learning_streams.SCENARIOS, **record_streams.SCENARIOS}
 
 # The defaults that decide what is learned and served, reported beside each table.
-LEARNING_SETTINGS = ("model", "hidden", "strategy", "buffer", "buffer_size", "drift_detector",
+LEARNING_SETTINGS = ("model", "hidden", "strategy", "learning_rate", "buffer", "buffer_size", "drift_detector",
                      "holdout_fraction", "gate_tolerance", "publish_first_samples",
                      "publish_every_samples", "publish_every_seconds",
                      "consolidate_every_samples", "heads", "device")
+
+# Settings whose default depends on the inputs (vectors or records): what they resolve to.
+RESOLVED = {"learning_rate": "effective_learning_rate",
+            "consolidate_every_samples": "effective_consolidate_every"}
 
 
 def effective_defaults(env: dict[str, str]) -> dict[str, Any]:
@@ -50,7 +54,8 @@ def effective_defaults(env: dict[str, str]) -> dict[str, Any]:
     from service.config import load_settings  # the same tree the service runs from
 
     settings = load_settings(env)
-    return {name: getattr(settings, name) for name in LEARNING_SETTINGS if hasattr(settings, name)}
+    return {name: getattr(settings, RESOLVED.get(name, name))
+            for name in LEARNING_SETTINGS if hasattr(settings, name)}
 
 
 def _defaults_text(defaults: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from models.generative import GenerativeReplay
 from models.nets import MLP, MLPConfig, MultiHeadMLP, build_model, run_trunk
 from models.replay import ReplayBuffer
 from models.strategies.base import Strategy
-from models.tag_replay import TagPart, replays_by_tag, sample_replay, tag_loss, tag_rows
+from models.tag_replay import TagPart, TagRows, replays_by_tag, sample_replay, tag_loss, tag_rows
 from models.tensor_utils import grow_zeros
 from models.transfer import STANDARDIZER, freeze_layers, resolve_freeze
 
@@ -223,22 +223,7 @@ class IncrementalLearner:
             self._model.observe_tags(x, list(tags or ()))  # progressive columns' own statistics
         if not self._model.training:  # a walk over every module: 18 µs a call
             self._model.train()
-        x, y = x.to(self.device), y.to(self.device)
-        replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
-        slot_tags = buffer_tags if replays_by_tag(self._model) else None
-        losses, terms = [], []
-        for _ in range(self.steps_per_batch):
-            bx, by, parts = x, y, [(tagged, x.shape[0])]
-            if replay:
-                rx, ry, rtags = sample_replay(buffer, self.replay_size, self._gen, slot_tags)
-                bx = torch.cat([x, rx.to(self.device)])
-                by = torch.cat([y, ry.to(self.device)])
-                parts.append((tag_rows(self._model, rtags, ry, self.device,
-                                       offset=x.shape[0], strict=False), ry.shape[0]))
-            loss, term = self._gradient_step(bx, by, parts)
-            losses.append(loss)
-            if term is not None:
-                terms.append(term)
+        losses, terms = self._train_steps(x, y, tagged, buffer, buffer_tags, self.steps_per_batch)
         self.samples_seen += x.shape[0]
         self.steps_done += self.steps_per_batch
         if not report:
@@ -250,6 +235,30 @@ class IncrementalLearner:
             penalty = penalty + torch.stack(terms).mean()
         return StepStats(loss=torch.stack(losses).mean().item(), penalty=float(penalty),
                          samples=x.shape[0], steps=self.steps_per_batch)
+
+    def _train_steps(self, x: Tensor, y: Tensor, tagged: list[TagRows],
+                     buffer: ReplayBuffer | None, buffer_tags: Sequence[str] | None,
+                     steps: int) -> tuple[list[Tensor], list[Tensor]]:
+        """`steps` optimizer steps on (x, y) and a fresh replay sample each; the losses and
+        strategy terms."""
+        x, y = x.to(self.device), y.to(self.device)
+        replay = buffer is not None and len(buffer) > 0 and self.replay_size > 0
+        slot_tags = buffer_tags if replays_by_tag(self._model) else None
+        losses, terms = [], []
+        for _ in range(steps):
+            bx, by, parts = x, y, [(tagged, x.shape[0])]
+            if replay:
+                assert buffer is not None
+                rx, ry, rtags = sample_replay(buffer, self.replay_size, self._gen, slot_tags)
+                bx = torch.cat([x, rx.to(self.device)])
+                by = torch.cat([y, ry.to(self.device)])
+                parts.append((tag_rows(self._model, rtags, ry, self.device,
+                                       offset=x.shape[0], strict=False), ry.shape[0]))
+            loss, term = self._gradient_step(bx, by, parts)
+            losses.append(loss)
+            if term is not None:
+                terms.append(term)
+        return losses, terms
 
     def _gradient_step(self, bx: Tensor, by: Tensor,
                        parts: list[TagPart]) -> tuple[Tensor, Tensor | None]:
@@ -292,6 +301,30 @@ class IncrementalLearner:
             rx, ry = rx.to(self.device), ry.to(self.device)
             groups = tag_rows(self._model, rtags, ry, self.device, strict=False)
             self._gradient_step(rx, ry, [(groups, ry.shape[0])])
+        self.steps_done += steps
+        return steps
+
+    def catch_up(self, x: Tensor, y: Tensor, buffer: ReplayBuffer | None, steps: int,
+                 lr_scale: float, tags: Sequence[str] | None = None,
+                 buffer_tags: Sequence[str] | None = None) -> int:
+        """`steps` optimizer steps on (x, y) plus a replay sample each, at `lr_scale` times
+        the learning rate (tags as in learn_many; the rows were counted when learned). After a
+        concept drift the new concept's first rows must reach the weights of a network long
+        settled on the old one: at the base rate a confident network needs hundreds of labels
+        to turn, and every answer it serves meanwhile is wrong."""
+        x, y = self._check_batch(x, y)
+        if steps <= 0 or x.shape[0] == 0:
+            return 0
+        tagged = tag_rows(self._model, tags, y, self.device, strict=False)
+        self._model.train()
+        rates = [group["lr"] for group in self._opt.param_groups]
+        for group in self._opt.param_groups:
+            group["lr"] *= lr_scale
+        try:
+            self._train_steps(x, y, tagged, buffer, buffer_tags, steps)
+        finally:
+            for group, rate in zip(self._opt.param_groups, rates, strict=True):
+                group["lr"] = rate
         self.steps_done += steps
         return steps
 

@@ -40,6 +40,7 @@ from models.nets import MultiHeadMLP
 from models.replay import ReplayBuffer
 
 STATE_PREFIX = "stream."
+MIN_SINCE_CHANGE = 8  # rows the drift response fits the new concept on, at least
 _DETECTOR = "detector."
 _COUNTERS = "counters"
 _META = "meta."
@@ -58,6 +59,10 @@ class StreamParams:
     # Post-drift evidence the drift response fits the new concept on: about the detector's
     # delay, so the window is mostly post-change (300 mixed in too much of the old concept).
     recent_window: int = 48
+    # After a drift, steps on the new concept's rows (and replay) at this multiple of the
+    # learning rate, before the next publish (models/learner.py catch_up).
+    catch_up_steps: int = 30
+    catch_up_lr_scale: float = 10.0
     drift_relax: float = 0.1  # regulariser strength while the new concept settles
     holdout_fraction: float = 0.1
     max_tags: int = 50
@@ -84,6 +89,23 @@ def train_chunks(rows: int, chunk: int) -> list[slice]:
     count = -(-rows // chunk)
     bounds = [rows * i // count for i in range(count + 1)]
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def rows_since_change(errors: Sequence[bool], minimum: int) -> int | None:
+    """Where the error rate rose: the number of trailing rows after the split that best
+    separates a lower error rate before from a higher one after (a split weighted by
+    sqrt(t (n - t) / n), as a two-sample z statistic), at least `minimum`; None when no split
+    shows a rise or the window is too short to tell."""
+    e = np.asarray(errors, dtype=np.float64)
+    n = len(e)
+    if n < 2 * minimum:
+        return None
+    after = np.cumsum(e[::-1])[::-1]  # after[t]: errors from row t to the end
+    t = np.arange(1, n - minimum + 1)
+    rise = after[t] / (n - t) - (after[0] - after[t]) / t
+    score = rise * np.sqrt(t * (n - t) / n)
+    best = int(np.argmax(score))
+    return None if score[best] <= 0 else int(n - t[best])
 
 
 class PublishCadence:
@@ -139,6 +161,14 @@ class StreamStep:
         self.routes_by_tag = routes_by_tag
         self.cadence = PublishCadence(params.publish_first, params.publish_every)
         self.recent: deque[tuple[Tensor, int, str]] = deque(maxlen=params.recent_window)
+        # Whether the served version answered each of the last scored rows wrongly (holdout
+        # rows too): where in the recent window the concept changed.
+        self.recent_errors: deque[bool] = deque(maxlen=params.recent_window)
+        # Rows learned so far by this step, and the count when each class first came: a class
+        # that arrives with a drift is new, not a changed concept. (A restarted step starts
+        # both afresh: a drift right after a restart is answered without the catch-up.)
+        self.rows_learned = 0
+        self.class_arrival: dict[int, int] = {}
         # The tag of each buffered item, slot by slot: which segment (task, domain) it is from.
         self.buffer_tags: list[str] = []
         self.since_consolidation = 0
@@ -158,8 +188,10 @@ class StreamStep:
         detector watches its errors."""
         predicted = predict_classes(served, x, tags if self.routes_by_tag else None)
         drifted = False
+        errors = (predicted != y).tolist()
+        self.recent_errors.extend(errors)
         if self.detector is not None:
-            for wrong in (predicted != y).tolist():
+            for wrong in errors:
                 drifted = self.detector.update(float(wrong)) or drifted
         if drifted:  # this read's held-out items already count as the new concept's
             self.holdout.mark_change()
@@ -231,6 +263,9 @@ class StreamStep:
                                        report=n == len(chunks), buffer_tags=self._slot_tags())
             out.steps += stats.steps
             out.loss, out.penalty = stats.loss, stats.penalty
+        for c in set(y.tolist()):
+            self.class_arrival.setdefault(c, self.rows_learned)
+        self.rows_learned += len(y)
         # Only the window's worth: iterating a tensor makes a view per row (~1 µs each).
         n = self.params.recent_window
         self.recent.extend(zip(x[-n:], y[-n:].tolist(), (tags or [""] * len(y))[-n:], strict=True))
@@ -246,9 +281,10 @@ class StreamStep:
 
     def _respond_to_drift(self) -> list[int]:
         """Same inputs, new answers (docs/DESIGN.md §6): retire the buffered samples the new concept
-        contradicts where the recent data lies, anchor what the unchanged domains taught, relax
-        the regulariser until the next scheduled consolidation re-anchors on the post-drift
-        state; the publish cadence starts over.
+        contradicts where the rows since the change lie, anchor what the unchanged domains
+        taught, relax the regulariser until the next scheduled consolidation re-anchors on the
+        post-drift state, catch the live network up with the new rows where the old concept
+        was refuted; the publish cadence starts over.
 
         Where items carry tags, a segment (domain, task) the buffer has never held is new, not
         changed: when the recent window is mostly such a segment, nothing it could contradict is
@@ -260,9 +296,15 @@ class StreamStep:
         segments the recent window shows may be retired."""
         changed = self._changed_segments()  # empty while the window is
         slots: list[int] = []
+        catch_up = False
         if changed:
-            recent_x = torch.stack([torch.as_tensor(r) for r, _, _ in self.recent])
-            recent_y = torch.tensor([c for _, c, _ in self.recent], dtype=torch.int64)
+            # The rows since the change: the detector fires on the first read of a new
+            # concept, when most of the window is still the old one (fitted on the whole
+            # window, the new-concept model retired a tenth of what it did a read later).
+            post = self._since_change()
+            recent = list(self.recent)[-post:]
+            recent_x = torch.stack([torch.as_tensor(r) for r, _, _ in recent])
+            recent_y = torch.tensor([c for _, c, _ in recent], dtype=torch.int64)
             if self.buffer is not None and len(self.buffer):
                 buffer_x, buffer_y = self.buffer.items()
                 response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(),
@@ -270,11 +312,38 @@ class StreamStep:
                 mask = response.retire
                 if len(self.buffer_tags) == len(mask):
                     mask = mask & torch.tensor([t in changed for t in self.buffer_tags], dtype=torch.bool)
+                # Turn the network at once where the same inputs got new answers: some were
+                # contradicted, and every class the new rows show was known before the
+                # change. A class that arrived within a window of it is a new class, learned
+                # as such (split digits' tasks are detected 30-60 rows after their classes
+                # arrive, and a tenfold step on them erased the old tasks).
+                catch_up = bool(mask.any()) and self._classes_known_before(recent_y, post)
                 slots = self.retire(mask)
             self.consolidate(recent_x, recent_y)
             self.learner.relax(self.params.drift_relax)
+            if catch_up:
+                self.learner.catch_up(recent_x, recent_y,
+                                      self.buffer if self.use_replay else None,
+                                      self.params.catch_up_steps, self.params.catch_up_lr_scale,
+                                      [t for _, _, t in recent] if self.routes_by_tag else None,
+                                      self._slot_tags())
         self.cadence.restart()
         return slots
+
+    def _since_change(self) -> int:
+        """How many of the recent window's rows came after the change (rows_since_change on
+        the served errors; those count holdout rows too, the window only trained ones: scaled
+        by their share)."""
+        scored = rows_since_change(list(self.recent_errors), MIN_SINCE_CHANGE)
+        if scored is None:
+            return len(self.recent)
+        rows = round(scored * (1.0 - self.params.holdout_fraction))
+        return max(MIN_SINCE_CHANGE, min(len(self.recent), rows))
+
+    def _classes_known_before(self, y: Tensor, post: int) -> bool:
+        """Every class in `y` arrived at least a recent window before the last `post` rows."""
+        change = self.rows_learned - post - self.params.recent_window
+        return all(self.class_arrival.get(c, change + 1) <= change for c in set(y.tolist()))
 
     def _changed_segments(self) -> set[str]:
         """The segments (tags) that make up at least a quarter of the recent window and that

@@ -27,6 +27,11 @@ VECTORS_LEARNING_RATE = 2e-3
 # 0.751/0.765/0.748/0.752 at 2e-3, 0.754/0.778/0.764/0.777 at 1e-3, 0.749/0.788/0.774/0.791 at
 # 5e-4, where STAGGER's concept 1 fell to 0.959; STAGGER and Agrawal the same at 1e-3).
 RECORDS_LEARNING_RATE = 1e-3
+VECTORS_CONSOLIDATE_EVERY = 1000
+# Records' default: re-anchoring the penalty on the current weights four times as often keeps
+# the network off the noise of tabular streams and on a new concept sooner after a drift
+# (BENCHMARKS.md, "Learning through the service").
+RECORDS_CONSOLIDATE_EVERY = 250
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -125,7 +130,8 @@ class Settings(BaseSettings):
 
     publish_every_samples: int = Field(500, ge=1)
     publish_every_seconds: float = Field(5.0, gt=0)
-    consolidate_every_samples: int = Field(1000, ge=1)
+    # None: the input kind's default (effective_consolidate_every): 1000 vectors, 250 records.
+    consolidate_every_samples: int | None = Field(None, ge=1)
     lease_ttl_seconds: float = Field(10.0, gt=0)
     swap_poll_seconds: float = Field(1.0, gt=0)
 
@@ -269,7 +275,7 @@ class Settings(BaseSettings):
                 "buffer_size": self.buffer_size, "holdout_fraction": self.holdout_fraction,
                 "gate_tolerance": self.gate_tolerance, "drift_relax": self.drift_relax,
                 "rehearsal": self.rehearsal,
-                "consolidate_every_samples": self.consolidate_every_samples,
+                "consolidate_every_samples": self.effective_consolidate_every,
                 "publish_first_samples": self.publish_first_samples,
                 "publish_every_samples": self.publish_every_samples}
 
@@ -337,6 +343,13 @@ class Settings(BaseSettings):
         if self.learning_rate is not None:
             return self.learning_rate
         return VECTORS_LEARNING_RATE if self.features is None else RECORDS_LEARNING_RATE
+
+    @property
+    def effective_consolidate_every(self) -> int:
+        """MNEMO_CONSOLIDATE_EVERY_SAMPLES, or its default for the deployment's inputs."""
+        if self.consolidate_every_samples is not None:
+            return self.consolidate_every_samples
+        return VECTORS_CONSOLIDATE_EVERY if self.features is None else RECORDS_CONSOLIDATE_EVERY
 
     def network(self, num_classes: int) -> MLPConfig:
         """The network these settings describe, over num_classes classes (no tag heads yet).

@@ -53,5 +53,5 @@ def markdown(results: list[dict[str, Any]], command: str) -> str:
     seeds = sorted({r["seed"] for r in results})
     return (f"`{command}` — seeds {seeds}; mean ± sample std; the drifting stream, expand+replay "
             f"({DEFAULTS.buffer} {DEFAULTS.buffer_size}), the service's drift response, "
-            f"consolidation every {DEFAULTS.consolidate_every_samples} samples.\n\n"
+            f"consolidation every {DEFAULTS.effective_consolidate_every} samples.\n\n"
             + "\n".join(rows))

@@ -96,7 +96,7 @@ def new_learner(settings: Settings, config: MLPConfig) -> IncrementalLearner:
 
 def stream_params(settings: Settings) -> StreamParams:
     return StreamParams(
-        consolidate_every=settings.consolidate_every_samples, drift_relax=settings.drift_relax,
+        consolidate_every=settings.effective_consolidate_every, drift_relax=settings.drift_relax,
         holdout_fraction=settings.holdout_fraction, max_tags=settings.max_tags,
         publish_first=settings.publish_first_samples, publish_every=settings.publish_every_samples,
         # Rehearsing a generator's samples pulls the classifier toward their artefacts: split

@@ -14,14 +14,16 @@ from models.checkpoint import model_from_bytes, model_to_bytes
 from models.features import FeatureSchema
 from models.nets import MLPConfig, Standardizer, build_model
 from service.config import (
+    RECORDS_CONSOLIDATE_EVERY,
     RECORDS_LEARNING_RATE,
+    VECTORS_CONSOLIDATE_EVERY,
     VECTORS_LEARNING_RATE,
     Settings,
     load_settings,
 )
 from service.serving.fast_forward import checked_forward
 from service.versioning import initial_version
-from service.worker.state import new_learner, restore
+from service.worker.state import new_learner, restore, stream_params
 
 SCHEMA = {"amount": "numeric", "flag": "boolean",
           "colour": {"kind": "categorical", "max_categories": 3, "buckets": 2}}
@@ -137,6 +139,18 @@ def test_records_default_learning_rate_yields_to_an_explicit_one() -> None:
     explicit = load_settings({"MNEMO_FEATURES": json.dumps(SCHEMA), "MNEMO_LEARNING_RATE": "0.002"})
     assert explicit.effective_learning_rate == 0.002
     assert load_settings({}).effective_learning_rate == VECTORS_LEARNING_RATE == 2e-3
+
+
+def test_records_consolidate_more_often_unless_told_otherwise() -> None:
+    records = load_settings({"MNEMO_FEATURES": json.dumps(SCHEMA)})
+    assert records.effective_consolidate_every == RECORDS_CONSOLIDATE_EVERY == 250
+    assert records.hyperparameters()["consolidate_every_samples"] == 250  # as recorded
+    assert stream_params(records).consolidate_every == 250  # as the learner runs it
+    explicit = load_settings({"MNEMO_FEATURES": json.dumps(SCHEMA),
+                              "MNEMO_CONSOLIDATE_EVERY_SAMPLES": "1000"})
+    assert stream_params(explicit).consolidate_every == 1000
+    vectors = load_settings({})
+    assert stream_params(vectors).consolidate_every == VECTORS_CONSOLIDATE_EVERY == 1000
 
 
 @pytest.mark.parametrize("switch", [{"heads": "per-tag"}, {"heads": "soft"},

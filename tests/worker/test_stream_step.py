@@ -21,7 +21,7 @@ from models.stream import StreamStep
 from service.bench.runner import DEFAULTS, RunSpec, new_stream_learner, process_batch
 from service.config import Settings
 from service.store.keys import Keys
-from service.worker.loop import REHEARSAL_SLICE_STEPS
+from service.worker.loop import REHEARSAL_SLICE_STEPS, YOUNG_REHEARSAL_STEPS
 from tests.worker.test_loop import append, blobs, init_deployment, started
 
 
@@ -172,3 +172,27 @@ async def test_a_learner_waiting_for_labels_rehearses_its_budget_without_blockin
     while service.stream.rehearsal_budget >= 1:
         assert await asyncio.wait_for(service.step(), 5) == 0
     assert service.learner.samples_seen == 48
+
+
+async def test_a_young_models_versions_include_the_rehearsal_due(
+    settings_for: Callable[..., Settings], aredis: Redis
+) -> None:
+    settings = settings_for(publish_first_samples=16, publish_every_samples=200,
+                            holdout_fraction=0.0, rehearsal=1.0)
+    await init_deployment(settings, aredis)
+    service = await started(settings, aredis)
+    x, y = blobs(40, 0)
+    await append(aredis, settings, x, y)
+    assert await service.step() == 40
+    # Published at once (due at 16), but only after the 40 replay steps the 40 labels earned.
+    assert service.served_version == 1
+    spent = min(40, YOUNG_REHEARSAL_STEPS)
+    assert service.stream.rehearsal_budget == 40 - spent
+    assert service.learner.steps_done == 2 * settings.steps_per_batch + spent  # 2 chunks of 20
+    # Past MNEMO_PUBLISH_EVERY_SAMPLES a publish no longer waits for rehearsal.
+    x, y = blobs(400, 1)
+    await append(aredis, settings, x, y)
+    assert await service.step() == 400
+    assert service.served_version == 2
+    assert service.stream.rehearsal_budget == min(40 - spent + 400,
+                                                  service.stream.params.rehearsal_cap)

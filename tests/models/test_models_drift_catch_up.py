@@ -1,0 +1,145 @@
+"""A detected concept drift is answered on the rows after the change (rows_since_change), and
+the live network catches up with them at once (IncrementalLearner.catch_up) instead of turning
+over hundreds of labels at the base learning rate while every served answer is wrong."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from models import stream
+from models.adaptation import respond_to_drift
+from models.holdout import Holdout
+from models.learner import IncrementalLearner
+from models.nets import MLPConfig
+from models.replay import make_buffer
+from models.strategies import make_strategy
+from models.stream import MIN_SINCE_CHANGE, StreamParams, StreamStep, rows_since_change
+
+FIELDS, VALUES = 3, 3  # STAGGER's shape: three categorical fields of three values, one-hot
+WIDTH = FIELDS * VALUES
+ALL_INPUTS = list(itertools.product(range(VALUES), repeat=FIELDS))
+
+
+def old_concept(v: tuple[int, ...]) -> int:
+    return int(v[0] == 0 and v[1] == 0)
+
+
+def new_concept(v: tuple[int, ...]) -> int:
+    return int(v[1] == 2 or v[2] == 2)
+
+
+def one_hot(values: list[tuple[int, ...]]) -> torch.Tensor:
+    x = torch.zeros(len(values), WIDTH)
+    for row, v in enumerate(values):
+        for field, value in enumerate(v):
+            x[row, field * VALUES + value] = 1.0
+    return x
+
+
+def rows(rng: np.random.Generator, n: int, concept) -> tuple[torch.Tensor, torch.Tensor]:
+    values = [ALL_INPUTS[i] for i in rng.integers(len(ALL_INPUTS), size=n)]
+    return one_hot(values), torch.tensor([concept(v) for v in values])
+
+
+def accuracy(learner: IncrementalLearner, concept) -> float:
+    with torch.no_grad():
+        predicted = learner.snapshot()(one_hot(ALL_INPUTS)).argmax(1)
+    return float((predicted == torch.tensor([concept(v) for v in ALL_INPUTS])).float().mean())
+
+
+def settled_step(catch_up_steps: int) -> tuple[StreamStep, np.random.Generator]:
+    """A stream step whose network has learned the old concept for 1,600 labels."""
+    learner = IncrementalLearner(MLPConfig(WIDTH, (64, 64), 2, scaled_columns=()),
+                                 make_strategy("online-ewc"), lr=1e-3, seed=0)
+    step = StreamStep(learner, make_buffer("reservoir", 500, WIDTH), None, Holdout(50, WIDTH),
+                      StreamParams(holdout_fraction=0.0, consolidate_every=250,
+                                   catch_up_steps=catch_up_steps),
+                      use_replay=True, routes_by_tag=False, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        read(step, *rows(rng, 16, old_concept))
+    assert accuracy(learner, old_concept) == 1.0
+    return step, rng
+
+
+def read(step: StreamStep, x: torch.Tensor, y: torch.Tensor, drifted: bool = False) -> None:
+    """One read as the learner process runs it: score, keep in the buffer, learn."""
+    step.score(step.learner.snapshot(), x.numpy(), y.numpy())
+    for row, label in zip(x.numpy(), y.tolist(), strict=True):
+        step.insert(row, label, float(step.rng.random()))
+    step.learn(x, y, drifted=drifted, num_classes=max(2, int(y.max()) + 1))
+
+
+def test_rows_since_change_finds_where_the_error_rate_rose() -> None:
+    assert rows_since_change([0] * 32 + [1, 0] * 8, 8) == 16
+    assert rows_since_change([0] * 40 + [1] * 8, 8) == 8
+    # A noisy old concept (one error in eight) before a coin toss.
+    assert rows_since_change(([1] + [0] * 7) * 4 + [1, 1, 0, 1] * 4, 8) == 16
+    assert rows_since_change([1, 0] * 24, 8) is None  # no rise: the whole window
+    assert rows_since_change([0] * 48, 8) is None
+    assert rows_since_change([0] * 10 + [1] * 5, 8) is None  # too short to tell
+
+
+def test_a_new_concept_is_answered_from_the_first_read_after_the_change() -> None:
+    step, rng = settled_step(catch_up_steps=StreamParams().catch_up_steps)
+    before = accuracy(step.learner, new_concept)
+    read(step, *rows(rng, 16, new_concept), drifted=True)
+    after = accuracy(step.learner, new_concept)
+    assert before < 0.7 and after >= 0.9, (before, after)
+
+
+def test_new_classes_that_arrive_with_a_drift_are_learned_not_caught_up_with() -> None:
+    step, rng = settled_step(catch_up_steps=StreamParams().catch_up_steps)
+    x, y = rows(rng, 16, lambda v: 2 + old_concept(v))  # classes 2 and 3, never seen
+    steps = step.learner.steps_done
+    read(step, x, y, drifted=True)
+    assert step.learner.steps_done - steps == step.learner.steps_per_batch  # the read's chunk
+    # The same read of known classes under a new concept is caught up with.
+    step, rng = settled_step(catch_up_steps=StreamParams().catch_up_steps)
+    steps = step.learner.steps_done
+    read(step, *rows(rng, 16, new_concept), drifted=True)
+    assert (step.learner.steps_done - steps
+            == step.learner.steps_per_batch + StreamParams().catch_up_steps)
+
+
+def test_without_the_catch_up_the_settled_network_still_answers_the_old_concept() -> None:
+    step, rng = settled_step(catch_up_steps=0)
+    read(step, *rows(rng, 16, new_concept), drifted=True)
+    assert accuracy(step.learner, new_concept) < 0.7
+    assert accuracy(step.learner, old_concept) > 0.9
+
+
+def test_the_drift_response_fits_only_the_rows_after_the_change(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    step, rng = settled_step(catch_up_steps=0)
+    fitted: list[torch.Tensor] = []
+
+    def recording(model, buffer_x, buffer_y, recent_x, recent_y):
+        fitted.append(recent_x)
+        return respond_to_drift(model, buffer_x, buffer_y, recent_x, recent_y)
+
+    monkeypatch.setattr(stream, "respond_to_drift", recording)
+    x, y = rows(rng, 16, new_concept)
+    read(step, x, y, drifted=True)
+    # The window holds 48 rows, 32 of them the old concept's; the response sees the new ones.
+    assert len(step.recent) == 48
+    (recent,) = fitted
+    assert MIN_SINCE_CHANGE <= len(recent) <= 16
+    assert torch.equal(recent, x[-len(recent):])
+
+
+def test_catch_up_scales_the_learning_rate_for_its_steps_only() -> None:
+    learner = IncrementalLearner(MLPConfig(WIDTH, (16,), 2), make_strategy("naive"), lr=1e-3)
+    x, y = one_hot(ALL_INPUTS), torch.tensor([new_concept(v) for v in ALL_INPUTS])
+    start = [p.detach().clone() for p in learner.model.parameters()]
+    assert learner.catch_up(x, y, None, 5, 10.0) == 5
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert learner.steps_done == 5
+    moved = max(float((p.detach() - s).abs().max()) for p, s in zip(learner.model.parameters(), start,
+                                                             strict=True))
+    assert moved == pytest.approx(5 * 1e-2, rel=0.05)  # Adam: ~lr per step at the scaled rate
+    assert learner.catch_up(x, y, None, 0, 10.0) == 0
