@@ -168,6 +168,9 @@ class StreamStep:
         # that arrives with a drift is new, not a changed concept. (A restarted step starts
         # both afresh: a drift right after a restart is answered without the catch-up.)
         self.rows_learned = 0
+        # Rows since a change the network was caught up with, until they fill the window
+        # (None: no catch-up under way).
+        self.new_concept_rows: int | None = None
         self.class_arrival: dict[int, int] = {}
         # The tag of each buffered item, slot by slot: which segment (task, domain) it is from.
         self.buffer_tags: list[str] = []
@@ -270,7 +273,13 @@ class StreamStep:
         n = self.params.recent_window
         self.recent.extend(zip(x[-n:], y[-n:].tolist(), (tags or [""] * len(y))[-n:], strict=True))
         if drifted:
+            self.new_concept_rows = None
             out.retired = self._respond_to_drift()
+        elif self.new_concept_rows is not None:
+            self.new_concept_rows += len(y)
+            if self.new_concept_rows >= self.params.recent_window:
+                self.new_concept_rows = None
+                out.retired = self._second_look()
         self.since_consolidation += len(y)
         if self.since_consolidation >= self.params.consolidate_every:
             self.consolidate(x, y)
@@ -296,7 +305,6 @@ class StreamStep:
         segments the recent window shows may be retired."""
         changed = self._changed_segments()  # empty while the window is
         slots: list[int] = []
-        catch_up = False
         if changed:
             # The rows since the change: the detector fires on the first read of a new
             # concept, when most of the window is still the old one (fitted on the whole
@@ -305,30 +313,54 @@ class StreamStep:
             recent = list(self.recent)[-post:]
             recent_x = torch.stack([torch.as_tensor(r) for r, _, _ in recent])
             recent_y = torch.tensor([c for _, c, _ in recent], dtype=torch.int64)
-            if self.buffer is not None and len(self.buffer):
-                buffer_x, buffer_y = self.buffer.items()
-                response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(),
-                                            buffer_y.clone(), recent_x, recent_y)
-                mask = response.retire
-                if len(self.buffer_tags) == len(mask):
-                    mask = mask & torch.tensor([t in changed for t in self.buffer_tags], dtype=torch.bool)
-                # Turn the network at once where the same inputs got new answers: some were
-                # contradicted, and every class the new rows show was known before the
-                # change. A class that arrived within a window of it is a new class, learned
-                # as such (split digits' tasks are detected 30-60 rows after their classes
-                # arrive, and a tenfold step on them erased the old tasks).
-                catch_up = bool(mask.any()) and self._classes_known_before(recent_y, post)
-                slots = self.retire(mask)
+            slots = self._retire_contradicted(recent_x, recent_y, changed)
+            # Turn the network at once where the same inputs got new answers: some were
+            # contradicted, and every class the new rows show was known before the change. A
+            # class that arrived within a window of it is a new class, learned as such (split
+            # digits' tasks are detected 30-60 rows after their classes arrive, and a tenfold
+            # step on them erased the old tasks).
+            catch_up = bool(slots) and self._classes_known_before(recent_y, post)
             self.consolidate(recent_x, recent_y)
             self.learner.relax(self.params.drift_relax)
             if catch_up:
-                self.learner.catch_up(recent_x, recent_y,
-                                      self.buffer if self.use_replay else None,
-                                      self.params.catch_up_steps, self.params.catch_up_lr_scale,
-                                      [t for _, _, t in recent] if self.routes_by_tag else None,
-                                      self._slot_tags())
+                self._catch_up(recent)
+                self.new_concept_rows = post
         self.cadence.restart()
         return slots
+
+    def _second_look(self) -> list[int]:
+        """Once the rows since a caught-up change fill the window: retire what the new concept,
+        now seen on a whole window, contradicts (the first look saw a dozen rows, and the old
+        concept's samples of the inputs they missed kept being replayed against the new one),
+        and catch up again."""
+        recent = list(self.recent)
+        recent_x = torch.stack([torch.as_tensor(r) for r, _, _ in recent])
+        recent_y = torch.tensor([c for _, c, _ in recent], dtype=torch.int64)
+        slots = self._retire_contradicted(recent_x, recent_y, self._changed_segments())
+        self._catch_up(recent)
+        return slots
+
+    def _retire_contradicted(self, recent_x: Tensor, recent_y: Tensor,
+                             changed: set[str]) -> list[int]:
+        """Retire the buffered samples of the `changed` segments that a model fitted to the
+        recent rows contradicts near them (models/adaptation.py); their slots."""
+        if self.buffer is None or not len(self.buffer):
+            return []
+        buffer_x, buffer_y = self.buffer.items()
+        response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(), buffer_y.clone(),
+                                    recent_x, recent_y)
+        mask = response.retire
+        if len(self.buffer_tags) == len(mask):
+            mask = mask & torch.tensor([t in changed for t in self.buffer_tags], dtype=torch.bool)
+        return self.retire(mask)
+
+    def _catch_up(self, recent: list[tuple[Tensor, int, str]]) -> None:
+        x = torch.stack([torch.as_tensor(r) for r, _, _ in recent])
+        y = torch.tensor([c for _, c, _ in recent], dtype=torch.int64)
+        self.learner.catch_up(x, y, self.buffer if self.use_replay else None,
+                              self.params.catch_up_steps, self.params.catch_up_lr_scale,
+                              [t for _, _, t in recent] if self.routes_by_tag else None,
+                              self._slot_tags())
 
     def _since_change(self) -> int:
         """How many of the recent window's rows came after the change (rows_since_change on

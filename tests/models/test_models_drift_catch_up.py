@@ -17,7 +17,13 @@ from models.learner import IncrementalLearner
 from models.nets import MLPConfig
 from models.replay import make_buffer
 from models.strategies import make_strategy
-from models.stream import MIN_SINCE_CHANGE, StreamParams, StreamStep, rows_since_change
+from models.stream import (
+    MIN_SINCE_CHANGE,
+    Learned,
+    StreamParams,
+    StreamStep,
+    rows_since_change,
+)
 
 FIELDS, VALUES = 3, 3  # STAGGER's shape: three categorical fields of three values, one-hot
 WIDTH = FIELDS * VALUES
@@ -66,12 +72,12 @@ def settled_step(catch_up_steps: int) -> tuple[StreamStep, np.random.Generator]:
     return step, rng
 
 
-def read(step: StreamStep, x: torch.Tensor, y: torch.Tensor, drifted: bool = False) -> None:
+def read(step: StreamStep, x: torch.Tensor, y: torch.Tensor, drifted: bool = False) -> Learned:
     """One read as the learner process runs it: score, keep in the buffer, learn."""
     step.score(step.learner.snapshot(), x.numpy(), y.numpy())
     for row, label in zip(x.numpy(), y.tolist(), strict=True):
         step.insert(row, label, float(step.rng.random()))
-    step.learn(x, y, drifted=drifted, num_classes=max(2, int(y.max()) + 1))
+    return step.learn(x, y, drifted=drifted, num_classes=max(2, int(y.max()) + 1))
 
 
 def test_rows_since_change_finds_where_the_error_rate_rose() -> None:
@@ -130,6 +136,27 @@ def test_the_drift_response_fits_only_the_rows_after_the_change(
     (recent,) = fitted
     assert MIN_SINCE_CHANGE <= len(recent) <= 16
     assert torch.equal(recent, x[-len(recent):])
+
+
+def test_a_second_look_once_the_new_concept_fills_the_window(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    step, rng = settled_step(catch_up_steps=StreamParams().catch_up_steps)
+    first = read(step, *rows(rng, 16, new_concept), drifted=True)
+    assert first.retired  # the first look, on the rows since the change
+    looks: list[int] = []
+
+    def recording(model, buffer_x, buffer_y, recent_x, recent_y):
+        looks.append(len(recent_x))
+        return respond_to_drift(model, buffer_x, buffer_y, recent_x, recent_y)
+
+    monkeypatch.setattr(stream, "respond_to_drift", recording)
+    window = StreamParams().recent_window
+    reads = [read(step, *rows(rng, 16, new_concept)) for _ in range(4)]
+    # Once, when the rows since the change fill the window; its retirements go to the caller.
+    assert looks == [window]
+    assert sum(bool(r.retired) for r in reads) <= 1
+    assert not any(r.drifted for r in reads)
+    assert accuracy(step.learner, new_concept) == 1.0
 
 
 def test_catch_up_scales_the_learning_rate_for_its_steps_only() -> None:

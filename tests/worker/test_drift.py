@@ -57,3 +57,5 @@ async def test_label_swap_is_detected_retired_and_adopted(
     assert float(learner.learner.strategy.state_dict()[SCALE_KEY]) == 1.0
     stats = await StatsStore(aredis, learner.keys).read()
     assert stats.learner["drift"]["concept_drift_events"] == learner.drift_events
+    # Every retirement reached the buffer of record, the second look's after the drift too.
+    assert await aredis.hlen(learner.keys.reservoir) == len(learner.stream.buffer)
