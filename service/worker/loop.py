@@ -59,10 +59,9 @@ STATS_EVERY_SECONDS = 1.0
 # again (a read that waits is what would otherwise happen; new labels go first).
 REHEARSAL_SLICE_STEPS = 16
 # A young model (fewer labels than MNEMO_PUBLISH_EVERY_SAMPLES) spends up to this much of its
-# rehearsal budget before each publish but the first: its early versions come after 48, 112...
-# labels, each right after the read that made it due, with two steps per 32 labels behind it
-# (Telco churn's rows 250-500 were served at 0.70, below the majority class's 0.735). The
-# first is not held back: until it exists every predict is refused (409, no class yet).
+# rehearsal budget before each publish: its first versions come after 16, 48, 112... labels,
+# each right after the read that made it due, with two steps per 32 labels behind it (Telco
+# churn's rows 250-500 were served at 0.70, below the majority class's 0.735).
 YOUNG_REHEARSAL_STEPS = 64
 
 
@@ -205,7 +204,7 @@ class LearnerService:
             self.stream.publish_due(self.cursor.unpublished)
             or time.monotonic() - self.last_publish >= self.settings.publish_every_seconds
         ) and not await self.reader.unread_pending():  # never commit past an unread entry
-            if self.served_version and self.samples_seen < self.settings.publish_every_samples:
+            if self.samples_seen < self.settings.publish_every_samples:
                 steps = await asyncio.to_thread(self.stream.rehearse, YOUNG_REHEARSAL_STEPS)
                 self.metrics.steps.inc(steps)
             await self.publish()
