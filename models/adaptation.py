@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -36,6 +38,23 @@ FIT_LR = 1e-2
 # label-swap phase unchanged (0.970) — `python -m service.bench`, seeds 0-1, buffer 1000.
 CONFIDENCE = 0.9
 LOCALITY = 1.5  # tolerance on the matched-density distance comparison below
+
+
+def rows_since_change(errors: Sequence[bool], minimum: int) -> int | None:
+    """Where the error rate rose: the number of trailing rows after the split that best
+    separates a lower error rate before from a higher one after (a split weighted by
+    sqrt(t (n - t) / n), as a two-sample z statistic), at least `minimum`; None when no split
+    shows a rise or the window is too short to tell."""
+    e = np.asarray(errors, dtype=np.float64)
+    n = len(e)
+    if n < 2 * minimum:
+        return None
+    after = np.cumsum(e[::-1])[::-1]  # after[t]: errors from row t to the end
+    t = np.arange(1, n - minimum + 1)
+    rise = after[t] / (n - t) - (after[0] - after[t]) / t
+    score = rise * np.sqrt(t * (n - t) / n)
+    best = int(np.argmax(score))
+    return None if score[best] <= 0 else int(n - t[best])
 
 
 @dataclass(frozen=True)

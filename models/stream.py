@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.adaptation import respond_to_drift
+from models.adaptation import respond_to_drift, rows_since_change
 from models.drift import DriftDetector
 from models.gate import predict_classes
 from models.holdout import Holdout
@@ -89,23 +89,6 @@ def train_chunks(rows: int, chunk: int) -> list[slice]:
     count = -(-rows // chunk)
     bounds = [rows * i // count for i in range(count + 1)]
     return [slice(a, b) for a, b in itertools.pairwise(bounds)]
-
-
-def rows_since_change(errors: Sequence[bool], minimum: int) -> int | None:
-    """Where the error rate rose: the number of trailing rows after the split that best
-    separates a lower error rate before from a higher one after (a split weighted by
-    sqrt(t (n - t) / n), as a two-sample z statistic), at least `minimum`; None when no split
-    shows a rise or the window is too short to tell."""
-    e = np.asarray(errors, dtype=np.float64)
-    n = len(e)
-    if n < 2 * minimum:
-        return None
-    after = np.cumsum(e[::-1])[::-1]  # after[t]: errors from row t to the end
-    t = np.arange(1, n - minimum + 1)
-    rise = after[t] / (n - t) - (after[0] - after[t]) / t
-    score = rise * np.sqrt(t * (n - t) / n)
-    best = int(np.argmax(score))
-    return None if score[best] <= 0 else int(n - t[best])
 
 
 class PublishCadence:
@@ -311,8 +294,7 @@ class StreamStep:
             # window, the new-concept model retired a tenth of what it did a read later).
             post = self._since_change()
             recent = list(self.recent)[-post:]
-            recent_x = torch.stack([torch.as_tensor(r) for r, _, _ in recent])
-            recent_y = torch.tensor([c for _, c, _ in recent], dtype=torch.int64)
+            recent_x, recent_y = _stacked(recent)
             slots = self._retire_contradicted(recent_x, recent_y, changed)
             # Turn the network at once where the same inputs got new answers: some were
             # contradicted, and every class the new rows show was known before the change. A
@@ -334,8 +316,7 @@ class StreamStep:
         concept's samples of the inputs they missed kept being replayed against the new one),
         and catch up again."""
         recent = list(self.recent)
-        recent_x = torch.stack([torch.as_tensor(r) for r, _, _ in recent])
-        recent_y = torch.tensor([c for _, c, _ in recent], dtype=torch.int64)
+        recent_x, recent_y = _stacked(recent)
         slots = self._retire_contradicted(recent_x, recent_y, self._changed_segments())
         self._catch_up(recent)
         return slots
@@ -355,8 +336,7 @@ class StreamStep:
         return self.retire(mask)
 
     def _catch_up(self, recent: list[tuple[Tensor, int, str]]) -> None:
-        x = torch.stack([torch.as_tensor(r) for r, _, _ in recent])
-        y = torch.tensor([c for _, c, _ in recent], dtype=torch.int64)
+        x, y = _stacked(recent)
         self.learner.catch_up(x, y, self.buffer if self.use_replay else None,
                               self.params.catch_up_steps, self.params.catch_up_lr_scale,
                               [t for _, _, t in recent] if self.routes_by_tag else None,
@@ -497,6 +477,12 @@ class StreamStep:
                 self.detector.load_state_dict(detector)
             except ValueError:  # another MNEMO_DRIFT_DETECTOR than the saved one: start fresh
                 self.detector.reset()
+
+
+def _stacked(rows: list[tuple[Tensor, int, str]]) -> tuple[Tensor, Tensor]:
+    """Recent-window rows (input, class, tag) as an input matrix and a class vector."""
+    return (torch.stack([torch.as_tensor(r) for r, _, _ in rows]),
+            torch.tensor([c for _, c, _ in rows], dtype=torch.int64))
 
 
 def split_state(d: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models import stream
-from models.adaptation import respond_to_drift
+from models.adaptation import respond_to_drift, rows_since_change
 from models.holdout import Holdout
 from models.learner import IncrementalLearner
 from models.nets import MLPConfig
@@ -22,7 +22,6 @@ from models.stream import (
     Learned,
     StreamParams,
     StreamStep,
-    rows_since_change,
 )
 
 FIELDS, VALUES = 3, 3  # STAGGER's shape: three categorical fields of three values, one-hot
