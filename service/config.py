@@ -21,12 +21,14 @@ from models.transfer import model_from_checkpoint, resolve_freeze
 ENV_PREFIX = "MNEMO_"
 VECTORS_LEARNING_RATE = 2e-3
 # Records' default: their one-hot columns reach the network unscaled and each field's active
-# column gets its own Adam step; at 2e-3 the replayed buffer was overfit (Telco churn, an
-# in-process replay of load_tests/record_streams.py not kept in the repository, 2 seeds, served
-# prequential per chunk, to compare with each other only:
-# 0.751/0.765/0.748/0.752 at 2e-3, 0.754/0.778/0.764/0.777 at 1e-3, 0.749/0.788/0.774/0.791 at
-# 5e-4, where STAGGER's concept 1 fell to 0.959; STAGGER and Agrawal the same at 1e-3).
-RECORDS_LEARNING_RATE = 1e-3
+# column gets its own Adam step, so noisy tabular labels move the network more than dense
+# vectors do. `make bench-records` at seed 0, served prequential per phase − best River, 2e-3
+# → 1e-3 → 5e-4: 1e-3 missed Telco churn's first chunk (−0.021, −0.023), 5e-4 met it (−0.011,
+# −0.012) and every other chunk; STAGGER and Agrawal met at both (seed 1: Agrawal's function
+# 0 −0.014 at 1e-3, −0.022 at 5e-4; Telco's first chunk −0.022 and −0.010). A drift's
+# catch-up steps at ten times this rate (models/stream.py), so the slower rate costs little
+# time to follow a change.
+RECORDS_LEARNING_RATE = 5e-4
 VECTORS_CONSOLIDATE_EVERY = 1000
 # Records' default: re-anchoring the penalty on the current weights four times as often keeps
 # the network off the noise of tabular streams and on a new concept sooner after a drift

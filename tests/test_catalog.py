@@ -59,8 +59,8 @@ models:
     assert orders.input_dim == 2 + 8 and orders.feature_schema is not None  # derived
     assert (sensors.input_dim, sensors.features) == (3, None)
     assert (plain.input_dim, plain.features) == (7, None)  # the environment's
-    # Each takes its inputs' default learning rate (1e-3 for records, 2e-3 for vectors).
-    assert (orders.effective_learning_rate, plain.effective_learning_rate) == (1e-3, 2e-3)
+    # Each takes its inputs' default learning rate (5e-4 for records, 2e-3 for vectors).
+    assert (orders.effective_learning_rate, plain.effective_learning_rate) == (5e-4, 2e-3)
     orders, sensors, plain = _models(tmp_path, text, features='{"a": "boolean"}')
     assert (sensors.input_dim, sensors.features) == (3, None)  # its own dimension: vectors
     assert plain.input_dim == 2 and plain.features == {"a": {"kind": "boolean", "required": False}}
