@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import redis.exceptions as _errors
 from redis.asyncio import Redis
@@ -260,3 +260,13 @@ async def check_strict_durability(redis: Redis) -> None:
         raise StoreError(
             f"MNEMO_DURABILITY=strict needs WAITAOF with appendonly yes on the server: {exc}"
         ) from exc
+
+
+async def count_and_delete(redis: Redis, key: str, count: Literal["llen", "xlen"]) -> int:
+    """Delete `key`, returning its size (the `count` command: llen, xlen) read in the same
+    transaction: of two concurrent callers, one gets the size and the other 0."""
+    pipe = redis.pipeline(transaction=True)
+    pipe.execute_command(count.upper(), key)
+    pipe.delete(key)
+    size, _ = await pipe.execute()
+    return int(size)

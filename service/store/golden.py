@@ -5,6 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from service.store.codec import decode_labelled, encode_labelled
+from service.store.connection import count_and_delete
 from service.store.keys import Keys
 from service.store.scripts import Scripts
 
@@ -32,13 +33,14 @@ class GoldenSet:
 
     async def purge(self, tag: str | None) -> int:
         """Remove golden items with this tag (None: all); only ever when an operator names
-        the golden set in a purge."""
+        the golden set in a purge. Counts only what this call removed: the API and the
+        learner may purge at once (the learner when the API has not marked its part done),
+        and their counts are added up."""
         if tag is None:
-            size = await self._redis.llen(self._keys.golden)
-            await self._redis.delete(self._keys.golden)
-            return int(size)
+            return await count_and_delete(self._redis, self._keys.golden, "llen")
         removed = 0
         for blob in await self._redis.lrange(self._keys.golden, 0, -1):
             if decode_labelled(blob)[2] == tag:
                 removed += int(await self._redis.lrem(self._keys.golden, 0, blob))
         return removed
+

@@ -37,7 +37,7 @@ import numpy as np
 from redis.asyncio import Redis
 
 from service.records import RecordRows
-from service.store.connection import is_cluster, scan_model_keys
+from service.store.connection import count_and_delete, is_cluster, scan_model_keys
 from service.store.dedicated import DedicatedConnection
 from service.store.keys import Keys
 from service.store.log_budget import LogBudget, stored_key_bytes
@@ -302,9 +302,7 @@ def _concat(parts: list[np.ndarray | RecordRows]) -> np.ndarray | RecordRows:
 async def purge_drift_samples(redis: Redis, keys: Keys, tag: str | None) -> int:
     """Delete drift samples taken with this tag (None: all); how many entries."""
     if tag is None:
-        count = int(await redis.xlen(keys.drift_samples))
-        await redis.delete(keys.drift_samples)
-        return count
+        return await count_and_delete(redis, keys.drift_samples, "xlen")
     doomed = [sid for sid, fields in await redis.xrange(keys.drift_samples)
               if fields.get(b"t", b"").decode() == tag]
     return int(await redis.xdel(keys.drift_samples, *doomed)) if doomed else 0
