@@ -109,6 +109,25 @@ def contradicted(new_model: MLP, buffer_x: Tensor, buffer_y: Tensor, recent_x: T
     return still_shown & near & (predicted != buffer_y) & (confidence >= CONFIDENCE)
 
 
+@torch.no_grad()
+def repeated_and_relabelled(buffer_x: Tensor, buffer_y: Tensor, recent_x: Tensor,
+                            recent_y: Tensor) -> Tensor:
+    """Mask of buffered samples whose very input a recent row repeats with another label
+    (every recent row of that input agreeing on it): the same input got a new answer, no
+    model needed to say so. Inputs without repeated rows (dense vectors): none."""
+    if len(buffer_y) == 0 or len(recent_y) == 0:
+        return torch.zeros(len(buffer_y), dtype=torch.bool)
+    both = torch.cat([buffer_x, recent_x]).reshape(len(buffer_y) + len(recent_y), -1)
+    _, group = torch.unique(both, dim=0, return_inverse=True)
+    held, recent = group[: len(buffer_y)], group[len(buffer_y):]
+    groups = int(group.max()) + 1
+    low = torch.full((groups,), torch.iinfo(torch.int64).max).scatter_reduce(
+        0, recent, recent_y, "amin")
+    high = torch.full((groups,), -1, dtype=torch.int64).scatter_reduce(0, recent, recent_y, "amax")
+    agreed = (high >= 0) & (low == high)
+    return agreed[held] & (buffer_y != high[held])
+
+
 def _same_rows(x: Tensor) -> Tensor:
     """(N, N) bool: rows i and j hold the same input (the diagonal included)."""
     _, group = torch.unique(x.reshape(len(x), -1), dim=0, return_inverse=True)

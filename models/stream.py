@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.adaptation import respond_to_drift, rows_since_change
+from models.adaptation import repeated_and_relabelled, respond_to_drift, rows_since_change
 from models.drift import DriftDetector
 from models.gate import predict_classes
 from models.holdout import Holdout
@@ -152,8 +152,10 @@ class StreamStep:
         # both afresh: a drift right after a restart is answered without the catch-up.)
         self.rows_learned = 0
         # Rows since a change the network was caught up with, until they fill the window
-        # (None: no catch-up under way).
+        # (None: no catch-up under way); and whether the first look skipped the fit (the next
+        # read fits, after the publish in between).
         self.new_concept_rows: int | None = None
+        self.fit_owed = False
         self.class_arrival: dict[int, int] = {}
         # The tag of each buffered item, slot by slot: which segment (task, domain) it is from.
         self.buffer_tags: list[str] = []
@@ -256,13 +258,16 @@ class StreamStep:
         n = self.params.recent_window
         self.recent.extend(zip(x[-n:], y[-n:].tolist(), (tags or [""] * len(y))[-n:], strict=True))
         if drifted:
-            self.new_concept_rows = None
+            self.new_concept_rows, self.fit_owed = None, False
             out.retired = self._respond_to_drift()
         elif self.new_concept_rows is not None:
             self.new_concept_rows += len(y)
             if self.new_concept_rows >= self.params.recent_window:
                 self.new_concept_rows = None
-                out.retired = self._second_look()
+                out.retired = self._look_again(len(self.recent))
+            elif self.fit_owed:
+                out.retired = self._look_again(self.new_concept_rows)
+            self.fit_owed = False
         self.since_consolidation += len(y)
         if self.since_consolidation >= self.params.consolidate_every:
             self.consolidate(x, y)
@@ -295,27 +300,36 @@ class StreamStep:
             post = self._since_change()
             recent = list(self.recent)[-post:]
             recent_x, recent_y = _stacked(recent)
-            slots = self._retire_contradicted(recent_x, recent_y, changed)
             # Turn the network at once where the same inputs got new answers: some were
             # contradicted, and every class the new rows show was known before the change. A
             # class that arrived within a window of it is a new class, learned as such (split
             # digits' tasks are detected 30-60 rows after their classes arrive, and a tenfold
             # step on them erased the old tasks).
-            catch_up = bool(slots) and self._classes_known_before(recent_y, post)
+            known = self._classes_known_before(recent_y, post)
+            # Inputs the rows repeat with new labels are contradicted without a fit: retire
+            # those and turn the network now; the fit (~0.15 s, the old concept served
+            # meanwhile) waits for the next read, after the publish in between.
+            slots = self._retire_repeated(recent_x, recent_y, changed) if known else []
+            fitted = not slots
+            if fitted:
+                slots = self._retire_contradicted(recent_x, recent_y, changed)
+            catch_up = bool(slots) and known
             self.consolidate(recent_x, recent_y)
             self.learner.relax(self.params.drift_relax)
             if catch_up:
                 self._catch_up(recent)
                 self.new_concept_rows = post
+                self.fit_owed = not fitted
         self.cadence.restart()
         return slots
 
-    def _second_look(self) -> list[int]:
-        """Once the rows since a caught-up change fill the window: retire what the new concept,
-        now seen on a whole window, contradicts (the first look saw a dozen rows, and the old
-        concept's samples of the inputs they missed kept being replayed against the new one),
-        and catch up again."""
-        recent = list(self.recent)
+    def _look_again(self, rows: int) -> list[int]:
+        """After a caught-up change, on its last `rows` rows: retire what a model fitted to
+        them contradicts (the first look saw a dozen rows, or only the inputs they repeated,
+        and the old concept's samples of the inputs they missed kept being replayed against
+        the new one), and catch up again. On the read after a first look that skipped the
+        fit, and once the rows since the change fill the window."""
+        recent = list(self.recent)[-rows:]
         recent_x, recent_y = _stacked(recent)
         slots = self._retire_contradicted(recent_x, recent_y, self._changed_segments())
         self._catch_up(recent)
@@ -330,7 +344,20 @@ class StreamStep:
         buffer_x, buffer_y = self.buffer.items()
         response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(), buffer_y.clone(),
                                     recent_x, recent_y)
-        mask = response.retire
+        return self._retire_in(response.retire, changed)
+
+    def _retire_repeated(self, recent_x: Tensor, recent_y: Tensor,
+                         changed: set[str]) -> list[int]:
+        """Retire the buffered samples of the `changed` segments whose input the recent rows
+        repeat with another label (models/adaptation.py); their slots."""
+        if self.buffer is None or not len(self.buffer):
+            return []
+        buffer_x, buffer_y = self.buffer.items()
+        return self._retire_in(repeated_and_relabelled(buffer_x, buffer_y, recent_x, recent_y),
+                               changed)
+
+    def _retire_in(self, mask: Tensor, changed: set[str]) -> list[int]:
+        """Retire the masked buffered samples that belong to the `changed` segments."""
         if len(self.buffer_tags) == len(mask):
             mask = mask & torch.tensor([t in changed for t in self.buffer_tags], dtype=torch.bool)
         return self.retire(mask)
