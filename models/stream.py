@@ -46,6 +46,11 @@ _COUNTERS = "counters"
 _META = "meta."
 
 
+# After a caught-up change, this many windows of rows retire the buffered samples whose
+# inputs they repeat with another label (the looks see the first window only).
+RELABELLING_WINDOWS = 10
+
+
 @dataclass(frozen=True)
 class StreamParams:
     """How the step learns; every field is a setting (service/config.py names them)."""
@@ -156,6 +161,9 @@ class StreamStep:
         # read fits, after the publish in between).
         self.new_concept_rows: int | None = None
         self.fit_owed = False
+        # Rows left, after a caught-up change, during which each read's rows retire the
+        # buffered samples of their inputs that they repeat with another label.
+        self.relabelling_rows = 0
         self.class_arrival: dict[int, int] = {}
         # The tag of each buffered item, slot by slot: which segment (task, domain) it is from.
         self.buffer_tags: list[str] = []
@@ -258,7 +266,7 @@ class StreamStep:
         n = self.params.recent_window
         self.recent.extend(zip(x[-n:], y[-n:].tolist(), (tags or [""] * len(y))[-n:], strict=True))
         if drifted:
-            self.new_concept_rows, self.fit_owed = None, False
+            self.new_concept_rows, self.fit_owed, self.relabelling_rows = None, False, 0
             out.retired = self._respond_to_drift()
         elif self.new_concept_rows is not None:
             self.new_concept_rows += len(y)
@@ -268,6 +276,12 @@ class StreamStep:
             elif self.fit_owed:
                 out.retired = self._look_again(self.new_concept_rows)
             self.fit_owed = False
+        elif self.relabelling_rows > 0:
+            # An input the looks never saw keeps its old answer while its old samples are
+            # replayed (STAGGER: one input, in one run of five, through a whole concept):
+            # its rows, when they come, retire them.
+            self.relabelling_rows -= len(y)
+            out.retired = self._retire_repeated(x, y, self._changed_segments())
         self.since_consolidation += len(y)
         if self.since_consolidation >= self.params.consolidate_every:
             self.consolidate(x, y)
@@ -320,6 +334,7 @@ class StreamStep:
                 self._catch_up(recent)
                 self.new_concept_rows = post
                 self.fit_owed = not fitted
+                self.relabelling_rows = RELABELLING_WINDOWS * self.params.recent_window
         self.cadence.restart()
         return slots
 

@@ -231,3 +231,34 @@ def test_catch_up_scales_the_learning_rate_for_its_steps_only() -> None:
                                                              strict=True))
     assert moved == pytest.approx(5 * 1e-2, rel=0.05)  # Adam: ~lr per step at the scaled rate
     assert learner.catch_up(x, y, None, 0, 10.0) == 0
+
+
+def test_after_the_looks_an_input_they_never_saw_retires_its_old_samples_when_it_comes() -> None:
+    step, rng = settled_step(catch_up_steps=StreamParams().catch_up_steps)
+    unseen = (0, 0, 0)  # old concept 1, new concept 0
+    assert step.buffer is not None
+
+    def old_answers_of_unseen() -> int:
+        held_x, held_y = step.buffer.items()
+        same = (held_x == one_hot([unseen])[0]).all(dim=1)
+        return int((same & (held_y == old_concept(unseen))).sum())
+
+    def without_unseen(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        values = [v for v in (ALL_INPUTS[i] for i in rng.integers(len(ALL_INPUTS), size=2 * n))
+                  if v != unseen][:n]
+        return one_hot(values), torch.tensor([new_concept(v) for v in values])
+
+    read(step, *without_unseen(16), drifted=True)
+    for _ in range(4):  # the looks, none of them shown the unseen input
+        read(step, *without_unseen(16))
+    # What the looks' fits missed (here they generalised to it): old answers still buffered.
+    for slot in range(5):
+        step.keep(slot, one_hot([unseen])[0].numpy(), old_concept(unseen), new=False)
+    assert step.relabelling_rows > 0 and old_answers_of_unseen() == 5
+    x, y = without_unseen(15)
+    learned = read(step, torch.cat([x, one_hot([unseen])]),
+                   torch.cat([y, torch.tensor([new_concept(unseen)])]))
+    assert learned.retired and old_answers_of_unseen() == 0
+    # Once the horizon has passed, reads retire nothing of the kind.
+    step.relabelling_rows = 0
+    assert not read(step, *rows(rng, 16, old_concept)).retired
