@@ -140,3 +140,40 @@ def respond_to_drift(model: MLP, buffer_x: Tensor, buffer_y: Tensor, recent_x: T
     new_model = new_concept_model(model, recent_x, recent_y)
     mask = contradicted(new_model, buffer_x, buffer_y, recent_x, recent_y)
     return DriftResponse(mask, time.perf_counter() - start)
+
+
+@dataclass
+class ChangeFollowUp:
+    """What a change the network was caught up with still owes, read by read: the fit the
+    first look skipped (next read), a second look once the rows since the change fill the
+    window, then a horizon of reads whose rows retire the old samples of the inputs they
+    repeat with new labels (an input the looks never saw otherwise keeps its old answer while
+    its old samples are replayed: STAGGER, one input in one run of five, a whole concept)."""
+
+    window: int  # the recent window's rows
+    horizon: int  # rows of relabelling after the looks
+    rows: int | None = None  # since the change, until they fill the window (None: no looks due)
+    fit_owed: bool = False
+    relabelling_rows: int = 0
+
+    def start(self, rows_since: int, fitted: bool) -> None:
+        """A caught-up change `rows_since` rows ago; `fitted`: its first look fitted a model."""
+        self.rows, self.fit_owed, self.relabelling_rows = rows_since, not fitted, self.horizon
+
+    def stop(self) -> None:
+        self.rows, self.fit_owed, self.relabelling_rows = None, False, 0
+
+    def after_read(self, n: int) -> tuple[str, int]:
+        """What this read of `n` rows owes: ("look", rows to fit on), ("relabel", 0) or
+        ("", 0)."""
+        if self.rows is not None:
+            self.rows += n
+            owed, self.fit_owed = self.fit_owed, False
+            if self.rows >= self.window:
+                self.rows = None
+                return "look", self.window
+            return ("look", self.rows) if owed else ("", 0)
+        if self.relabelling_rows > 0:
+            self.relabelling_rows -= n
+            return "relabel", 0
+        return "", 0

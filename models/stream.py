@@ -30,7 +30,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.adaptation import repeated_and_relabelled, respond_to_drift, rows_since_change
+from models.adaptation import (
+    ChangeFollowUp,
+    repeated_and_relabelled,
+    respond_to_drift,
+    rows_since_change,
+)
 from models.drift import DriftDetector
 from models.gate import predict_classes
 from models.holdout import Holdout
@@ -156,14 +161,9 @@ class StreamStep:
         # that arrives with a drift is new, not a changed concept. (A restarted step starts
         # both afresh: a drift right after a restart is answered without the catch-up.)
         self.rows_learned = 0
-        # Rows since a change the network was caught up with, until they fill the window
-        # (None: no catch-up under way); and whether the first look skipped the fit (the next
-        # read fits, after the publish in between).
-        self.new_concept_rows: int | None = None
-        self.fit_owed = False
-        # Rows left, after a caught-up change, during which each read's rows retire the
-        # buffered samples of their inputs that they repeat with another label.
-        self.relabelling_rows = 0
+        # What a caught-up change still owes: the skipped fit, the second look, relabelling.
+        self.follow_up = ChangeFollowUp(self.params.recent_window,
+                                        RELABELLING_WINDOWS * self.params.recent_window)
         self.class_arrival: dict[int, int] = {}
         # The tag of each buffered item, slot by slot: which segment (task, domain) it is from.
         self.buffer_tags: list[str] = []
@@ -266,22 +266,14 @@ class StreamStep:
         n = self.params.recent_window
         self.recent.extend(zip(x[-n:], y[-n:].tolist(), (tags or [""] * len(y))[-n:], strict=True))
         if drifted:
-            self.new_concept_rows, self.fit_owed, self.relabelling_rows = None, False, 0
+            self.follow_up.stop()
             out.retired = self._respond_to_drift()
-        elif self.new_concept_rows is not None:
-            self.new_concept_rows += len(y)
-            if self.new_concept_rows >= self.params.recent_window:
-                self.new_concept_rows = None
-                out.retired = self._look_again(len(self.recent))
-            elif self.fit_owed:
-                out.retired = self._look_again(self.new_concept_rows)
-            self.fit_owed = False
-        elif self.relabelling_rows > 0:
-            # An input the looks never saw keeps its old answer while its old samples are
-            # replayed (STAGGER: one input, in one run of five, through a whole concept):
-            # its rows, when they come, retire them.
-            self.relabelling_rows -= len(y)
-            out.retired = self._retire_repeated(x, y, self._changed_segments())
+        else:
+            owed, rows = self.follow_up.after_read(len(y))
+            if owed == "look":
+                out.retired = self._look_again(rows)
+            elif owed == "relabel":
+                out.retired = self._retire(x, y, self._changed_segments(), fit=False)
         self.since_consolidation += len(y)
         if self.since_consolidation >= self.params.consolidate_every:
             self.consolidate(x, y)
@@ -323,18 +315,15 @@ class StreamStep:
             # Inputs the rows repeat with new labels are contradicted without a fit: retire
             # those and turn the network now; the fit (~0.15 s, the old concept served
             # meanwhile) waits for the next read, after the publish in between.
-            slots = self._retire_repeated(recent_x, recent_y, changed) if known else []
+            slots = self._retire(recent_x, recent_y, changed, fit=False) if known else []
             fitted = not slots
             if fitted:
-                slots = self._retire_contradicted(recent_x, recent_y, changed)
-            catch_up = bool(slots) and known
+                slots = self._retire(recent_x, recent_y, changed, fit=True)
             self.consolidate(recent_x, recent_y)
             self.learner.relax(self.params.drift_relax)
-            if catch_up:
-                self._catch_up(recent)
-                self.new_concept_rows = post
-                self.fit_owed = not fitted
-                self.relabelling_rows = RELABELLING_WINDOWS * self.params.recent_window
+            if slots and known:
+                self._catch_up(recent_x, recent_y, recent)
+                self.follow_up.start(post, fitted)
         self.cadence.restart()
         return slots
 
@@ -346,39 +335,28 @@ class StreamStep:
         fit, and once the rows since the change fill the window."""
         recent = list(self.recent)[-rows:]
         recent_x, recent_y = _stacked(recent)
-        slots = self._retire_contradicted(recent_x, recent_y, self._changed_segments())
-        self._catch_up(recent)
+        slots = self._retire(recent_x, recent_y, self._changed_segments(), fit=True)
+        self._catch_up(recent_x, recent_y, recent)
         return slots
 
-    def _retire_contradicted(self, recent_x: Tensor, recent_y: Tensor,
-                             changed: set[str]) -> list[int]:
-        """Retire the buffered samples of the `changed` segments that a model fitted to the
-        recent rows contradicts near them (models/adaptation.py); their slots."""
+    def _retire(self, recent_x: Tensor, recent_y: Tensor, changed: set[str], *,
+                fit: bool) -> list[int]:
+        """Retire the buffered samples of the `changed` segments that the recent rows
+        contradict (models/adaptation.py); their slots. `fit`: those a model fitted to the
+        rows denies near them; otherwise those whose very input the rows repeat with another
+        label."""
         if self.buffer is None or not len(self.buffer):
             return []
         buffer_x, buffer_y = self.buffer.items()
-        response = respond_to_drift(self.learner.snapshot(), buffer_x.clone(), buffer_y.clone(),
-                                    recent_x, recent_y)
-        return self._retire_in(response.retire, changed)
-
-    def _retire_repeated(self, recent_x: Tensor, recent_y: Tensor,
-                         changed: set[str]) -> list[int]:
-        """Retire the buffered samples of the `changed` segments whose input the recent rows
-        repeat with another label (models/adaptation.py); their slots."""
-        if self.buffer is None or not len(self.buffer):
-            return []
-        buffer_x, buffer_y = self.buffer.items()
-        return self._retire_in(repeated_and_relabelled(buffer_x, buffer_y, recent_x, recent_y),
-                               changed)
-
-    def _retire_in(self, mask: Tensor, changed: set[str]) -> list[int]:
-        """Retire the masked buffered samples that belong to the `changed` segments."""
+        mask = (respond_to_drift(self.learner.snapshot(), buffer_x.clone(), buffer_y.clone(),
+                                 recent_x, recent_y).retire if fit
+                else repeated_and_relabelled(buffer_x, buffer_y, recent_x, recent_y))
         if len(self.buffer_tags) == len(mask):
             mask = mask & torch.tensor([t in changed for t in self.buffer_tags], dtype=torch.bool)
         return self.retire(mask)
 
-    def _catch_up(self, recent: list[tuple[Tensor, int, str]]) -> None:
-        x, y = _stacked(recent)
+    def _catch_up(self, x: Tensor, y: Tensor, recent: list[tuple[Tensor, int, str]]) -> None:
+        """Catch the network up with the rows `x`, `y` (`recent`, as the window holds them)."""
         self.learner.catch_up(x, y, self.buffer if self.use_replay else None,
                               self.params.catch_up_steps, self.params.catch_up_lr_scale,
                               [t for _, _, t in recent] if self.routes_by_tag else None,

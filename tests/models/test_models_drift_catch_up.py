@@ -168,7 +168,7 @@ def test_inputs_the_new_rows_repeat_with_new_labels_are_retired_without_a_fit(
     assert len(relabelled) > 20 and learned.retired == relabelled
     assert (step.learner.steps_done - steps
             == step.learner.steps_per_batch + StreamParams().catch_up_steps)  # caught up at once
-    assert step.fit_owed  # the next read fits
+    assert step.follow_up.fit_owed  # the next read fits
 
 
 def test_without_repeated_inputs_the_first_look_fits_a_new_concept_model(
@@ -254,11 +254,11 @@ def test_after_the_looks_an_input_they_never_saw_retires_its_old_samples_when_it
     # What the looks' fits missed (here they generalised to it): old answers still buffered.
     for slot in range(5):
         step.keep(slot, one_hot([unseen])[0].numpy(), old_concept(unseen), new=False)
-    assert step.relabelling_rows > 0 and old_answers_of_unseen() == 5
+    assert step.follow_up.relabelling_rows > 0 and old_answers_of_unseen() == 5
     x, y = without_unseen(15)
     learned = read(step, torch.cat([x, one_hot([unseen])]),
                    torch.cat([y, torch.tensor([new_concept(unseen)])]))
     assert learned.retired and old_answers_of_unseen() == 0
     # Once the horizon has passed, reads retire nothing of the kind.
-    step.relabelling_rows = 0
+    step.follow_up.relabelling_rows = 0
     assert not read(step, *rows(rng, 16, old_concept)).retired
