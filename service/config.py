@@ -24,8 +24,9 @@ VECTORS_LEARNING_RATE = 2e-3
 # column gets its own Adam step, so noisy tabular labels move the network more than dense
 # vectors do. `make bench-records` at seed 0, served prequential per phase − best River, 2e-3
 # → 1e-3 → 5e-4: 1e-3 missed Telco churn's first chunk (−0.021, −0.023), 5e-4 met it (−0.011,
-# −0.012) and every other chunk; STAGGER and Agrawal met at both (seed 1: Agrawal's function
-# 0 −0.014 at 1e-3, −0.022 at 5e-4; Telco's first chunk −0.022 and −0.010). A drift's
+# −0.012) and every other chunk; STAGGER met at both; Agrawal's function 2 spreads wider at
+# 5e-4 (+0.014 to −0.040 over eight runs, two short; −0.000 to −0.011 over three at 1e-3;
+# BENCHMARKS.md) and its function 0 at seed 1 is −0.014 at 1e-3, −0.022 at 5e-4. A drift's
 # catch-up steps at ten times this rate (models/stream.py), so the slower rate costs little
 # time to follow a change.
 RECORDS_LEARNING_RATE = 5e-4

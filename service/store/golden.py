@@ -43,4 +43,3 @@ class GoldenSet:
             if decode_labelled(blob)[2] == tag:
                 removed += int(await self._redis.lrem(self._keys.golden, 0, blob))
         return removed
-

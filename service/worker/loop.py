@@ -304,7 +304,7 @@ class LearnerService:
             self.last_loss, self.last_penalty = learned.loss, learned.penalty
         if learned.drifted:
             await self._on_concept_drift(learned.retired)
-        elif learned.retired:  # the second look after a drift (models/stream.py)
+        elif learned.retired:  # a caught-up drift's later looks (models/stream.py)
             await self.samples.retire(learned.retired)
         self.cursor.advance(ids, [batch.accepted_ms[i] for i in fresh])
         self.metrics.samples.inc(len(ids))
