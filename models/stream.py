@@ -31,7 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from models.adaptation import (
+    BufferTurnover,
     ChangeFollowUp,
+    near_recent,
     repeated_and_relabelled,
     respond_to_drift,
     rows_since_change,
@@ -51,6 +53,9 @@ _COUNTERS = "counters"
 _META = "meta."
 
 
+# The old samples' turnover after a caught-up change (models/adaptation.py BufferTurnover)
+# starts only where the rows since the change lie near at least this share of the buffer.
+TURNOVER_NEAR_SHARE = 0.5
 # After a caught-up change, this many windows of rows retire the buffered samples whose
 # inputs they repeat with another label (the looks see the first window only).
 RELABELLING_WINDOWS = 10
@@ -165,8 +170,11 @@ class StreamStep:
         self.follow_up = ChangeFollowUp(self.params.recent_window,
                                         RELABELLING_WINDOWS * self.params.recent_window)
         self.class_arrival: dict[int, int] = {}
-        # The tag of each buffered item, slot by slot: which segment (task, domain) it is from.
+        # The tag of each buffered item, slot by slot: which segment (task, domain) it is from,
+        # and rows_learned when it was stored (-1: kept before this step started).
         self.buffer_tags: list[str] = []
+        self.stored_at: list[int] = []
+        self.turnover = BufferTurnover()
         self.since_consolidation = 0
         self.consolidations: deque[float] = deque(maxlen=1000)  # seconds each took
         self.rehearsal_budget = 0.0
@@ -196,13 +204,17 @@ class StreamStep:
     def hold_out(self, x: np.ndarray, y: int, tag: str) -> None:
         self.holdout.add(x, y, tag)
 
+    def replace_buffer(self, buffer: ReplayBuffer | None) -> None:
+        """A new (empty) mirror, filled by `keep` as the buffer of record is reloaded."""
+        self.buffer, self.buffer_tags, self.stored_at = buffer, [], []
+
     def insert(self, x: np.ndarray, y: int, u: float, tag: str = "") -> int | None:
         """Store by the buffer's own policy from u, where it is its own store (the
         benchmark); the slot or None."""
         assert self.buffer is not None
         slot = self.buffer.insert(torch.from_numpy(x.copy()), y, u)
         if slot is not None:
-            self._tag_slot(slot, tag)
+            self._tag_slot(slot, tag, self.rows_learned)
             self._remember(x)
         return slot
 
@@ -211,18 +223,20 @@ class StreamStep:
         last publish (not a reload), so a refused candidate takes it out again."""
         assert self.buffer is not None
         self.buffer.put(slot, torch.from_numpy(x.copy()), y)
-        self._tag_slot(slot, tag)
+        self._tag_slot(slot, tag, self.rows_learned if new else -1)
         if new:
             self._remember(x)
 
     def _remember(self, x: np.ndarray) -> None:
         self._inserted.add(np.ascontiguousarray(x, dtype=np.float32).tobytes())
 
-    def _tag_slot(self, slot: int, tag: str) -> None:
+    def _tag_slot(self, slot: int, tag: str, stored_at: int) -> None:
         if slot < len(self.buffer_tags):
-            self.buffer_tags[slot] = tag
+            self.buffer_tags[slot], self.stored_at[slot] = tag, stored_at
         else:  # buffers fill their slot prefix in order
-            self.buffer_tags.extend([""] * (slot - len(self.buffer_tags)) + [tag])
+            gap = slot - len(self.buffer_tags)
+            self.buffer_tags.extend([""] * gap + [tag])
+            self.stored_at.extend([-1] * gap + [stored_at])
 
     def retire(self, mask: Tensor) -> list[int]:
         """Take the masked buffer items out of the mirror (compacting, as the buffer of
@@ -233,6 +247,7 @@ class StreamStep:
             self.buffer.retire(mask)
             keep = (~mask).tolist()
             self.buffer_tags = [t for t, k in zip(self.buffer_tags, keep, strict=False) if k]
+            self.stored_at = [r for r, k in zip(self.stored_at, keep, strict=False) if k]
         return slots
 
     def learn(self, x: Tensor, y: Tensor, tags: Sequence[str] | None = None, *,
@@ -267,13 +282,10 @@ class StreamStep:
         self.recent.extend(zip(x[-n:], y[-n:].tolist(), (tags or [""] * len(y))[-n:], strict=True))
         if drifted:
             self.follow_up.stop()
+            self.turnover.stop()
             out.retired = self._respond_to_drift()
         else:
-            owed, rows = self.follow_up.after_read(len(y))
-            if owed == "look":
-                out.retired = self._look_again(rows)
-            elif owed == "relabel":
-                out.retired = self._retire(x, y, self._changed_segments(), fit=False)
+            out.retired = self._follow_up(x, y)
         self.since_consolidation += len(y)
         if self.since_consolidation >= self.params.consolidate_every:
             self.consolidate(x, y)
@@ -324,36 +336,69 @@ class StreamStep:
             if slots and known:
                 self._catch_up(recent_x, recent_y, recent)
                 self.follow_up.start(post, fitted)
+                if self._where_the_buffer_lies(recent_x):
+                    self.turnover.start(self.rows_learned - post, changed)
         self.cadence.restart()
         return slots
 
-    def _look_again(self, rows: int) -> list[int]:
-        """After a caught-up change, on its last `rows` rows: retire what a model fitted to
-        them contradicts (the first look saw a dozen rows, or only the inputs they repeated,
-        and the old concept's samples of the inputs they missed kept being replayed against
-        the new one), and catch up again. On the read after a first look that skipped the
-        fit, and once the rows since the change fill the window."""
-        recent = list(self.recent)[-rows:]
-        recent_x, recent_y = _stacked(recent)
-        slots = self._retire(recent_x, recent_y, self._changed_segments(), fit=True)
-        self._catch_up(recent_x, recent_y, recent)
-        return slots
+    def _where_the_buffer_lies(self, recent_x: Tensor) -> bool:
+        """Whether the rows since a change lie where most buffered samples do: the same inputs
+        got new answers, and the old samples are the old concept's. In an untagged stream a
+        new domain is detected as a change too, and its old samples are the old domains' (the
+        transfer benchmark's new digit permutations and shifts lie near 3-38% of the buffer,
+        Agrawal's function 2 near all of it)."""
+        if self.buffer is None or len(self.buffer) < 2:
+            return False
+        buffer_x, _ = self.buffer.items()
+        near = near_recent(self.learner.model, buffer_x, recent_x)
+        return float(near.float().mean()) >= TURNOVER_NEAR_SHARE
+
+    def _follow_up(self, x: Tensor, y: Tensor) -> list[int]:
+        """What a caught-up change still owes on this read (x, y): the old concept's samples
+        that make way for the rows (the turnover), and those a look or the relabelling
+        contradicts; retired at once, their slots. After a look, the network catches up again."""
+        owed, rows = self.follow_up.after_read(len(y))
+        if self.buffer is None or not len(self.buffer):
+            return []
+        # Room for the next read's rows (as many as this one's) beyond the free slots.
+        room = len(y) - (self.buffer.capacity - len(self.buffer))
+        turned = (self.turnover.victims(self.stored_at, self.buffer_tags, room, self.rng)
+                  if len(self.stored_at) == len(self.buffer) else None)
+        mask = torch.zeros(len(self.buffer), dtype=torch.bool) if turned is None else turned
+        if owed == "look":
+            # On the last `rows` rows: what a model fitted to them contradicts (the first look
+            # saw a dozen rows, or only the inputs they repeated). On the read after a first
+            # look that skipped the fit, and once the rows since the change fill the window.
+            recent = list(self.recent)[-rows:]
+            recent_x, recent_y = _stacked(recent)
+            mask |= self._contradicted(recent_x, recent_y, self._changed_segments(), fit=True)
+            slots = self.retire(mask)
+            self._catch_up(recent_x, recent_y, recent)
+            return slots
+        if owed == "relabel":
+            mask |= self._contradicted(x, y, self._changed_segments(), fit=False)
+        return self.retire(mask)
 
     def _retire(self, recent_x: Tensor, recent_y: Tensor, changed: set[str], *,
                 fit: bool) -> list[int]:
-        """Retire the buffered samples of the `changed` segments that the recent rows
-        contradict (models/adaptation.py); their slots. `fit`: those a model fitted to the
-        rows denies near them; otherwise those whose very input the rows repeat with another
-        label."""
+        """Retire what `_contradicted` masks; the slots."""
         if self.buffer is None or not len(self.buffer):
             return []
+        return self.retire(self._contradicted(recent_x, recent_y, changed, fit=fit))
+
+    def _contradicted(self, recent_x: Tensor, recent_y: Tensor, changed: set[str], *,
+                      fit: bool) -> Tensor:
+        """Mask of the buffered samples of the `changed` segments that the recent rows
+        contradict (models/adaptation.py). `fit`: those a model fitted to the rows denies
+        near them; otherwise those whose very input the rows repeat with another label."""
+        assert self.buffer is not None
         buffer_x, buffer_y = self.buffer.items()
         mask = (respond_to_drift(self.learner.snapshot(), buffer_x.clone(), buffer_y.clone(),
                                  recent_x, recent_y).retire if fit
                 else repeated_and_relabelled(buffer_x, buffer_y, recent_x, recent_y))
         if len(self.buffer_tags) == len(mask):
             mask = mask & torch.tensor([t in changed for t in self.buffer_tags], dtype=torch.bool)
-        return self.retire(mask)
+        return mask
 
     def _catch_up(self, x: Tensor, y: Tensor, recent: list[tuple[Tensor, int, str]]) -> None:
         """Catch the network up with the rows `x`, `y` (`recent`, as the window holds them)."""

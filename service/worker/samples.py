@@ -62,9 +62,8 @@ class SampleStore:
             self._keys.reservoir
         ):
             await fenced(buffers.reindex(self._redis, self._keys, self._lease.token or 0))
-        step.buffer = make_buffer(self._settings.buffer, self._settings.buffer_size,
-                                  self._settings.input_dim)
-        step.buffer_tags = []
+        step.replace_buffer(make_buffer(self._settings.buffer, self._settings.buffer_size,
+                                        self._settings.input_dim))
         stored = sorted((await buffers.load(self._redis, self._keys)).items())
         for (slot, _), (x, y, tag) in zip(stored, self._decoded([b for _, b in stored]),
                                           strict=True):

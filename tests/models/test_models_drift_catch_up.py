@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from models import stream
-from models.adaptation import repeated_and_relabelled, respond_to_drift, rows_since_change
+from models.adaptation import (
+    BufferTurnover,
+    near_recent,
+    repeated_and_relabelled,
+    respond_to_drift,
+    rows_since_change,
+)
 from models.holdout import Holdout
 from models.learner import IncrementalLearner
 from models.nets import MLPConfig
@@ -215,7 +221,6 @@ def test_the_skipped_fit_comes_on_the_next_read_and_a_second_look_once_the_windo
     # The fit the first look skipped (its inputs repeated buffered ones), on the next read's
     # rows since the change; once more when they fill the window. Retirements go to the caller.
     assert len(looks) == 2 and 16 < looks[0] < window and looks[1] == window, looks
-    assert sum(bool(r.retired) for r in reads) <= 2
     assert not any(r.drifted for r in reads)
     assert accuracy(step.learner, new_concept) == 1.0
 
@@ -259,6 +264,63 @@ def test_after_the_looks_an_input_they_never_saw_retires_its_old_samples_when_it
     learned = read(step, torch.cat([x, one_hot([unseen])]),
                    torch.cat([y, torch.tensor([new_concept(unseen)])]))
     assert learned.retired and old_answers_of_unseen() == 0
-    # Once the horizon has passed, reads retire nothing of the kind.
+    # Once the horizon has passed, reads retire nothing of the kind (the old samples' turnover,
+    # tested on its own, aside).
     step.follow_up.relabelling_rows = 0
+    step.turnover.stop()
     assert not read(step, *rows(rng, 16, old_concept)).retired
+
+
+def test_after_a_caught_up_change_the_old_samples_make_way_for_the_new_rows() -> None:
+    step, rng = settled_step(catch_up_steps=StreamParams().catch_up_steps)
+    assert step.buffer is not None and len(step.buffer) == 500
+    read(step, *rows(rng, 16, new_concept), drifted=True)
+    change = step.turnover.change_row
+    assert change is not None and change < step.rows_learned
+    old = sum(at < change for at in step.stored_at)
+    free = 500 - len(step.buffer)  # what the drift response retired: refilled first
+    reads = 0
+    while step.turnover.change_row is not None:
+        before = len(step.buffer)
+        learned = read(step, *rows(rng, 16, new_concept))
+        reads += 1
+        # A reservoir 1,600 rows in keeps a new row with chance 500/1,600: here each takes a
+        # slot an old sample freed, so the buffer stays full of the new concept.
+        assert len(step.buffer) >= before - len(learned.retired)
+        assert reads <= (old + free) // 16 + 2, "the turnover ends once the old samples are gone"
+    assert all(at >= change for at in step.stored_at)
+    assert len(step.buffer) >= 500 - 16  # kept full: old samples go only to make room
+    x, y = step.buffer.items()
+    values = [tuple(int(i) % VALUES for i in row.nonzero().flatten()) for row in x]
+    assert [new_concept(v) for v in values] == y.tolist()
+    assert reads >= old // 16 - 4  # no more than a read's rows at a time, besides the looks
+
+
+def test_turnover_victims_are_old_samples_of_changed_segments_at_most_as_many_as_rows() -> None:
+    turnover, rng = BufferTurnover(), np.random.default_rng(0)
+    stored_at, tags = [0, 5, 10, 20, -1, 3], ["a", "a", "b", "a", "a", "b"]
+    assert turnover.victims(stored_at, tags, 4, rng) is None  # none due
+    turnover.start(10, {"a"})
+    none = turnover.victims(stored_at, tags, 0, rng)  # room for the rows already
+    assert none is not None and not none.any() and turnover.change_row == 10
+    two = turnover.victims(stored_at, tags, 2, rng)
+    assert two is not None and int(two.sum()) == 2
+    assert set(two.nonzero().flatten().tolist()) <= {0, 1, 4}
+    every = turnover.victims(stored_at, tags, 10, rng)
+    assert every is not None and every.nonzero().flatten().tolist() == [0, 1, 4]
+    assert turnover.victims([10, 20, 3], ["a", "a", "b"], 4, rng) is None
+    assert turnover.change_row is None  # nothing old left in the changed segments: it ends
+
+
+def test_near_recent_tells_the_same_region_from_a_new_domain() -> None:
+    """The turnover's guard (StreamStep: TURNOVER_NEAR_SHARE): rows from the buffer's own
+    region lie near most of it, rows of a new domain near almost none."""
+    learner = IncrementalLearner(MLPConfig(4, (8,), 2), make_strategy("naive"), lr=1e-3, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    held = torch.randn(500, 4, generator=gen)
+    learner.model.standardizer.update(held)
+    same = near_recent(learner.model, held, torch.randn(32, 4, generator=gen))
+    elsewhere = near_recent(learner.model, held, torch.randn(32, 4, generator=gen) + 6.0)
+    assert same.float().mean() >= stream.TURNOVER_NEAR_SHARE
+    assert elsewhere.float().mean() < 0.1
+    assert not near_recent(learner.model, held[:1], held).any()  # too few to tell
